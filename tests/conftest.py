@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random models of every architecture, the embedded model, and the shared corpora."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xlens.models import TINY_ARCHITECTURES, LensModel, load_model
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "flores200" / "devtest").is_dir():
+        raise FileNotFoundError(f"the shared corpora are expected at {SHARED_DATA} (../shared/data beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", params=TINY_ARCHITECTURES)
+def tiny_model(request: pytest.FixtureRequest) -> LensModel:
+    """A tiny random model of each architecture the paper uses (bloom, cohere, gpt2) and of gemma3."""
+    return load_model(f"tiny-{request.param}", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2() -> LensModel:
+    return load_model("tiny-gpt2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded() -> LensModel:
+    """The real embedded Gemma-3-270M (dequantized into the cache on first use, about a minute)."""
+    return load_model(device="cpu")

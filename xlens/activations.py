@@ -1,0 +1,351 @@
+"""Pooled unit responses: one value per sentence per unit, collected through hook points.
+
+Each unit's response is pooled over the real tokens of a sentence (mean, max, last token, median, or the number of
+tokens on which it is active, for LAPE) inside the hook, so memory grows with sentences x units, never with tokens x
+units, and no activation cache is built. Batches are sorted by length, padding is masked out of every statistic, and
+the forward pass stops after the deepest block that is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from xlens._io import atomic_write
+from xlens.models import LensModel, layer_of
+
+Pooling = Literal["mean", "max", "last", "median", "active"]
+POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active")
+UnitSpec = str | Sequence[str] | Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class UnitIndex:
+    """Maps flat unit indices to (hook, position within the hook) and back.
+
+    Units are laid out hook after hook in the order of ``hooks``; a hook with ``[batch, pos, heads, d_head]``
+    activations contributes ``heads * d_head`` units, flattened row-major.
+    """
+
+    hooks: tuple[str, ...]
+    widths: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.hooks) != len(self.widths):
+            raise ValueError("UnitIndex needs one width per hook")
+        if len(set(self.hooks)) != len(self.hooks):
+            raise ValueError(f"duplicate hook names in {self.hooks}")
+
+    @property
+    def n_units(self) -> int:
+        return sum(self.widths)
+
+    def __len__(self) -> int:
+        return self.n_units
+
+    @property
+    def offsets(self) -> list[int]:
+        out, total = [], 0
+        for w in self.widths:
+            out.append(total)
+            total += w
+        return out
+
+    def hook_ids(self) -> Int[Tensor, " unit"]:
+        return torch.repeat_interleave(torch.arange(len(self.hooks)), torch.tensor(self.widths))
+
+    def positions(self) -> Int[Tensor, " unit"]:
+        return torch.cat([torch.arange(w) for w in self.widths])
+
+    def layers(self) -> Int[Tensor, " unit"]:
+        """Layer of every unit (-1 for hooks outside the blocks)."""
+        per_hook = torch.tensor([-1 if (la := layer_of(h)) is None else la for h in self.hooks])
+        return per_hook[self.hook_ids()]
+
+    def locate(self, unit: int) -> tuple[str, int]:
+        """(hook name, position) of flat unit index ``unit``."""
+        if not 0 <= unit < self.n_units:
+            raise IndexError(f"unit {unit} out of range [0, {self.n_units})")
+        for hook, offset, width in zip(self.hooks, self.offsets, self.widths, strict=True):
+            if unit < offset + width:
+                return hook, unit - offset
+        raise AssertionError("unreachable")
+
+    def unit(self, hook: str, position: int) -> int:
+        """Flat index of ``position`` at ``hook``."""
+        try:
+            j = self.hooks.index(hook)
+        except ValueError:
+            raise KeyError(f"hook {hook!r} is not in this index; it has {list(self.hooks)[:5]}...") from None
+        if not 0 <= position < self.widths[j]:
+            raise IndexError(f"position {position} out of range for {hook} (width {self.widths[j]})")
+        return self.offsets[j] + position
+
+    def labels(self, units: Sequence[int] | Tensor) -> list[str]:
+        """Readable names such as ``L3.mlp#1234`` for plots and tables."""
+        out = []
+        for u in torch.as_tensor(units).tolist():
+            hook, pos = self.locate(int(u))
+            layer = layer_of(hook)
+            short = hook.split(".", 2)[-1].removesuffix(".hook_post").removesuffix(".hook_out")
+            out.append(f"L{layer}.{short}#{pos}" if layer is not None else f"{hook}#{pos}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hooks": list(self.hooks), "widths": list(self.widths)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UnitIndex:
+        return cls(tuple(data["hooks"]), tuple(int(w) for w in data["widths"]))
+
+
+@dataclass
+class Responses:
+    """Pooled responses of many units to many sentences.
+
+    Attributes:
+        pooled: pooling name -> ``[sentence, unit]`` tensor.
+        units: the unit index (hook, position) of the columns.
+        token_counts: real tokens per sentence (BOS included where the model prepends one).
+        lang_ids: language index of every sentence (into ``languages``), when collected from a corpus.
+        languages: FLORES codes, when collected from a corpus.
+        meta: what produced these responses (model identity, data fingerprint, settings).
+    """
+
+    pooled: dict[str, Float[Tensor, "sentence unit"]]
+    units: UnitIndex
+    token_counts: Int[Tensor, " sentence"]
+    lang_ids: Int[Tensor, " sentence"] | None = None
+    languages: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, pooling: str) -> Float[Tensor, "sentence unit"]:
+        try:
+            return self.pooled[pooling]
+        except KeyError:
+            raise KeyError(f"pooling {pooling!r} was not collected; have {sorted(self.pooled)}") from None
+
+    @property
+    def n_sentences(self) -> int:
+        return int(self.token_counts.shape[0])
+
+    def labels_for(self, language: str) -> Bool[Tensor, " sentence"]:
+        if self.lang_ids is None:
+            raise ValueError("these responses carry no language labels; collect them from a corpus")
+        return self.lang_ids == self.languages.index(language)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``responses.safetensors`` + ``responses.json`` into folder ``path`` (atomically)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"pooled.{k}": v.contiguous() for k, v in self.pooled.items()}
+        tensors["token_counts"] = self.token_counts
+        if self.lang_ids is not None:
+            tensors["lang_ids"] = self.lang_ids
+        header = {"units": self.units.to_dict(), "languages": self.languages, "meta": self.meta}
+        atomic_write(folder / "responses.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write(folder / "responses.json", lambda p: p.write_text(json.dumps(header, indent=1)))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Responses:
+        folder = Path(path)
+        if not (folder / "responses.json").is_file() or not (folder / "responses.safetensors").is_file():
+            raise FileNotFoundError(f"no saved responses in {folder} (need responses.json and .safetensors)")
+        header = json.loads((folder / "responses.json").read_text())
+        tensors = load_file(str(folder / "responses.safetensors"))
+        pooled = {k.removeprefix("pooled."): v for k, v in tensors.items() if k.startswith("pooled.")}
+        return cls(
+            pooled=pooled,
+            units=UnitIndex.from_dict(header["units"]),
+            token_counts=tensors["token_counts"],
+            lang_ids=tensors.get("lang_ids"),
+            languages=list(header["languages"]),
+            meta=header["meta"],
+        )
+
+
+def resolve_units(model: LensModel, units: UnitSpec = "mlp") -> list[str]:
+    """Hook names for a unit spec.
+
+    ``"mlp"`` (every MLP neuron, ``blocks.{l}.mlp.hook_post``), ``"linear"`` (every linear layer's output: attention
+    q/k/v/o and MLP in/gate/out), ``"resid"`` (residual stream after each block), a regular expression over hook
+    names (``"re:blocks\\.1[0-7]\\.mlp\\.hook_post"``), an explicit list of hook names, or a predicate.
+    """
+    if isinstance(units, str):
+        if units == "mlp":
+            return model.mlp_hooks
+        if units == "linear":
+            return model.linear_hooks()
+        if units == "resid":
+            return model.resid_hooks
+        if units.startswith("re:"):
+            pattern = re.compile(units[3:])
+            names = [n for n in model.bridge.hook_dict if pattern.fullmatch(n)]
+            if not names:
+                raise ValueError(f"no hook name matches {units[3:]!r}")
+            return names
+        raise ValueError(f"unknown unit spec {units!r}: use 'mlp', 'linear', 'resid', 're:REGEX' or a list of hooks")
+    if callable(units):
+        names = [n for n in model.bridge.hook_dict if units(n)]
+        if not names:
+            raise ValueError("the unit filter selected no hook")
+        return names
+    names = list(units)
+    if not names:
+        raise ValueError("no hook names given")
+    model.check_hooks(names)
+    return names
+
+
+def pool(
+    acts: Float[Tensor, "batch pos unit"], mask: Bool[Tensor, "batch pos"], pooling: str
+) -> Float[Tensor, "batch unit"]:
+    """Pool activations over the real tokens of each row (padding is never counted)."""
+    m = mask.unsqueeze(-1)
+    lengths = mask.sum(dim=1)
+    if pooling == "mean":
+        return (acts * m).sum(dim=1) / lengths.unsqueeze(-1).to(acts.dtype)
+    if pooling == "max":
+        return acts.masked_fill(~m, float("-inf")).amax(dim=1)
+    if pooling == "last":
+        idx = (lengths - 1).view(-1, 1, 1).expand(-1, 1, acts.shape[-1])
+        return acts.gather(1, idx).squeeze(1)
+    if pooling == "median":
+        # numpy's median: the mean of the two middle values of the real tokens (padding sorted to the end).
+        ordered = acts.masked_fill(~m, float("inf")).sort(dim=1).values
+        lo = ((lengths - 1) // 2).view(-1, 1, 1).expand(-1, 1, acts.shape[-1])
+        hi = (lengths // 2).view(-1, 1, 1).expand(-1, 1, acts.shape[-1])
+        return (ordered.gather(1, lo) + ordered.gather(1, hi)).squeeze(1) / 2
+    if pooling == "active":
+        return ((acts > 0) & m).sum(dim=1).to(acts.dtype)
+    raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
+
+
+def collect_responses(
+    model: LensModel,
+    texts: Sequence[str],
+    *,
+    units: UnitSpec = "mlp",
+    pooling: str | Sequence[str] = "mean",
+    batch_size: int = 16,
+    max_length: int | None = 256,
+    dtype: torch.dtype = torch.float32,
+    lang_ids: Int[Tensor, " sentence"] | Sequence[int] | None = None,
+    languages: Sequence[str] = (),
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> Responses:
+    """Pooled responses of ``units`` to every text, as one ``[sentence, unit]`` tensor per pooling.
+
+    Args:
+        units: see :func:`resolve_units` (default: every MLP neuron).
+        pooling: one pooling or several collected in the same forward passes (``mean``, ``max``, ``last``,
+            ``median``, ``active`` = number of tokens with activation > 0, for LAPE).
+        max_length: truncate sentences to this many tokens (None: no limit).
+        dtype: storage dtype of the result (float32 or float16 to halve memory on big models).
+    """
+    if isinstance(texts, str):
+        raise TypeError("collect_responses takes a sequence of sentences, not a single string")
+    if len(texts) == 0:
+        raise ValueError("no sentences to collect responses on")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    poolings = [pooling] if isinstance(pooling, str) else list(pooling)
+    for p in poolings:
+        if p not in POOLINGS:
+            raise ValueError(f"unknown pooling {p!r}; use one of {POOLINGS}")
+    hooks = resolve_units(model, units)
+    index = UnitIndex(tuple(hooks), tuple(model.hook_widths(hooks)[h] for h in hooks))
+    n = len(texts)
+    out = {p: torch.empty((n, index.n_units), dtype=dtype) for p in poolings}
+    token_counts = torch.empty(n, dtype=torch.long)
+
+    # Tokenize once to sort by length: batches of similar length waste little compute on padding.
+    lengths = [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    order = sorted(range(n), key=lambda i: -lengths[i])
+    offsets = dict(zip(hooks, index.offsets, strict=True))
+    widths = dict(zip(hooks, index.widths, strict=True))
+
+    rows: Tensor = torch.empty(0, dtype=torch.long)
+    mask: Tensor = torch.empty(0, dtype=torch.bool)
+
+    def pooler(hook_name: str) -> Callable[[Tensor, Any], None]:
+        def hook_fn(act: Tensor, hook: Any) -> None:
+            flat = act.reshape(act.shape[0], act.shape[1], -1).float()
+            start = offsets[hook_name]
+            for p in poolings:
+                out[p][rows, start : start + widths[hook_name]] = pool(flat, mask, p).to("cpu", dtype)
+
+        return hook_fn
+
+    fwd_hooks = [(h, pooler(h)) for h in hooks]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    for batch_rows in tqdm(batches, desc="pooled responses", unit="batch", disable=not progress):
+        batch = model.tokenize([texts[i] for i in batch_rows], max_length=max_length)
+        rows, mask = torch.tensor(batch_rows), batch.mask
+        token_counts[rows] = batch.lengths.cpu()
+        model.run_hooks(batch, fwd_hooks)
+
+    ids = None if lang_ids is None else torch.as_tensor(lang_ids, dtype=torch.long)
+    if ids is not None and ids.shape[0] != n:
+        raise ValueError(f"lang_ids has {ids.shape[0]} entries for {n} sentences")
+    info = {
+        "model": model.identity(),
+        "units": "custom" if callable(units) else units,
+        "pooling": poolings,
+        "max_length": max_length,
+        "dtype": str(dtype).removeprefix("torch."),
+        **(meta or {}),
+    }
+    return Responses(out, index, token_counts, ids, list(languages), info)
+
+
+def collect_corpus_responses(
+    model: LensModel,
+    corpus: Any,
+    languages: Sequence[str] | None = None,
+    *,
+    cache: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> Responses:
+    """Responses to every sentence of every language of a ``ParallelCorpus`` (sentences grouped by language).
+
+    With ``cache`` (a folder), responses are saved there under a key made of the model identity, the corpus
+    fingerprint and the settings, and a rerun with the same inputs loads them instead of recomputing.
+    """
+    langs = list(languages) if languages is not None else list(corpus.languages)
+    corpus = corpus.select(langs)
+    langs = list(corpus.languages)
+    texts = [s for lang in langs for s in corpus[lang]]
+    lang_ids = torch.repeat_interleave(torch.arange(len(langs)), len(corpus))
+    settings = {k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v)) for k, v in kwargs.items()}
+    key_source = {"model": model.identity(), "corpus": corpus.fingerprint(), "languages": langs, **settings}
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if cache is not None:
+        folder = Path(cache) / f"responses-{key}"
+        if (folder / "responses.json").is_file():
+            return Responses.load(folder)
+    responses = collect_responses(
+        model,
+        texts,
+        lang_ids=lang_ids,
+        languages=langs,
+        meta={"corpus": corpus.name, "corpus_fingerprint": corpus.fingerprint(), "cache_key": key},
+        **kwargs,
+    )
+    if cache is not None:
+        responses.save(Path(cache) / f"responses-{key}")
+    return responses

@@ -1,0 +1,135 @@
+"""Benchmarks behind ``xlens bench``: each returns a JSON-ready dict of measurements (never asserted in tests)."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info["platform"] = platform.platform()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def bench_experts(
+    model: str | None = None,
+    corpus: str = "builtin",
+    languages: Sequence[str] = ("eng_Latn", "spa_Latn", "deu_Latn", "fra_Latn", "jpn_Jpan"),
+    per_lang: int = 200,
+    sklearn_units: int = 300,
+    batch_size: int = 16,
+    device: str | None = None,
+    dtype: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Scoring (ours vs the sklearn per-unit loop of ml-selfcond) and collection (pooled vs plain forward)."""
+    from sklearn.metrics import average_precision_score
+
+    from xlens.activations import collect_responses
+    from xlens.data.loaders import load_corpus
+    from xlens.experts.scoring import one_vs_rest
+    from xlens.models import load_model
+
+    data = load_corpus(corpus, langs=list(languages)).sample(per_lang, seed=seed)
+    langs = list(data.languages)
+    texts = [s for lang in langs for s in data[lang]]
+    lang_ids = torch.repeat_interleave(torch.arange(len(langs)), len(data))
+    lm = load_model(model, device=device, dtype=dtype)
+    dev = lm.device
+
+    # Collection: pooled responses of every MLP unit vs a plain forward pass (with unembedding) on the same batches.
+    collect_responses(lm, texts[:batch_size], batch_size=batch_size, progress=False)  # warm-up
+    _sync(dev)
+    start = time.perf_counter()
+    responses = collect_responses(lm, texts, batch_size=batch_size, lang_ids=lang_ids, languages=langs, progress=False)
+    _sync(dev)
+    collect_s = time.perf_counter() - start
+    lengths = [len(x) for x in lm.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(order), batch_size):
+            batch = lm.tokenize([texts[j] for j in order[i : i + batch_size]])
+            lm.bridge(batch.tokens, attention_mask=batch.mask.long())
+    _sync(dev)
+    forward_s = time.perf_counter() - start
+
+    values = responses["mean"].to(dev)
+    ids = lang_ids.to(dev)
+    one_vs_rest(values[:, :1000], ids, len(langs))  # warm-up
+    _sync(dev)
+    start = time.perf_counter()
+    ours = one_vs_rest(values, ids, len(langs), metric="ap")
+    _sync(dev)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    one_vs_rest(values, ids, len(langs), metric="auroc")
+    _sync(dev)
+    auroc_s = time.perf_counter() - start
+
+    n_units = values.shape[1]
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n_units, size=min(sklearn_units, n_units), replace=False))
+    host = responses["mean"].numpy()
+    labels = lang_ids.numpy()
+    reference = np.empty((len(langs), len(sample)))
+    start = time.perf_counter()
+    for li in range(len(langs)):
+        for j, unit in enumerate(sample):
+            reference[li, j] = average_precision_score(labels == li, host[:, unit])
+    loop_s = time.perf_counter() - start
+    loop_full_s = loop_s * n_units / len(sample)
+    max_diff = float(np.abs(ours[:, torch.from_numpy(sample)].double().cpu().numpy() - reference).max())
+
+    return {
+        "benchmark": "experts",
+        "model": lm.identity(),
+        "device": str(dev),
+        "machine": _machine(),
+        "corpus": corpus,
+        "languages": langs,
+        "sentences": len(texts),
+        "units": n_units,
+        "scoring": {
+            "ours_ap_s": ours_s,
+            "ours_auroc_s": auroc_s,
+            "sklearn_loop_units_timed": len(sample),
+            "sklearn_loop_timed_s": loop_s,
+            "sklearn_loop_full_s": loop_full_s,
+            "sklearn_loop_full_is_extrapolated": len(sample) < n_units,
+            "speedup": loop_full_s / ours_s,
+            "max_abs_diff_vs_sklearn": max_diff,
+            "max_abs_diff_units_checked": len(sample) * len(langs),
+        },
+        "collection": {
+            "pooled_collection_s": collect_s,
+            "plain_forward_s": forward_s,
+            "ratio_collection_over_forward": collect_s / forward_s,
+            "batch_size": batch_size,
+            "peak_rss_mb": _peak_rss_mb(),
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
+        },
+        "targets": {"speedup_min": 100, "max_abs_diff_max": 1e-6, "ratio_collection_over_forward_max": 1.0},
+    }
