@@ -122,7 +122,7 @@ def test_bad_names_and_paths(tmp_path: Path) -> None:
         load_model("no-such-model")
     with pytest.raises(ModelLoadError, match="GGUF file not found"):
         load_model(str(tmp_path / "missing.gguf"))
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(str(tmp_path))
     with pytest.raises(ModelLoadError, match="unknown tiny architecture"):
         load_model("tiny-mamba")

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from xlens._io import atomic_write
 from xlens.models import LensModel, layer_of
 
-Pooling = Literal["mean", "max", "last", "median", "active"]
-POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active")
+Pooling = Literal["mean", "max", "last", "median", "active", "weighted"]
+POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active", "weighted")
 UnitSpec = str | Sequence[str] | Callable[[str], bool]
 
 
@@ -213,11 +213,19 @@ def resolve_units(model: LensModel, units: UnitSpec = "mlp") -> list[str]:
 def pool(
     acts: Float[Tensor, "batch pos unit"], mask: Bool[Tensor, "batch pos"], pooling: str
 ) -> Float[Tensor, "batch unit"]:
-    """Pool activations over the real tokens of each row (padding is never counted)."""
+    """Pool activations over the real tokens of each row (padding is never counted).
+
+    ``mean``, ``max``, ``last`` (last real token), ``median`` (numpy's), ``active`` (number of tokens with
+    activation > 0, for LAPE), ``weighted`` (position-weighted mean with weights 1..n: later tokens have seen more
+    context; Muennighoff 2022).
+    """
     m = mask.unsqueeze(-1)
     lengths = mask.sum(dim=1)
     if pooling == "mean":
         return (acts * m).sum(dim=1) / lengths.unsqueeze(-1).to(acts.dtype)
+    if pooling == "weighted":
+        weights = (torch.cumsum(mask, dim=1) * mask).to(acts.dtype)
+        return torch.einsum("bpu,bp->bu", acts, weights / weights.sum(dim=1, keepdim=True))
     if pooling == "max":
         return acts.masked_fill(~m, float("-inf")).amax(dim=1)
     if pooling == "last":

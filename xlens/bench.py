@@ -6,6 +6,7 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,3 +134,83 @@ def bench_experts(
         },
         "targets": {"speedup_min": 100, "max_abs_diff_max": 1e-6, "ratio_collection_over_forward_max": 1.0},
     }
+
+
+def bench_retrieval(
+    flores: str | Path = "../shared/data/flores200/devtest",
+    run_out: str | Path = "runs/bench",
+    skip_run: bool = False,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    layer: int = 0,
+) -> dict[str, Any]:
+    """Time the retrieval matrix over every FLORES-200 language at one layer, and an end-to-end run.
+
+    The matrix needs embeddings of ~200k sentences; embedding them at a deep layer would itself take hours on a
+    CPU, so the matrix is timed on layer ``layer`` (default 0: the model's own token embeddings, mean-pooled),
+    which is real model output and has the shape of every other layer.
+    """
+    from xlens.data.loaders import load_flores
+    from xlens.embeddings import sentence_embeddings
+    from xlens.experiment import ExperimentConfig, run_experiment
+    from xlens.metrics.retrieval import retrieval_matrix
+    from xlens.models import load_model
+
+    lm = load_model(model, device=device, dtype=dtype)
+    corpus = load_flores(flores)
+    langs = corpus.languages
+    start = time.perf_counter()
+    texts = [s for lang in langs for s in corpus[lang]]
+    emb = sentence_embeddings(lm, texts, layers=[layer], batch_size=256, desc="FLORES embeddings")
+    embed_s = time.perf_counter() - start
+    E = emb[:, 0].view(len(langs), len(corpus), -1).to(lm.device)
+    _sync(lm.device)
+    start = time.perf_counter()
+    matrix = retrieval_matrix(E)
+    _sync(lm.device)
+    matrix_s = time.perf_counter() - start
+    top1 = matrix["top1"]
+    off_diag = ~torch.eye(len(langs), dtype=torch.bool, device=top1.device)
+    report: dict[str, Any] = {
+        "benchmark": "retrieval",
+        "model": lm.identity(),
+        "device": str(lm.device),
+        "machine": _machine(),
+        "matrix": {
+            "languages": len(langs),
+            "sentences_per_language": len(corpus),
+            "sentences_dropped_as_duplicates": 1012 - len(corpus),
+            "d_model": int(E.shape[-1]),
+            "layer": layer,
+            "embedding_s": embed_s,
+            "retrieval_matrix_s": matrix_s,
+            "mean_top1_off_diagonal": float(top1[off_diag].mean()),
+            "target_s": 30,
+        },
+    }
+    if not skip_run:
+        shared = Path(flores).resolve().parents[1]
+        config = ExperimentConfig(
+            model=model or "gemma-3-270m",
+            languages=["en", "es", "de", "fr", "ja"],
+            find_corpus=f"ntrex:{shared / 'ntrex128'}",
+            find_sentences=200,
+            eval_corpus=f"flores:{flores}",
+            eval_sentences=500,
+            k=[200],
+            device=device,
+            dtype=dtype,
+        )
+        resumed = (Path(run_out) / "cache").exists()  # a warm cache would make the timing meaningless
+        start = time.perf_counter()
+        results = run_experiment(config, run_out, progress=False)
+        report["end_to_end"] = {
+            "config": results["config"],
+            "wall_s": time.perf_counter() - start,
+            "timings": results["provenance"]["timings"],
+            "resumed_from_cache": resumed,
+            "target_s": 600,
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+    return report

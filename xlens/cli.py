@@ -191,3 +191,75 @@ def bench_experts(
         typer.echo(json.dumps(report, indent=2))
     except Exception as err:
         _fail(err)
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="TOML/YAML experiment config (optional)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes what is already there)")] = Path(
+        "runs/default"
+    ),
+    model: Annotated[str | None, typer.Option("--model", "-m", help="override the config's model")] = None,
+    langs: Annotated[str | None, typer.Option("--langs", "-l", help="override languages, e.g. en,es,de")] = None,
+    k: Annotated[str | None, typer.Option("--k", help="override k values, e.g. 100,1000")] = None,
+    method: Annotated[str | None, typer.Option(help="force | aura | det0 | damp | lape | diffmean")] = None,
+    find_corpus: Annotated[str | None, typer.Option(help="corpus spec where experts are found")] = None,
+    eval_corpus: Annotated[str | None, typer.Option(help="corpus spec where they are evaluated")] = None,
+    find_sentences: Annotated[int | None, typer.Option(help="sentences per language to find experts")] = None,
+    eval_sentences: Annotated[int | None, typer.Option(help="sentences per language to evaluate")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the sentence samples")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    figures: Annotated[bool, typer.Option(help="write figures and the HTML report")] = True,
+) -> None:
+    """The paper's experiment: experts -> interventions -> embeddings, alignment and retrieval per layer."""
+    try:
+        from xlens.experiment import ExperimentConfig, run_experiment, summarize
+
+        cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
+        cfg = cfg.replace(
+            model=model,
+            languages=[c.strip() for c in langs.split(",") if c.strip()] if langs else None,
+            k=[int(x) for x in k.split(",")] if k else None,
+            method=method,
+            find_corpus=find_corpus,
+            eval_corpus=eval_corpus,
+            find_sentences=find_sentences,
+            eval_sentences=eval_sentences,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+        )
+        results = run_experiment(cfg, out)
+        typer.echo(summarize(results))
+        if figures:
+            from xlens.report import write_report
+
+            typer.echo(f"report: {write_report(out)}")
+        typer.echo(f"wrote {out}/results.json, {out}/retrieval.parquet, {out}/alignment.parquet")
+    except Exception as err:
+        _fail(err)
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
+    flores: Annotated[Path, typer.Option(help="FLORES-200 devtest folder")] = Path("../shared/data/flores200/devtest"),
+    run_out: Annotated[Path, typer.Option(help="folder of the timed end-to-end run")] = Path("runs/bench"),
+    skip_run: Annotated[bool, typer.Option(help="time only the 204-language retrieval matrix")] = False,
+    model: ModelOpt = "",
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Time the all-language FLORES retrieval matrix at one layer and an end-to-end run on the embedded default."""
+    try:
+        from xlens.bench import bench_retrieval as run_bench
+
+        report = run_bench(
+            flores=flores, run_out=run_out, skip_run=skip_run, model=model or None, device=device, dtype=dtype
+        )
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
+        typer.echo(json.dumps(report, indent=2))
+    except Exception as err:
+        _fail(err)

@@ -235,7 +235,11 @@ class LensModel:
         layers = [layer_of(name) for name in hook_names]
         if any(layer is None for layer in layers):
             return None  # e.g. ln_final or the unembedding itself: run the whole model
-        return f"blocks.{max(int(layer) for layer in layers if layer is not None)}.hook_out"
+        deepest = max(int(layer) for layer in layers if layer is not None)
+        block_inputs = {f"blocks.{deepest}.hook_resid_pre", f"blocks.{deepest}.hook_in"}
+        if all(name in block_inputs for name, layer in zip(hook_names, layers, strict=True) if layer == deepest):
+            return f"blocks.{deepest}.hook_in"  # only the block's input is read: do not run the block
+        return f"blocks.{deepest}.hook_out"
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> TokenBatch:
         """Tokenize with the model's BOS convention, pad on the right, and return the mask.
@@ -491,7 +495,7 @@ def _dequantize_gguf(gguf: Path, out: Path) -> None:
         if hasattr(model, attr):
             delattr(model, attr)
     if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+        delattr(model.config, "quantization_config")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -502,7 +506,7 @@ def _dequantize_gguf(gguf: Path, out: Path) -> None:
 def _tiny_config(arch: str) -> Any:
     from transformers import BloomConfig, CohereConfig, Gemma3TextConfig, GPT2Config
 
-    common = {"vocab_size": 260, "bos_token_id": 256, "eos_token_id": 257, "pad_token_id": 258}
+    common: dict[str, Any] = {"vocab_size": 260, "bos_token_id": 256, "eos_token_id": 257, "pad_token_id": 258}
     if arch == "gpt2":
         return GPT2Config(n_layer=2, n_embd=32, n_head=2, n_inner=64, n_positions=256, **common)
     if arch == "bloom":

@@ -96,27 +96,27 @@ class ExpertScores:
         n = ap.shape[0]
         if method in ("top", "per-layer", "top-bottom") and (k is None or k < 1):
             raise ValueError(f"method {method!r} needs k >= 1, got {k}")
+        count = int(k or 0)
         sign = None
         if method == "top":
-            _check_k(k, n, "units")
-            chosen = _top(ap, k)
+            _check_k(count, n, "units")
+            chosen = _top(ap, count)
         elif method == "per-layer":
             layers = self.units.layers()
             chosen_parts = []
             for layer in layers.unique().tolist():
                 members = (layers == layer).nonzero().squeeze(1)
-                _check_k(k, len(members), f"units in layer {layer}")
-                chosen_parts.append(members[_top(ap[members], k)])
+                _check_k(count, len(members), f"units in layer {layer}")
+                chosen_parts.append(members[_top(ap[members], count)])
             chosen = torch.cat(chosen_parts)
             chosen = chosen[ap[chosen].argsort(descending=True, stable=True)]
         elif method == "top-bottom":
-            bk = k if bottom_k is None else bottom_k
-            assert k is not None
-            _check_k(k + bk, n, "units (top + bottom)")
-            top = _top(ap, k)
+            bk = count if bottom_k is None else bottom_k
+            _check_k(count + bk, n, "units (top + bottom)")
+            top = _top(ap, count)
             bottom = _top(-ap, bk)
             chosen = torch.cat([top, bottom])
-            sign = torch.cat([torch.ones(k, dtype=torch.long), -torch.ones(bk, dtype=torch.long)])
+            sign = torch.cat([torch.ones(count, dtype=torch.long), -torch.ones(bk, dtype=torch.long)])
         elif method == "threshold":
             if threshold is None:
                 raise ValueError("method 'threshold' needs threshold=<AP value in [0, 1]>")
@@ -194,14 +194,14 @@ class ExpertScores:
         )
 
 
-def _check_k(k: int | None, available: int, what: str) -> None:
-    if k is None or k > available:
+def _check_k(k: int, available: int, what: str) -> None:
+    if k > available:
         raise ValueError(f"k={k} is larger than the number of {what} ({available}); choose k <= {available}")
 
 
-def _top(values: Tensor, k: int | None) -> Int[Tensor, " k"]:
+def _top(values: Tensor, k: int) -> Int[Tensor, " k"]:
     # Stable sort: ties are broken by unit index, so the selection is deterministic.
-    return values.argsort(descending=True, stable=True)[: int(k or 0)]
+    return values.argsort(descending=True, stable=True)[:k]
 
 
 @dataclass

@@ -1,0 +1,143 @@
+"""Expert scores and sets: selection vs brute force, statistics carried along, save/load, model checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from xlens.activations import Responses, UnitIndex
+from xlens.data.corpus import ParallelCorpus
+from xlens.experts.sets import ExpertScores, ExpertSet, ExpertSetMismatchError, find_experts
+from xlens.models import LensModel
+
+LANGS = ["eng_Latn", "spa_Latn", "jpn_Jpan"]
+
+
+def synthetic_responses(seed: int = 0, per_lang: int = 20) -> Responses:
+    """Three languages; units 0-2 are planted experts for language 0, 1, 2; two hooks in layers 0 and 1."""
+    gen = torch.Generator().manual_seed(seed)
+    lang_ids = torch.arange(3).repeat_interleave(per_lang)
+    values = torch.randn(3 * per_lang, 10, generator=gen)
+    for lang in range(3):
+        values[lang_ids == lang, lang] += 4.0
+    index = UnitIndex(("blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"), (5, 5))
+    model = {"name": "synthetic", "revision": None, "architecture": "X", "n_layers": 2, "d_model": 4, "d_mlp": 5}
+    return Responses({"mean": values}, index, torch.full((3 * per_lang,), 7), lang_ids, LANGS, {"model": model})
+
+
+@pytest.fixture
+def scores() -> ExpertScores:
+    return ExpertScores.from_responses(synthetic_responses())
+
+
+def test_scores_equal_sklearn(scores: ExpertScores) -> None:
+    res = synthetic_responses()
+    values, ids = res["mean"].numpy(), res.lang_ids.numpy()  # type: ignore[union-attr]
+    for li in range(3):
+        expected = [average_precision_score(ids == li, values[:, u]) for u in range(10)]
+        np.testing.assert_allclose(scores.ap[li].numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(scores.stats["on_p50"][li].numpy(), np.median(values[ids == li], axis=0), atol=1e-6)
+        np.testing.assert_allclose(scores.stats["off_mean"][li].numpy(), values[ids != li].mean(0), atol=1e-5)
+
+
+def test_top_selection_is_the_argsort(scores: ExpertScores) -> None:
+    spanish = scores.select("es", 4)
+    assert spanish.language == "spa_Latn"
+    assert spanish.units[0].item() == 1  # the planted Spanish expert
+    expected = np.argsort(-scores.ap[1].numpy(), kind="stable")[:4]
+    assert spanish.units.tolist() == expected.tolist()
+    assert torch.equal(spanish.ap, scores.ap[1, spanish.units])
+    assert torch.equal(spanish.stats["on_p50"], scores.stats["on_p50"][1, spanish.units])
+    assert spanish.sign.tolist() == [1, 1, 1, 1]
+
+
+def test_per_layer_top_bottom_threshold(scores: ExpertScores) -> None:
+    per_layer = scores.select("ja", 2, method="per-layer")
+    assert sorted(per_layer.counts_per_layer().items()) == [(0, 2), (1, 2)]
+    order = np.argsort(-scores.ap[2].numpy(), kind="stable").tolist()
+    for cols in (range(5), range(5, 10)):
+        best = [u for u in order if u in cols][:2]
+        assert set(best) <= set(per_layer.units.tolist())
+    tb = scores.select("en", 2, method="top-bottom", bottom_k=3)
+    assert len(tb) == 5
+    assert tb.sign.tolist() == [1, 1, -1, -1, -1]
+    order = np.argsort(-scores.ap[0].numpy(), kind="stable")
+    assert tb.units[:2].tolist() == order[:2].tolist()
+    assert set(tb.units[2:].tolist()) == set(order[-3:].tolist())
+    th = scores.select("en", method="threshold", threshold=0.9)
+    assert (th.ap >= 0.9).all() and int((scores.ap[0] >= 0.9).sum()) == len(th)
+
+
+def test_selection_errors(scores: ExpertScores) -> None:
+    with pytest.raises(ValueError, match="k=11 is larger than the number of units"):
+        scores.select("en", 11)
+    with pytest.raises(ValueError, match="larger than the number of units in layer"):
+        scores.select("en", 6, method="per-layer")
+    with pytest.raises(ValueError, match="needs threshold"):
+        scores.select("en", method="threshold")
+    with pytest.raises(ValueError, match=r"no unit has AP >= 1\.01"):
+        scores.select("en", method="threshold", threshold=1.01)
+    with pytest.raises(ValueError, match="was not scored"):
+        scores.select("de", 2)
+    with pytest.raises(ValueError, match="needs k >= 1"):
+        scores.select("en", 0)
+
+
+def test_need_two_languages() -> None:
+    res = synthetic_responses()
+    res.languages = ["eng_Latn"]
+    with pytest.raises(ValueError, match="at least two languages"):
+        ExpertScores.from_responses(res)
+
+
+def test_save_load_round_trip(scores: ExpertScores, tmp_path: Path) -> None:
+    expert_set = scores.select("es", 5, method="top-bottom", bottom_k=2)
+    expert_set.save(tmp_path / "es")
+    loaded = ExpertSet.load(tmp_path / "es")
+    assert loaded.language == "spa_Latn" and loaded.method == "top-bottom"
+    for name in ("units", "ap", "auroc", "sign"):
+        assert torch.equal(getattr(loaded, name), getattr(expert_set, name))
+    assert loaded.stats.keys() == expert_set.stats.keys()
+    assert loaded.unit_index == expert_set.unit_index
+    scores.save(tmp_path / "scores")
+    back = ExpertScores.load(tmp_path / "scores")
+    assert torch.equal(back.ap, scores.ap) and back.languages == scores.languages
+    # A folder holding another kind of artefact under the expected file names is refused by kind.
+    (tmp_path / "scores" / "experts.json").write_text((tmp_path / "scores" / "scores.json").read_text())
+    (tmp_path / "scores" / "experts.safetensors").write_bytes((tmp_path / "scores" / "scores.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=r"holds a 'xlens\.ExpertScores', not a xlens\.ExpertSet"):
+        ExpertSet.load(tmp_path / "scores")
+
+
+def test_table_and_head(scores: ExpertScores) -> None:
+    es = scores.select("es", 6)
+    table = es.to_pandas()
+    assert list(table["unit"]) == es.units.tolist()
+    assert table.loc[0, "label"] == "L0.mlp#1"
+    assert table.loc[0, "hook"] == "blocks.0.mlp.hook_post"
+    head = es.head(3)
+    assert head.units.tolist() == es.units[:3].tolist()
+    with pytest.raises(ValueError, match="k=7 is larger"):
+        es.head(7)
+    groups = es.by_hook()
+    assert sum(len(v) for v in groups.values()) == 6
+    summary = scores.summary()
+    assert list(summary["language"]) == LANGS
+    assert summary.loc[1, "best_unit"] == "L0.mlp#1"
+
+
+def test_refuses_another_model(tiny_gpt2: LensModel, tmp_path: Path) -> None:
+    corpus = ParallelCorpus({"en": ["the cat", "a dog runs", "birds fly"], "es": ["el gato", "un perro", "pájaros"]})
+    found = find_experts(tiny_gpt2, corpus, progress=False)
+    assert found.ap.shape == (2, tiny_gpt2.n_layers * tiny_gpt2.d_mlp)
+    found.select("en", 3).save(tmp_path / "en")
+    assert len(ExpertSet.load(tmp_path / "en", model=tiny_gpt2)) == 3
+    from xlens.models import load_model
+
+    other = load_model("tiny-cohere", device="cpu")
+    with pytest.raises(ExpertSetMismatchError, match="made for model 'tiny-gpt2', not 'tiny-cohere'"):
+        ExpertSet.load(tmp_path / "en", model=other)
