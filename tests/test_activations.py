@@ -174,3 +174,14 @@ def test_float16_storage(tiny_gpt2: LensModel) -> None:
     full = collect_responses(tiny_gpt2, TEXTS, progress=False)
     assert half["mean"].dtype == torch.float16
     torch.testing.assert_close(half["mean"].float(), full["mean"], atol=2e-3, rtol=2e-3)
+
+
+def test_offload_to_memory_mapped_files(tiny_gpt2: LensModel, tmp_path: Path) -> None:
+    in_ram = collect_responses(tiny_gpt2, TEXTS, pooling=["mean", "max"], progress=False)
+    on_disk = collect_responses(tiny_gpt2, TEXTS, pooling=["mean", "max"], progress=False, offload=tmp_path)
+    n_units = in_ram.units.n_units
+    assert (tmp_path / "mean.bin").stat().st_size == len(TEXTS) * n_units * 4
+    for p in ("mean", "max"):
+        torch.testing.assert_close(on_disk[p], in_ram[p])
+        from_file = torch.from_numpy(np.fromfile(tmp_path / f"{p}.bin", dtype=np.float32)).view(len(TEXTS), n_units)
+        torch.testing.assert_close(from_file, in_ram[p])

@@ -141,3 +141,23 @@ def test_refuses_another_model(tiny_gpt2: LensModel, tmp_path: Path) -> None:
     other = load_model("tiny-cohere", device="cpu")
     with pytest.raises(ExpertSetMismatchError, match="made for model 'tiny-gpt2', not 'tiny-cohere'"):
         ExpertSet.load(tmp_path / "en", model=other)
+
+
+def test_lape_sets_find_planted_units() -> None:
+    res = synthetic_responses(per_lang=30)
+    lang_ids = res.lang_ids
+    assert lang_ids is not None
+    tokens = torch.full((90,), 10)
+    active = torch.full((90, 10), 3.0)  # every unit active on 30% of tokens in every language...
+    for lang, unit in ((0, 7), (1, 8), (2, 9)):
+        active[:, unit] = torch.where(lang_ids == lang, 9.0, 0.0)  # ...but units 7, 8, 9 only in one language
+    res.pooled["active"] = active
+    res.token_counts = tokens
+    scores = ExpertScores.from_responses(res)
+    sets = scores.lape_sets(res, top_rate=0.3, filter_quantile=0.5, activation_quantile=0.5)
+    assert {lang: s.units.tolist() for lang, s in sets.items()} == {"eng_Latn": [7], "spa_Latn": [8], "jpn_Jpan": [9]}
+    assert sets["spa_Latn"].method == "lape"
+    assert torch.equal(sets["spa_Latn"].ap, scores.ap[1, [8]])
+    del res.pooled["active"]
+    with pytest.raises(ValueError, match="'active'"):
+        scores.lape_sets(res)

@@ -255,6 +255,7 @@ def collect_responses(
     languages: Sequence[str] = (),
     progress: bool = True,
     meta: dict[str, Any] | None = None,
+    offload: str | os.PathLike[str] | None = None,
 ) -> Responses:
     """Pooled responses of ``units`` to every text, as one ``[sentence, unit]`` tensor per pooling.
 
@@ -264,6 +265,8 @@ def collect_responses(
             ``median``, ``active`` = number of tokens with activation > 0, for LAPE).
         max_length: truncate sentences to this many tokens (None: no limit).
         dtype: storage dtype of the result (float32 or float16 to halve memory on big models).
+        offload: a folder; the result tensors are then memory-mapped files there (``<pooling>.bin``), written
+            batch by batch, so a big model's ``[sentence, unit]`` matrix need not fit in RAM.
     """
     if isinstance(texts, str):
         raise TypeError("collect_responses takes a sequence of sentences, not a single string")
@@ -278,7 +281,9 @@ def collect_responses(
     hooks = resolve_units(model, units)
     index = UnitIndex(tuple(hooks), tuple(model.hook_widths(hooks)[h] for h in hooks))
     n = len(texts)
-    out = {p: torch.empty((n, index.n_units), dtype=dtype) for p in poolings}
+    out = {
+        p: _storage(n, index.n_units, dtype, None if offload is None else Path(offload) / f"{p}.bin") for p in poolings
+    }
     token_counts = torch.empty(n, dtype=torch.long)
 
     # Tokenize once to sort by length: batches of similar length waste little compute on padding.
@@ -319,6 +324,13 @@ def collect_responses(
         **(meta or {}),
     }
     return Responses(out, index, token_counts, ids, list(languages), info)
+
+
+def _storage(rows: int, cols: int, dtype: torch.dtype, file: Path | None) -> Tensor:
+    if file is None:
+        return torch.empty((rows, cols), dtype=dtype)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return torch.from_file(str(file), shared=True, size=rows * cols, dtype=dtype).view(rows, cols)
 
 
 def collect_corpus_responses(

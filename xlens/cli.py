@@ -116,13 +116,15 @@ def experts(
     pooling: Annotated[str, typer.Option(help="mean | max | last | median")] = "mean",
     batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
     seed: Annotated[int, typer.Option(help="seed of the sentence sample")] = 0,
+    lape: Annotated[bool, typer.Option(help="also find LAPE language-specific units (writes OUT/lape/<lang>)")] = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
 ) -> None:
     """Find language experts: score every unit by AP for each language against the others; write expert sets."""
     try:
+        from xlens.activations import collect_corpus_responses
         from xlens.data.loaders import load_corpus
-        from xlens.experts.sets import find_experts
+        from xlens.experts.sets import ExpertScores
         from xlens.models import load_model
 
         languages = _langs(langs)
@@ -130,10 +132,22 @@ def experts(
         if per_lang:
             data = data.sample(per_lang, seed=seed)
         lm = load_model(model or None, device=device, dtype=dtype)
-        scores = find_experts(
-            lm, data, languages, units=units, pooling=pooling, batch_size=batch_size, cache=out / "cache"
+        responses = collect_corpus_responses(
+            lm,
+            data,
+            languages,
+            cache=out / "cache",
+            units=units,
+            pooling=[pooling, "active"] if lape else pooling,
+            batch_size=batch_size,
         )
+        scores = ExpertScores.from_responses(responses, pooling=pooling)
         scores.save(out / "scores")
+        lape_counts = {}
+        if lape:
+            for lang, lape_set in scores.lape_sets(responses).items():
+                lape_set.save(out / "lape" / lang)
+                lape_counts[lang] = len(lape_set)
         summary = scores.summary()
         layers: dict[str, dict[int, int]] = {}
         for lang in scores.languages:
@@ -149,12 +163,15 @@ def experts(
             "selection": {"method": select, "k": k, "threshold": threshold},
             "languages": summary.to_dict(orient="records"),
             "experts_per_layer": layers,
+            "lape_units": lape_counts,
         }
         (out / "summary.json").write_text(json.dumps(payload, indent=2))
         typer.echo(summary.to_string(index=False))
         typer.echo(f"\nexperts per layer (top {k}):")
         for lang, counts in layers.items():
             typer.echo(f"  {lang}: " + " ".join(f"L{layer}:{n}" for layer, n in sorted(counts.items())))
+        if lape:
+            typer.echo("LAPE units: " + ", ".join(f"{lang}:{n}" for lang, n in lape_counts.items()))
         typer.echo(f"\nwrote {out}/scores, {out}/experts/<lang>, {out}/summary.json")
     except Exception as err:
         _fail(err)

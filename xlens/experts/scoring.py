@@ -114,7 +114,7 @@ def unit_statistics(
     Raises:
         ExpertInputError: as for ``one_vs_rest``.
     """
-    lang_ids, _ = _check_inputs(responses, lang_ids, n_langs)
+    lang_ids, counts = _check_inputs(responses, lang_ids, n_langs)
     n_sentences, n_units = responses.shape
     chunk = _chunk_size(n_sentences, chunk_units, responses.device)
     shape = (n_langs, n_units)
@@ -123,18 +123,19 @@ def unit_statistics(
         cols = slice(start, start + chunk)
         _, order, langs = _sorted_chunk(responses[:, cols], lang_ids)
         values = responses[:, cols].T.double().gather(1, order)
-        total = values.sum(dim=1)
-        for lang in range(n_langs):
-            is_on = langs == lang
-            # Every row holds exactly counts[lang] positives, and masking keeps their sorted order.
-            on = values[is_on].view(values.shape[0], -1)
-            off = values[~is_on].view(values.shape[0], -1)
-            on_sum = on.sum(dim=1)
-            stats.on_mean[lang, cols] = on_sum / on.shape[1]
-            stats.off_mean[lang, cols] = (total - on_sum) / off.shape[1]
-            stats.on_p50[lang, cols] = _sorted_quantile(on, 0.5)
-            stats.on_p90[lang, cols] = _sorted_quantile(on, 0.9)
-            stats.off_p50[lang, cols] = _sorted_quantile(off, 0.5)
+        on_sum = torch.zeros(values.shape[0], n_langs, dtype=torch.float64, device=values.device)
+        on_sum.scatter_add_(1, langs, values)
+        off_sum = values.sum(dim=1, keepdim=True) - on_sum
+        stats.on_mean[:, cols] = (on_sum / counts).T
+        stats.off_mean[:, cols] = (off_sum / (n_sentences - counts)).T
+        # Running counts of positives/negatives locate order statistics without gathering each language.
+        seen = torch.arange(1, n_sentences + 1, device=values.device)
+        for lang, n_on in enumerate(counts.tolist()):
+            on_seen = (langs == lang).cumsum(dim=1)
+            off_seen = seen - on_seen
+            stats.on_p50[lang, cols] = _quantile(values, on_seen, n_on, 0.5)
+            stats.on_p90[lang, cols] = _quantile(values, on_seen, n_on, 0.9)
+            stats.off_p50[lang, cols] = _quantile(values, off_seen, n_sentences - n_on, 0.5)
     return stats
 
 
@@ -211,7 +212,7 @@ def _sorted_chunk(
     Returns tie keys (equal exactly where the sorted responses are equal), the sentence order, and the language
     of each sorted sentence.
     """
-    x = chunk.T
+    x = chunk.T.contiguous()  # rows of sentences, so each unit's sort runs over contiguous memory
     n_sentences = x.shape[1]
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         values, order = torch.sort(x.double(), dim=1, descending=True)
@@ -238,14 +239,21 @@ def _sort_rows(keys: Int[Tensor, "unit sentence"]) -> Int[Tensor, "unit sentence
     return torch.sort(keys, dim=1).values
 
 
-def _sorted_quantile(descending: Float[Tensor, "unit n"], q: float) -> Float[Tensor, " unit"]:
-    """numpy's default ('linear') quantile of rows that are sorted in descending order."""
-    n = descending.shape[1]
+def _quantile(
+    descending: Float[Tensor, "unit sentence"], seen: Int[Tensor, "unit sentence"], n: int, q: float
+) -> Float[Tensor, " unit"]:
+    """numpy's default ('linear') quantile of the ``n`` members of a subset of each row.
+
+    ``descending`` holds each row sorted in descending order; ``seen[:, i]`` counts the subset's members at
+    positions ``<= i``.
+    """
     index = q * (n - 1)
     lo = int(index)
     t = index - lo
-    # Ascending position k is descending position n-1-k.
-    a, b = descending[:, n - 1 - lo], descending[:, n - 1 - min(lo + 1, n - 1)]
+    # The j-th smallest member (0-based) is the (n - j)-th largest: the first position where seen reaches it.
+    ranks = torch.tensor([n - lo, n - min(lo + 1, n - 1)], device=seen.device)
+    position = torch.searchsorted(seen, ranks.expand(seen.shape[0], 2).contiguous())
+    a, b = descending.gather(1, position).unbind(dim=1)
     # numpy's _lerp: interpolate from the nearer end for accuracy.
     return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
 
@@ -302,16 +310,27 @@ def _check_inputs(
 def _check_finite(responses: Tensor) -> None:
     if not responses.is_floating_point():
         return
-    # A float64 sum of float16/32 values cannot overflow, so it is finite exactly when its column is.
-    if bool(torch.isfinite(responses.sum(dim=0, dtype=torch.float64)).all()):
-        return
-    finite = torch.isfinite(responses)
-    units = torch.nonzero(~finite.all(dim=0)).flatten().tolist()
-    shown = ", ".join(map(str, units[:10])) + (", ..." if len(units) > 10 else "")
-    raise ExpertInputError(
-        f"responses hold {int((~finite).sum())} NaN/inf values in {len(units)} units ({shown}): fix or drop "
-        "those units (e.g. responses[:, keep]) before scoring."
-    )
+    n_sentences, n_units = responses.shape
+    chunk = max(1, 2**22 // max(n_sentences, 1))
+    sum_dtype = torch.float32 if responses.dtype in (torch.float16, torch.bfloat16) else None
+    # Column sums are cheap and finite unless the column holds NaN/inf or the sum overflowed; only suspect
+    # chunks get the exact (slower) elementwise check.
+    suspects = [
+        start
+        for start in range(0, n_units, chunk)
+        if not bool(torch.isfinite(responses[:, start : start + chunk].sum(dim=0, dtype=sum_dtype)).all())
+    ]
+    n_bad, units = 0, []
+    for start in suspects:
+        finite = torch.isfinite(responses[:, start : start + chunk])
+        n_bad += int((~finite).sum())
+        units += (torch.nonzero(~finite.all(dim=0)).flatten() + start).tolist()
+    if n_bad:
+        shown = ", ".join(map(str, units[:10])) + (", ..." if len(units) > 10 else "")
+        raise ExpertInputError(
+            f"responses hold {n_bad} NaN/inf values in {len(units)} units ({shown}): fix or drop those units "
+            "(e.g. responses[:, keep]) before scoring."
+        )
 
 
 def _chunk_size(n_sentences: int, chunk_units: int | None, device: torch.device) -> int:

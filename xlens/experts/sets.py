@@ -128,20 +128,54 @@ class ExpertScores:
                 )
         else:
             raise ValueError(f"unknown selection method {method!r}; use top, per-layer, top-bottom or threshold")
-        if sign is None:
-            sign = torch.ones(len(chosen), dtype=torch.long)
+        return self.expert_set(
+            language, chosen, method, sign=sign, meta={"k": k, "bottom_k": bottom_k, "threshold": threshold}
+        )
+
+    def expert_set(
+        self,
+        language: str,
+        units: Int[Tensor, " k"],
+        method: str,
+        sign: Int[Tensor, " k"] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> ExpertSet:
+        """An ExpertSet of the given units of ``language``, carrying their scores and statistics."""
+        li = self.lang_index(language)
+        units = torch.as_tensor(units, dtype=torch.long)
         return ExpertSet(
             language=self.languages[li],
-            units=chosen,
+            units=units,
             unit_index=self.units,
-            ap=ap[chosen],
-            auroc=self.auroc[li, chosen],
-            stats={name: self.stats[name][li, chosen] for name in STAT_NAMES},
-            sign=sign,
+            ap=self.ap[li, units],
+            auroc=self.auroc[li, units],
+            stats={name: self.stats[name][li, units] for name in STAT_NAMES},
+            sign=torch.ones(len(units), dtype=torch.long) if sign is None else sign,
             model=self.model,
             method=method,
-            meta={**self.meta, "k": k, "bottom_k": bottom_k, "threshold": threshold, "languages": self.languages},
+            meta={**self.meta, **(meta or {}), "languages": self.languages},
         )
+
+    def lape_sets(self, responses: Responses, **lape_kwargs: Any) -> dict[str, ExpertSet]:
+        """Language-specific units by LAPE (Tang et al. 2024), one ExpertSet per language (method ``lape``).
+
+        Needs responses collected with the ``active`` pooling on the same units and sentences as these scores.
+        """
+        from xlens.experts.lape import lape
+
+        if "active" not in responses.pooled:
+            raise ValueError("LAPE needs responses collected with pooling including 'active'")
+        if responses.units != self.units or responses.languages != self.languages:
+            raise ValueError("responses and scores differ in units or languages: collect them together")
+        assert responses.lang_ids is not None
+        result = lape(
+            responses["active"], responses.token_counts, responses.lang_ids, len(self.languages), **lape_kwargs
+        )
+        sets = {}
+        for li, lang in enumerate(self.languages):
+            units = result.units_for(li)
+            sets[lang] = self.expert_set(lang, units, "lape", meta={"k": len(units), "lape": lape_kwargs})
+        return sets
 
     def summary(self) -> Any:
         """A pandas table: per language, the best AP and the number of units above AP 0.9 / 0.95 / 0.99."""

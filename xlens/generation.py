@@ -1,0 +1,266 @@
+"""Generation, perplexity and language identification, with or without interventions.
+
+Generation runs plain forward passes over the whole sequence at every step. The Hugging Face KV cache is not used:
+through the TransformerBridge (TransformerLens 4.3) the cache stays empty and cached decoding gives wrong logits on
+GPT-2, Cohere and Gemma-3 (``bridge.generate()`` is affected too), while full forward passes are exact under any
+hooks. Only the last position's logits are computed (``logits_to_keep=1``), which matters on Gemma-3 whose
+unembedding outweighs its body.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from xlens.interventions import Hook, Intervention, TokenPositions, apply, token_positions
+from xlens.models import LensModel
+
+UNKNOWN_LANGUAGE = "und"
+
+# English prompt openings for steering runs (``--prompts builtin``): everyday topics, open-ended endings.
+BUILTIN_PROMPTS: tuple[str, ...] = (
+    "My favourite place in the city is",
+    "When I was a child, I used to",
+    "The best way to spend a weekend is",
+    "Yesterday I went to the market and",
+    "The weather this morning was",
+    "My grandmother always told me that",
+    "The most important thing in a friendship is",
+    "Last summer we travelled to",
+    "Every morning before work, I",
+    "The book I am reading now is about",
+    "In my opinion, the city should",
+    "The restaurant near our house serves",
+    "When the train finally arrived,",
+    "My neighbour has a dog that",
+    "The teacher asked the students to",
+    "At the end of the concert, the audience",
+    "The new museum in town shows",
+    "On rainy days, I like to",
+    "The doctor said that I should",
+    "Our family dinner on Sunday was",
+    "The children were playing in the park when",
+    "After a long day at work, I usually",
+    "The story begins in a small village where",
+    "If I could learn any skill, it would be",
+    "The price of bread has",
+    "She opened the letter and read",
+    "The football match last night was",
+    "In the garden behind the house there is",
+    "The first thing I do when I wake up is",
+    "Our holiday plans for next year include",
+)
+
+
+class GenerationError(ValueError):
+    """Generation, perplexity or language identification asked with bad input."""
+
+
+def load_prompts(spec: str | os.PathLike[str] | Sequence[str] = "builtin") -> list[str]:
+    """Prompts from ``"builtin"`` (:data:`BUILTIN_PROMPTS`), a text file (one prompt per line, blank lines
+    skipped), or a list of strings."""
+    if isinstance(spec, str | os.PathLike) and str(spec) == "builtin":
+        return list(BUILTIN_PROMPTS)
+    if isinstance(spec, str | os.PathLike):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise GenerationError(
+                f"prompts must be 'builtin' or a text file with one prompt per line; {path} is not a file"
+            )
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise GenerationError(f"{path} holds no prompts (one per line)")
+        return prompts
+    prompts = list(spec)
+    if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
+        raise GenerationError("prompts must be a non-empty list of non-empty strings")
+    return prompts
+
+
+def generate(
+    model: LensModel,
+    prompts: Sequence[str],
+    max_new_tokens: int = 20,
+    *,
+    interventions: Sequence[Intervention | Hook] = (),
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    stop_at_eos: bool = True,
+) -> list[str]:
+    """Continue every prompt (returns the continuations only, special tokens dropped).
+
+    Prompts are left-padded into batches, so every row's next token is read at the last column; the mask keeps
+    padding out of attention and positions. Interventions are active on every forward pass; for their ``where``,
+    prompt = the prompt tokens and last = the last prompt token and every generated token (see
+    :mod:`xlens.interventions`).
+
+    Sampling (``greedy=False``) draws from ``softmax(logits / temperature)``, restricted to the nucleus of
+    probability ``top_p`` when given, with a generator seeded by ``seed``: the same call gives the same texts.
+    A row stops at the EOS token (``stop_at_eos``). Results do not depend on the batch beyond float rounding.
+    """
+    if isinstance(prompts, str):
+        raise GenerationError("generate takes a list of prompts; wrap a single prompt in a list")
+    prompts = load_prompts(list(prompts))
+    if max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
+    if not greedy and temperature <= 0:
+        raise GenerationError(f"temperature must be > 0 for sampling, got {temperature} (or use greedy=True)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise GenerationError(f"top_p must lie in (0, 1], got {top_p}")
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = _generate_batch(
+            model,
+            prompts[start : start + batch_size],
+            max_new_tokens,
+            interventions,
+            None if greedy else (temperature, top_p, generator),
+            stop_at_eos,
+        )
+        out.extend(model.tokenizer.decode(ids, skip_special_tokens=True) for ids in rows)
+    return out
+
+
+def _left_padded(model: LensModel, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    batch = model.tokenize(prompts)
+    lengths = batch.lengths
+    width = batch.tokens.shape[1]
+    # Row i's real tokens move to the right end: shift each row by its padding.
+    shift = (width - lengths).unsqueeze(1)
+    source = (torch.arange(width, device=lengths.device).unsqueeze(0) - shift) % width
+    return batch.tokens.gather(1, source), batch.mask.gather(1, source)
+
+
+def _generate_batch(
+    model: LensModel,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    interventions: Sequence[Intervention | Hook],
+    sampling: tuple[float, float | None, torch.Generator] | None,
+    stop_at_eos: bool,
+) -> list[list[int]]:
+    tokens, mask = _left_padded(model, prompts)
+    n, width = tokens.shape
+    eos = model.tokenizer.eos_token_id if stop_at_eos else None
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    finished = torch.zeros(n, dtype=torch.bool, device=tokens.device)
+    new: list[list[int]] = [[] for _ in range(n)]
+    with (
+        torch.inference_mode(),
+        apply(model, *interventions),
+        token_positions(TokenPositions.generating(width, n)),
+    ):
+        for _ in range(max_new_tokens):
+            logits = model.bridge(tokens, attention_mask=mask.long(), logits_to_keep=1)[:, -1].float()
+            next_ids = _pick(logits, sampling)
+            for row in (~finished).nonzero().squeeze(1).tolist():
+                new[row].append(int(next_ids[row]))
+            if eos is not None:
+                finished |= next_ids == eos
+            # Rows that are done get right padding: masked, and after their real tokens, so harmless.
+            next_ids = next_ids.masked_fill(finished, pad)
+            tokens = torch.cat([tokens, next_ids.unsqueeze(1)], dim=1)
+            mask = torch.cat([mask, (~finished).unsqueeze(1)], dim=1)
+            if bool(finished.all()):
+                break
+    return new
+
+
+def _pick(logits: Float[Tensor, "batch vocab"], sampling: tuple[float, float | None, torch.Generator] | None) -> Tensor:
+    if sampling is None:
+        return logits.argmax(dim=-1)
+    temperature, top_p, generator = sampling
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p is not None and top_p < 1:
+        ordered, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        drop = ordered.cumsum(dim=-1) - ordered >= top_p
+        ordered = ordered.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, ordered)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def perplexity(
+    model: LensModel,
+    texts: Sequence[str],
+    *,
+    interventions: Sequence[Intervention | Hook] = (),
+    batch_size: int = 16,
+    max_length: int | None = 256,
+) -> float:
+    """Perplexity of ``texts``: exp of the mean negative log-likelihood over all predicted tokens (token-weighted).
+
+    Every real token after the first of its text is predicted; the first (BOS where the model prepends one) has no
+    context and is not. Interventions are active with prompt = the text's real tokens, last = its last real token.
+    """
+    if isinstance(texts, str) or len(texts) == 0:
+        raise GenerationError("perplexity takes a non-empty list of texts")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
+    # Batches of similar lengths waste little compute on padding; the total does not depend on the order.
+    lengths = [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+    with torch.inference_mode(), apply(model, *interventions):
+        for start in range(0, len(order), batch_size):
+            batch = model.tokenize([texts[i] for i in order[start : start + batch_size]], max_length=max_length)
+            with token_positions(batch.mask):
+                logits = model.bridge(batch.tokens, attention_mask=batch.mask.long())
+            targets = batch.tokens[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
+            predicted = batch.mask[:, 1:]
+            total += nll[predicted].double().sum().cpu()
+            count += int(predicted.sum())
+    if count == 0:
+        raise GenerationError("no text has a token to predict (every text is a single token)")
+    return math.exp(float(total) / count)
+
+
+# --- language identification -------------------------------------------------------------------------------
+
+
+@cache
+def _flores(iso: str) -> str:
+    from xlens.data.languages import UnknownLanguageError, resolve_language
+
+    try:
+        return resolve_language(iso).flores
+    except UnknownLanguageError:
+        return iso  # a py3langid language outside the table (e.g. 'an', 'wa') keeps its ISO code
+
+
+def language_id(texts: Sequence[str]) -> list[str]:
+    """The language of each text as a FLORES code (``spa_Latn``), by py3langid (offline, 97 languages).
+
+    Empty or whitespace-only texts get ``"und"``; languages outside xlens' table keep py3langid's ISO code.
+    py3langid is unreliable on a few words: judge rates over many continuations, not single ones.
+    """
+    if isinstance(texts, str):
+        raise GenerationError("language_id takes a list of texts; wrap a single text in a list")
+    import py3langid
+
+    return [_flores(py3langid.classify(t)[0]) if t.strip() else UNKNOWN_LANGUAGE for t in texts]
+
+
+def target_language_rate(texts: Sequence[str], lang: str) -> float:
+    """Fraction of ``texts`` identified as ``lang`` (any accepted code: ``es``, ``spa``, ``spa_Latn``)."""
+    from xlens.data.languages import flores_code
+
+    if isinstance(texts, str) or len(texts) == 0:
+        raise GenerationError("target_language_rate takes a non-empty list of texts")
+    code = flores_code(lang)
+    return sum(found == code for found in language_id(texts)) / len(texts)

@@ -1,0 +1,266 @@
+"""One self-contained HTML page per run: configuration and provenance, the results tables, and every figure.
+
+The page inlines plotly.js once (about 4.5 MB) and each figure as a ``<div>``, so it opens offline, from an
+e-mail attachment or a CI artifact, with nothing to fetch.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from xlens.experiment import headline, results_tables
+from xlens.viz import alignment as va
+from xlens.viz import experts as vx
+from xlens.viz.export import PlotlyJs, figure_div, save_figures
+from xlens.viz.neuron import NeuronCard, neuron_card
+from xlens.viz.run import Run
+from xlens.viz.space import embedding_space
+
+MAX_SPACE_SENTENCES = 200  # per language in the embedding-space figure: enough to see clusters, small pages
+
+_CSS = """
+body { font-family: Inter, 'Helvetica Neue', Arial, sans-serif; margin: 0 auto; max-width: 1280px; padding: 0 24px;
+       color: #222; line-height: 1.45; }
+header { border-bottom: 1px solid #ddd; margin-bottom: 8px; }
+nav a { margin-right: 14px; }
+h2 { margin-top: 36px; border-bottom: 1px solid #eee; }
+table.xlens { border-collapse: collapse; font-size: 12px; margin: 8px 0 16px; }
+table.xlens th, table.xlens td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+table.xlens th { background: #f5f5f5; }
+details { margin: 8px 0; } summary { cursor: pointer; font-weight: 600; }
+pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
+.note { color: #666; font-size: 13px; }
+.card-text li { margin: 4px 0; }
+"""
+
+
+def run_figures(run: Run, *, cards: bool = True) -> tuple[dict[str, go.Figure], list[NeuronCard], list[str]]:
+    """Every figure of a run by name, the neuron cards (best unit of each language) and notes on what is missing."""
+    results = run.results
+    figures: dict[str, go.Figure] = {}
+    notes: list[str] = []
+    best = va.best_condition(results)
+    figures["improvement"] = va.improvement_bars(results)
+    figures["retrieval"] = va.retrieval_curves(results, best)
+    figures["cka"] = va.similarity_heatmaps(results, "cka", best)
+    figures["cosine"] = va.similarity_heatmaps(results, "cosine_parallel", best)
+    before = run.embeddings(None)
+    if before is None:
+        notes.append("embedding space: no cached baseline embeddings in the run's cache folder")
+    else:
+        after = run.embeddings(best) if best is not None else None
+        corpus = run.eval_corpus
+        langs = run.languages
+        per_lang = before.shape[0] // len(langs)
+        keep = min(per_lang, MAX_SPACE_SENTENCES)
+        rows = [li * per_lang + i for li in range(len(langs)) for i in range(keep)]
+        texts = [s for lang in langs for s in corpus[lang][:keep]] if corpus is not None else None
+        figures["space"] = embedding_space(
+            before[rows],
+            None if after is None else after[rows],
+            languages=langs,
+            layers=run.layers,
+            ids=corpus.ids[:keep] if corpus is not None else None,
+            texts=texts,
+            after_label=f"after {va.condition_label(best)}" if best is not None else "after",
+        )
+        if corpus is None:
+            notes.append("embedding space: the evaluation corpus is not readable here, so hover shows no text")
+    neuron_cards: list[NeuronCard] = []
+    scores = run.scores
+    if scores is None:
+        notes.append("experts: no expert scores in experts/scores")
+        return figures, neuron_cards, notes
+    figures["expert_counts"] = vx.expert_counts(scores)
+    figures["ap_distribution"] = vx.ap_distribution(scores)
+    k = max(int(x) for x in run.config["k"])
+    figures["expert_overlap"] = vx.expert_overlap(scores, min(k, scores.ap.shape[1]))
+    if not cards:
+        return figures, neuron_cards, notes
+    model = None
+    try:
+        model = run.model
+    except Exception as err:  # the report is still useful without per-token activations
+        notes.append(f"neuron cards: model {run.config['model']!r} could not be loaded ({err}); no token view")
+    texts = run.find_texts
+    for li, lang in enumerate(scores.languages):
+        unit = int(scores.ap[li].argmax())
+        card = neuron_card(
+            scores,
+            unit,
+            language=lang,
+            responses=run.responses,
+            texts=texts,
+            model=model,
+            max_length=run.config.get("max_length", 128),
+        )
+        neuron_cards.append(card)
+        figures[f"neuron_{lang}"] = card.figure()
+    return figures, neuron_cards, notes
+
+
+def _table(frame: pd.DataFrame, index: bool = False) -> str:
+    return frame.to_html(index=index, classes="xlens", border=0, float_format=lambda x: f"{x:.3f}", na_rep="–")
+
+
+def _pivot(table: pd.DataFrame, pair: list[str], value: str) -> pd.DataFrame:
+    frame = table.assign(expert_lang=table["expert_lang"].fillna("–"))
+    return frame.pivot_table(index=["intervention", "expert_lang", "k", *pair], columns="layer", values=value)
+
+
+def _headline_html(results: dict[str, Any]) -> str:
+    h = headline(results)
+    parts = [
+        f"<p>Best layer (highest baseline mean top-1): <b>{h['best_layer']}</b>; last layer: "
+        f"<b>{h['last_layer']}</b>.</p>",
+        "<h3>Baseline mean top-1 by layer</h3>",
+        _table(pd.DataFrame([h["baseline_mean_top1_by_layer"]])),
+        "<h3>Baseline top-1 per pair</h3>",
+        _table(pd.DataFrame(h["baseline_pairs"])),
+    ]
+    if h["conditions"]:
+        parts += ["<h3>After intervention (means over pairs)</h3>", _table(pd.DataFrame(h["conditions"]))]
+    if b := h["best_pair_ratio"]:
+        parts.append(
+            f"<p>Best pair improvement: <b>×{b['ratio']:.2f}</b> ({html.escape(b['src'])}→{html.escape(b['tgt'])}, "
+            f"layer {b['layer']}, {html.escape(b['intervention'])} {html.escape(str(b['expert_lang']))} "
+            f"k={b['k']}).</p>"
+        )
+    return "\n".join(parts)
+
+
+def _full_tables_html(results: dict[str, Any]) -> str:
+    tables = results_tables(results)
+    parts = []
+    for metric in va.RETRIEVAL_METRICS:
+        parts.append(
+            f"<details><summary>retrieval {metric} per layer</summary>"
+            + _table(_pivot(tables["retrieval"], ["src", "tgt"], metric), index=True)
+            + "</details>"
+        )
+    for metric in va.ALIGNMENT_METRICS:
+        parts.append(
+            f"<details><summary>alignment {metric} per layer</summary>"
+            + _table(_pivot(tables["alignment"], ["lang_a", "lang_b"], metric), index=True)
+            + "</details>"
+        )
+    return "\n".join(parts)
+
+
+def _config_html(results: dict[str, Any]) -> str:
+    config = pd.DataFrame(
+        [{"key": k, "value": json.dumps(v) if not isinstance(v, str) else v} for k, v in results["config"].items()]
+    )
+    prov = json.dumps(results["provenance"], indent=1, default=str)
+    return (
+        _table(config)
+        + "<details><summary>provenance (model, corpora and their sha256, versions, machine, timings)</summary>"
+        + f"<pre>{html.escape(prov)}</pre></details>"
+    )
+
+
+def _figure(figures: dict[str, go.Figure], name: str, note: str = "") -> str:
+    if name not in figures:
+        return ""
+    extra = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return f'<div class="figure" id="fig-{name}">{figure_div(figures[name], div_id=f"plot-{name}")}</div>{extra}'
+
+
+def build_report(run: Run, *, cards: bool = True) -> str:
+    """The report page of ``run`` as one HTML string."""
+    results = run.results
+    figures, neuron_cards, notes = run_figures(run, cards=cards)
+    cfg = results["config"]
+    title = f"xlens report: {cfg['model']} · {', '.join(run.languages)} · {cfg['method']} k={cfg['k']}"
+    cards_html = "".join(
+        f'<div class="card">{_figure(figures, f"neuron_{c.language}")}'
+        f'<details class="card-text"><summary>top sentences of {html.escape(c.label)} as text</summary>'
+        f"{c.html()}</details></div>"
+        for c in neuron_cards
+    )
+    sections = [
+        ("headline", "Headline", _headline_html(results)),
+        (
+            "retrieval",
+            "Retrieval",
+            _figure(figures, "improvement") + _figure(figures, "retrieval"),
+        ),
+        ("alignment", "Alignment", _figure(figures, "cka") + _figure(figures, "cosine")),
+        (
+            "space",
+            "Embedding space",
+            _figure(
+                figures,
+                "space",
+                "Hover a sentence to ring its translations in every language and panel; the slider picks the layer.",
+            ),
+        ),
+        (
+            "experts",
+            "Experts",
+            _figure(figures, "expert_counts")
+            + _figure(figures, "ap_distribution")
+            + _figure(figures, "expert_overlap")
+            + ("<h3>Best unit of each language</h3>" + cards_html if cards_html else ""),
+        ),
+        ("tables", "Full tables", _full_tables_html(results)),
+        ("config", "Configuration and provenance", _config_html(results)),
+    ]
+    notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = "\n".join(f'<section id="{sid}"><h2>{name}</h2>{content}</section>' for sid, name, content in sections)
+    nav = " ".join(f'<a href="#{sid}">{name}</a>' for sid, name, _ in sections)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head>
+<body><header><h1>{html.escape(title)}</h1>
+<p class="note">Run folder {html.escape(str(run.path))}; report written {stamp}.</p>
+<nav>{nav}</nav>{notes_html}</header>
+{body}
+</body></html>
+"""
+
+
+def write_report(
+    run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None, model: Any = None, cards: bool = True
+) -> Path:
+    """Write the report of the run in ``run_dir`` to ``out`` (default ``run_dir/report.html``) and return its path.
+
+    ``model`` (a loaded :class:`xlens.models.LensModel`) saves loading the run's model again for the neuron cards'
+    per-token activations; ``cards=False`` leaves the cards out and never loads a model.
+    """
+    from xlens._io import atomic_write
+
+    run = Run.load(run_dir, model=model)
+    target = Path(out) if out is not None else run.path / "report.html"
+    page = build_report(run, cards=cards)
+    atomic_write(target, lambda p: p.write_text(page, encoding="utf-8"))
+    return target
+
+
+def write_figures(
+    run_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    formats: tuple[str, ...] = ("html", "png"),
+    *,
+    model: Any = None,
+    cards: bool = True,
+    plotlyjs: PlotlyJs = "directory",
+) -> list[Path]:
+    """Every figure of a run as ``out_dir/<name>.<format>`` (the README's assets); returns the files written.
+
+    HTML figures share one ``plotly.min.js`` beside them by default (see :func:`xlens.viz.export.save_figure`).
+    """
+    figures, _, _ = run_figures(Run.load(run_dir, model=model), cards=cards)
+    jobs = [(fig, Path(out_dir) / f"{name}.{fmt}") for name, fig in figures.items() for fmt in formats]
+    return save_figures([fig for fig, _ in jobs], [path for _, path in jobs], plotlyjs=plotlyjs)

@@ -1,0 +1,251 @@
+"""Figures of a run's results: alignment heatmaps, retrieval per layer, and the before/after summary.
+
+Every function takes the results dict of :func:`xlens.experiment.run_experiment` (or its ``results.json`` loaded).
+A *condition* is one intervention of the run: ``(method, expert_lang, k)``; the default is the condition with the
+best mean top-1 improvement ratio (:func:`xlens.experiment.headline`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from xlens.experiment import headline, results_tables
+from xlens.viz.style import DIVERGING, SEQUENTIAL, TEMPLATE, language_color, layer_slider
+
+Condition = tuple[str, str, int]
+ALIGNMENT_METRICS = ("cosine_parallel", "cosine_random", "cosine_gap", "cka", "cka_debiased", "centroid_distance")
+RETRIEVAL_METRICS = ("top1", "top5", "mrr")
+
+
+class ResultsError(ValueError):
+    """A results dict that does not hold what a figure needs."""
+
+
+def conditions(results: dict[str, Any]) -> list[Condition]:
+    """Every intervention condition of a run, in the order the run made them."""
+    seen: dict[Condition, None] = {}
+    for row in results["retrieval"]:
+        if row["intervention"] != "none":
+            seen[(row["intervention"], row["expert_lang"], int(row["k"]))] = None
+    return list(seen)
+
+
+def condition_label(condition: Condition) -> str:
+    method, lang, k = condition
+    return f"{method} {lang} k={k}"
+
+
+def best_condition(results: dict[str, Any]) -> Condition | None:
+    """The condition with the highest best-layer improvement ratio of mean top-1 (None: baseline only)."""
+    entries = headline(results)["conditions"]
+    if not entries:
+        return None
+    best = max(entries, key=lambda e: e["best_ratio"])
+    return (best["intervention"], best["expert_lang"], int(best["k"]))
+
+
+def _resolve(results: dict[str, Any], condition: Condition | None) -> Condition | None:
+    if condition is None:
+        return best_condition(results)
+    condition = (condition[0], condition[1], int(condition[2]))
+    available = conditions(results)
+    if condition not in available:
+        listed = ", ".join(condition_label(c) for c in available) or "none (baseline only)"
+        raise ResultsError(f"condition {condition_label(condition)} is not in these results; available: {listed}")
+    return condition
+
+
+def _select(table: pd.DataFrame, condition: Condition | None) -> pd.DataFrame:
+    if condition is None:
+        return table.loc[table["intervention"] == "none"]
+    method, lang, k = condition
+    return table.loc[(table["intervention"] == method) & (table["expert_lang"] == lang) & (table["k"] == k)]
+
+
+def _languages(results: dict[str, Any]) -> list[str]:
+    langs = list(results.get("experts") or {})
+    if langs:
+        return langs
+    seen: dict[str, None] = {}
+    for row in results["retrieval"]:
+        seen.setdefault(row["src"], None)
+    return list(seen)
+
+
+def alignment_matrices(
+    results: dict[str, Any], metric: str = "cka", condition: Condition | None = None
+) -> tuple[list[str], list[int], np.ndarray]:
+    """``(languages, layers, values [layer, lang, lang])`` of one alignment metric under one condition
+    (``None``: the baseline). The matrices are symmetric with a NaN diagonal (pairs of distinct languages only)."""
+    if metric not in ALIGNMENT_METRICS:
+        raise ResultsError(f"unknown alignment metric {metric!r}; use one of {ALIGNMENT_METRICS}")
+    table = _select(results_tables(results)["alignment"], condition)
+    if table.empty:
+        raise ResultsError(f"no alignment rows for {'the baseline' if condition is None else condition}")
+    langs = _languages(results)
+    layers = sorted(int(x) for x in table["layer"].unique())
+    pos = {lang: i for i, lang in enumerate(langs)}
+    slot = {layer: s for s, layer in enumerate(layers)}
+    values = np.full((len(layers), len(langs), len(langs)), np.nan)
+    for row in table.itertuples():
+        a, b, s = pos[row.lang_a], pos[row.lang_b], slot[int(row.layer)]  # type: ignore[arg-type]
+        values[s, a, b] = values[s, b, a] = getattr(row, metric)
+    return langs, layers, values
+
+
+def similarity_heatmaps(
+    results: dict[str, Any], metric: str = "cka", condition: Condition | None = None, layer: int | None = None
+) -> go.Figure:
+    """Language x language heatmaps of ``metric`` before, after ``condition`` and their difference, with a layer
+    slider (default: the best condition, starting at the last layer)."""
+    cond = _resolve(results, condition)
+    langs, layers, before = alignment_matrices(results, metric, None)
+    panels: list[tuple[str, np.ndarray]] = [("before", before)]
+    if cond is not None:
+        _, after_layers, after = alignment_matrices(results, metric, cond)
+        if after_layers != layers:
+            raise ResultsError(f"baseline layers {layers} differ from the intervention's {after_layers}")
+        panels += [(f"after ({condition_label(cond)})", after), ("after − before", after - before)]
+    finite = np.concatenate([p[np.isfinite(p)] for _, p in panels[:2]])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    diff = panels[2][1] if len(panels) == 3 else None
+    diff_max = float(np.nanmax(np.abs(diff))) if diff is not None and np.isfinite(diff).any() else 1.0
+    start = len(layers) - 1 if layer is None else layers.index(layer)
+    fig = make_subplots(
+        rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels], horizontal_spacing=0.13, shared_yaxes=True
+    )
+    # Before and after share one colour scale (bar right of "after"); the difference has its own, centred on 0.
+    shared_bar_x = _domain_end(fig, "xaxis2" if len(panels) > 1 else "xaxis") + 0.01
+
+    def heatmaps(slot: int, with_style: bool) -> list[go.Heatmap]:
+        out = []
+        for col, (_, values) in enumerate(panels, start=1):
+            trace: dict[str, Any] = {"z": values[slot]}
+            if with_style:
+                is_diff = col == 3
+                trace.update(
+                    x=langs,
+                    y=langs,
+                    texttemplate="%{z:+.3f}" if is_diff else "%{z:.2f}",
+                    colorscale=DIVERGING if is_diff else SEQUENTIAL,
+                    zmin=-diff_max if is_diff else lo,
+                    zmax=diff_max if is_diff else hi,
+                    showscale=col != 1 or len(panels) == 1,
+                    colorbar={"x": 1.01 if is_diff else shared_bar_x, "xanchor": "left", "thickness": 12, "len": 0.9},
+                    hovertemplate=f"%{{y}} – %{{x}}: {metric} %{{z:.4f}}<extra></extra>",
+                )
+            out.append(go.Heatmap(**trace))
+        return out
+
+    for col, trace in enumerate(heatmaps(start, with_style=True), start=1):
+        fig.add_trace(trace, row=1, col=col)
+    fig.frames = [go.Frame(name=str(layer), data=heatmaps(s, with_style=False)) for s, layer in enumerate(layers)]
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"{metric} between languages per layer",
+        height=460,
+        sliders=[layer_slider(layers, start)],
+    )
+    return fig
+
+
+def _domain_end(fig: go.Figure, axis: str) -> float:
+    layout: Any = fig.layout  # plotly's dynamic attributes are untyped
+    return float(layout[axis].domain[1])
+
+
+def retrieval_curves(results: dict[str, Any], condition: Condition | None = None, metric: str = "top1") -> go.Figure:
+    """Retrieval ``metric`` per layer for every ordered pair: one panel per source language, one colour per target
+    language, dotted before and solid after ``condition`` (default: the best one)."""
+    if metric not in RETRIEVAL_METRICS:
+        raise ResultsError(f"unknown retrieval metric {metric!r}; use one of {RETRIEVAL_METRICS}")
+    cond = _resolve(results, condition)
+    table = results_tables(results)["retrieval"]
+    langs = _languages(results)
+    cols = min(len(langs), 3)
+    rows = -(-len(langs) // cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        shared_yaxes=True,
+        subplot_titles=[f"from {lang}" for lang in langs],
+        vertical_spacing=0.12,
+    )
+    parts = [("before", _select(table, None), "dot")]
+    if cond is not None:
+        parts.append((f"after ({condition_label(cond)})", _select(table, cond), "solid"))
+    in_legend: set[str] = set()
+    for i, src in enumerate(langs):
+        r, c = divmod(i, cols)
+        for tgt in langs:
+            if tgt == src:
+                continue
+            for name, part, dash in parts:
+                rows_ = part.loc[(part["src"] == src) & (part["tgt"] == tgt)].sort_values(by="layer")
+                fig.add_trace(
+                    go.Scatter(
+                        x=rows_["layer"],
+                        y=rows_[metric],
+                        mode="lines",
+                        name=f"→ {tgt}",
+                        legendgroup=tgt,
+                        showlegend=tgt not in in_legend,
+                        line={"color": language_color(tgt), "dash": dash, "width": 2},
+                        hovertemplate=f"{src}→{tgt} {name}<br>layer %{{x}}: {metric} %{{y:.3f}}<extra></extra>",
+                    ),
+                    row=r + 1,
+                    col=c + 1,
+                )
+                in_legend.add(tgt)  # one legend entry per target; the title explains the dash styles
+    subtitle = "dotted: before" + (f", solid: after {condition_label(cond)}" if cond else "")
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"Retrieval {metric} per layer ({subtitle})",
+        height=320 * rows + 80,
+        legend={"title": "target"},
+    )
+    fig.update_yaxes(range=[0, 1.02] if metric != "mrr" else None)
+    n_layers = int(table["layer"].nunique())
+    fig.update_xaxes(dtick=max(1, -(-n_layers // 10)))  # whole layers only
+    fig.update_xaxes(title_text="layer", row=rows)
+    return fig
+
+
+def improvement_bars(results: dict[str, Any]) -> go.Figure:
+    """Mean top-1 over pairs at the best and the last layer, baseline vs every condition, each condition annotated
+    with its best improvement ratio (x after/before at its best layer)."""
+    h = headline(results)
+    base = h["baseline_mean_top1_by_layer"]
+    best, last = h["best_layer"], h["last_layer"]
+    labels = ["baseline"] + [condition_label((c["intervention"], c["expert_lang"], c["k"])) for c in h["conditions"]]
+    at_best = [base[best]] + [c["top1_best_layer"] for c in h["conditions"]]
+    at_last = [base[last]] + [c["top1_last_layer"] for c in h["conditions"]]
+    fig = go.Figure(
+        [
+            go.Bar(x=labels, y=at_best, name=f"best layer ({best})", marker_color="#1F77B4"),
+            go.Bar(x=labels, y=at_last, name=f"last layer ({last})", marker_color="#9ECAE1"),
+        ]
+    )
+    for label, c in zip(labels[1:], h["conditions"], strict=True):
+        fig.add_annotation(
+            x=label,
+            y=max(c["top1_best_layer"], c["top1_last_layer"]),
+            text=f"×{c['best_ratio']:.2f} (L{c['best_ratio_layer']})",
+            showarrow=False,
+            yshift=12,
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        title="Mean top-1 retrieval over language pairs: before vs after (× = best improvement ratio)",
+        barmode="group",
+        yaxis={"title": "mean top-1", "range": [0, 1.1]},
+        xaxis={"title": "condition", "type": "category"},
+    )
+    return fig

@@ -1,0 +1,165 @@
+"""Figures of expert scores: where the experts are (layer x language), how AP is distributed, how sets overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from xlens.experts.sets import ExpertScores
+from xlens.viz.style import SEQUENTIAL, TEMPLATE, language_color
+
+
+def _layers(scores: ExpertScores) -> tuple[Int[Tensor, " unit"], list[int]]:
+    unit_layers = scores.units.layers()
+    return unit_layers, sorted(unit_layers.unique().tolist())
+
+
+def expert_counts_per_layer(scores: ExpertScores, threshold: float = 0.95) -> Int[Tensor, "lang layer"]:
+    """Units with AP >= ``threshold`` per language and layer (layers in ascending order, -1 first if any)."""
+    unit_layers, layers = _layers(scores)
+    above = scores.ap >= threshold
+    return torch.stack([above[:, unit_layers == layer].sum(dim=1) for layer in layers], dim=1)
+
+
+def expert_counts(scores: ExpertScores, threshold: float = 0.95) -> go.Figure:
+    """Heatmap layer x language of the number of units whose AP is at least ``threshold``."""
+    counts = expert_counts_per_layer(scores, threshold)
+    _, layers = _layers(scores)
+    z = counts.T.numpy()
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(scores.languages),
+            y=layers,
+            text=z,
+            texttemplate="%{text}",
+            colorscale=SEQUENTIAL,
+            colorbar={"title": "units"},
+            hovertemplate="%{x} layer %{y}: %{z} units<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"Experts per layer (units with AP ≥ {threshold:g})",
+        xaxis={"title": "language", "type": "category"},
+        yaxis={"title": "layer", "type": "category"},
+    )
+    return fig
+
+
+def layer_best_ap(scores: ExpertScores) -> tuple[Float[Tensor, "lang layer"], Int[Tensor, "lang layer"], list[int]]:
+    """Best AP of each language in each layer, the flat index of the unit that has it, and the layers."""
+    unit_layers, layers = _layers(scores)
+    best = torch.empty(len(scores.languages), len(layers))
+    where = torch.empty(len(scores.languages), len(layers), dtype=torch.long)
+    for j, layer in enumerate(layers):
+        members = (unit_layers == layer).nonzero().squeeze(1)
+        values, rows = scores.ap[:, members].max(dim=1)
+        best[:, j], where[:, j] = values, members[rows]
+    return best, where, layers
+
+
+def best_ap_heatmap(scores: ExpertScores) -> go.Figure:
+    """Heatmap layer x language of the best unit's AP; hover names the unit (click it in the inspector)."""
+    best, where, layers = layer_best_ap(scores)
+    labels = np.array([scores.units.labels(row) for row in where.T])
+    fig = go.Figure(
+        go.Heatmap(
+            z=best.T.numpy(),
+            x=list(scores.languages),
+            y=layers,
+            zmin=0.0,
+            zmax=1.0,
+            colorscale=SEQUENTIAL,
+            colorbar={"title": "AP"},
+            customdata=labels,
+            hovertemplate="%{x} layer %{y}: best AP %{z:.3f} (%{customdata})<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        title="Best AP per layer (click a cell to inspect its unit)",
+        xaxis={"title": "language", "type": "category"},
+        yaxis={"title": "layer", "type": "category"},
+    )
+    return fig
+
+
+def ap_survival(scores: ExpertScores, grid: int = 201) -> tuple[np.ndarray, np.ndarray]:
+    """Fraction of units with AP >= x for x on an even grid of [0, 1]: ``(x [grid], fraction [lang, grid])``.
+
+    A fixed grid keeps the figure small however many units the model has (millions on 7B models).
+    """
+    x = np.linspace(0.0, 1.0, grid)
+    ap = np.sort(scores.ap.numpy(), axis=1)
+    n = ap.shape[1]
+    below = np.stack([np.searchsorted(row, x, side="left") for row in ap])
+    return x, (n - below) / n
+
+
+def ap_distribution(scores: ExpertScores, grid: int = 201) -> go.Figure:
+    """Per language, the fraction of units whose AP is at least x (log scale: the experts are the far tail)."""
+    x, frac = ap_survival(scores, grid)
+    n = scores.ap.shape[1]
+    fig = go.Figure()
+    for li, lang in enumerate(scores.languages):
+        # Zero fractions cannot be drawn on a log axis: end each curve at its last non-empty grid point.
+        keep = frac[li] > 0
+        fig.add_trace(
+            go.Scatter(
+                x=x[keep],
+                y=frac[li][keep],
+                mode="lines",
+                name=lang,
+                line={"color": language_color(lang), "width": 2},
+                customdata=np.round(frac[li][keep] * n).astype(int),
+                hovertemplate=f"{lang}: %{{customdata}} units with AP ≥ %{{x:.3f}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        title="AP distribution: fraction of units with AP ≥ x",
+        xaxis={"title": "AP", "range": [0, 1]},
+        yaxis={"title": "fraction of units", "type": "log", "exponentformat": "power", "dtick": 1},
+    )
+    return fig
+
+
+def jaccard_matrix(scores: ExpertScores, k: int) -> Float[Tensor, "lang lang"]:
+    """Jaccard index |A ∩ B| / |A ∪ B| of the top-``k`` expert sets of every pair of languages."""
+    sets = torch.zeros(len(scores.languages), scores.ap.shape[1])
+    for li, lang in enumerate(scores.languages):
+        sets[li, scores.select(lang, k).units] = 1.0
+    inter = sets @ sets.T
+    sizes = sets.sum(dim=1)
+    return inter / (sizes[:, None] + sizes[None, :] - inter)
+
+
+def expert_overlap(scores: ExpertScores, k: int) -> go.Figure:
+    """Heatmap language x language of the Jaccard overlap of the top-``k`` expert sets."""
+    jac = jaccard_matrix(scores, k).numpy()
+    labels = list(scores.languages)
+    fig = go.Figure(
+        go.Heatmap(
+            z=jac,
+            x=labels,
+            y=labels,
+            zmin=0.0,
+            zmax=1.0,
+            text=np.round(jac, 2),
+            texttemplate="%{text}",
+            colorscale=SEQUENTIAL,
+            colorbar={"title": "Jaccard"},
+            hovertemplate="%{y} ∩ %{x}: Jaccard %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"Overlap of the top-{k} expert sets (Jaccard)",
+        xaxis={"title": "language", "type": "category"},
+        yaxis={"title": "language", "type": "category", "autorange": "reversed"},
+    )
+    return fig

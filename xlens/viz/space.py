@@ -1,0 +1,160 @@
+"""The embedding space in 2-D: sentences coloured by language, before and after an intervention, per layer.
+
+Each layer's projection is fitted on the baseline embeddings and the intervened ones are projected into the same
+basis, so a point that moves between the two panels moved in the model, not in the projection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import plotly.graph_objects as go
+from jaxtyping import Float
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+from xlens.viz.style import TEMPLATE, language_color, layer_slider
+
+Projection = Literal["pca", "umap"]
+
+
+class ProjectionError(ValueError):
+    """Embeddings that cannot be projected as asked."""
+
+
+def pca_fit(X: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the top principal axes (``[n_components, d]``, signs fixed) of ``X`` via SVD."""
+    mean = X.mean(axis=0)
+    _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
+    axes = vt[:n_components]
+    # An SVD's signs are arbitrary: make each axis' largest loading positive so layers and reruns agree.
+    flip = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
+    return mean, axes * flip[:, None]
+
+
+def project_2d(
+    before: np.ndarray, after: np.ndarray | None = None, method: Projection = "pca", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """2-D coordinates of ``before`` and of ``after`` in the basis fitted on ``before``."""
+    if method == "pca":
+        mean, axes = pca_fit(before.astype(np.float64))
+        return (before - mean) @ axes.T, None if after is None else (after - mean) @ axes.T
+    if method == "umap":
+        try:
+            import umap  # type: ignore[import-not-found]
+        except ImportError:
+            raise ProjectionError("method='umap' needs umap-learn: pip install umap-learn (or use 'pca')") from None
+        reducer = umap.UMAP(n_components=2, random_state=seed).fit(before)
+        return reducer.embedding_, None if after is None else reducer.transform(after)
+    raise ProjectionError(f"unknown projection {method!r}; use 'pca' or 'umap'")
+
+
+def embedding_space(
+    before: Float[Tensor, "sentence layer d_model"],
+    after: Float[Tensor, "sentence layer d_model"] | None = None,
+    *,
+    languages: Sequence[str],
+    layers: Sequence[int],
+    ids: Sequence[int] | None = None,
+    texts: Sequence[str] | None = None,
+    method: Projection = "pca",
+    layer: int | None = None,
+    after_label: str = "after intervention",
+) -> go.Figure:
+    """Scatter of sentence embeddings in 2-D, one colour per language, with a slider over ``layers``.
+
+    Rows of ``before`` / ``after`` are grouped by language (``languages[0]``'s sentences first, as
+    :func:`xlens.experiment.run_experiment` embeds them); ``ids`` are the sentences' ids within a language
+    (translations share one) and ``texts`` all rows' texts, both shown on hover. ``customdata`` of every point
+    is its sentence id, which the HTML export uses to highlight a sentence's translations on hover.
+    """
+    B = before.detach().float().cpu().numpy()
+    A = None if after is None else after.detach().float().cpu().numpy()
+    n_rows, n_layers = B.shape[0], B.shape[1]
+    if A is not None and A.shape != B.shape:
+        raise ProjectionError(f"before {B.shape} and after {A.shape} embeddings differ in shape")
+    if n_layers != len(layers):
+        raise ProjectionError(f"embeddings hold {n_layers} layers but {len(layers)} layer numbers were given")
+    if not languages or n_rows % len(languages):
+        raise ProjectionError(f"{n_rows} rows cannot be split evenly into {len(languages)} languages")
+    per_lang = n_rows // len(languages)
+    sentence_ids = list(range(per_lang)) if ids is None else [int(i) for i in ids]
+    if len(sentence_ids) != per_lang:
+        raise ProjectionError(f"{len(sentence_ids)} ids for {per_lang} sentences per language")
+    if texts is not None and len(texts) != n_rows:
+        raise ProjectionError(f"{len(texts)} texts for {n_rows} embedded sentences")
+    start = len(layers) - 1 if layer is None else list(layers).index(layer)
+
+    coords = [project_2d(B[:, s], None if A is None else A[:, s], method) for s in range(n_layers)]
+    panels = [("before", 1)] + ([(after_label, 2)] if A is not None else [])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p for p, _ in panels], horizontal_spacing=0.06)
+
+    def traces(slot: int, with_style: bool) -> list[tuple[int, go.Scatter]]:
+        out = []
+        for panel, col in panels:
+            xy = coords[slot][0] if col == 1 else coords[slot][1]
+            assert xy is not None
+            for li, lang in enumerate(languages):
+                rows = slice(li * per_lang, (li + 1) * per_lang)
+                trace: dict[str, Any] = {"x": xy[rows, 0], "y": xy[rows, 1]}
+                if with_style:
+                    trace.update(_style(lang, col, panel, sentence_ids, texts, rows))
+                out.append((col, go.Scatter(**trace)))
+        return out
+
+    for col, trace in traces(start, with_style=True):
+        fig.add_trace(trace, row=1, col=col)
+    # Frames only carry coordinates: the hover texts live once in the base traces.
+    fig.frames = [
+        go.Frame(name=str(layer), data=[t for _, t in traces(s, with_style=False)]) for s, layer in enumerate(layers)
+    ]
+    # One empty trace per panel that the HTML export fills with the hovered sentence's translations.
+    for _, col in panels:
+        fig.add_trace(
+            go.Scatter(
+                x=[],
+                y=[],
+                mode="lines+markers",
+                name="translations",
+                showlegend=False,
+                hoverinfo="skip",
+                line={"color": "rgba(0,0,0,0.5)", "width": 1},
+                marker={"size": 12, "symbol": "circle-open", "color": "black", "line": {"width": 2}},
+                meta="xlens-link",
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"Sentence embeddings ({method.upper()} per layer, fitted on the baseline)",
+        height=520,
+        hovermode="closest",
+        sliders=[layer_slider(list(layers), start)],
+    )
+    fig.update_xaxes(title_text="component 1")
+    fig.update_yaxes(title_text="component 2", col=1)
+    return fig
+
+
+def _style(lang: str, col: int, panel: str, ids: list[int], texts: Sequence[str] | None, rows: slice) -> dict[str, Any]:
+    lang_texts = texts[rows] if texts is not None else [""] * len(ids)
+    return {
+        "mode": "markers",
+        "name": lang,
+        "legendgroup": lang,
+        "showlegend": col == 1,
+        "marker": {"color": language_color(lang), "size": 6, "opacity": 0.75 if col == 1 else 0.9},
+        "customdata": ids,
+        "hovertext": [f"{lang} #{i} ({panel})<br>{_wrap(t)}" for i, t in zip(ids, lang_texts, strict=True)],
+        "hoverinfo": "text",
+    }
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    import html
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(html.escape(text), width)) if text else ""

@@ -1,0 +1,96 @@
+"""One look for every xlens figure: a plotly template and a fixed colour per language.
+
+A language keeps its colour in every figure and every run, whatever other languages are shown: the ten languages
+of the builtin corpus and the paper's models have hand-picked colours, any other FLORES code gets one from a larger
+palette chosen by a stable hash of the code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+TEMPLATE = "xlens"
+SEQUENTIAL = "Viridis"
+DIVERGING = "RdBu_r"
+
+# D3's category10 for the builtin corpus's languages: the most distinct ten colours go to the most used languages.
+_FIXED = {
+    "eng_Latn": "#1F77B4",
+    "spa_Latn": "#FF7F0E",
+    "deu_Latn": "#2CA02C",
+    "fra_Latn": "#D62728",
+    "jpn_Jpan": "#9467BD",
+    "zho_Hans": "#8C564B",
+    "arb_Arab": "#E377C2",
+    "hin_Deva": "#7F7F7F",
+    "kor_Hang": "#BCBD22",
+    "rus_Cyrl": "#17BECF",
+}
+# Plotly's Dark24, for every other language.
+_FALLBACK = (
+    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
+    "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE",
+    "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038",
+)  # fmt: skip
+
+
+def _flores(code: str) -> str:
+    from xlens.data.languages import UnknownLanguageError, flores_code
+
+    try:
+        return flores_code(code)
+    except UnknownLanguageError:
+        return code
+
+
+def language_color(code: str) -> str:
+    """The colour of a language (any accepted code: ``en``, ``eng``, ``eng_Latn``); unknown codes get one too."""
+    flores = _flores(code)
+    if flores in _FIXED:
+        return _FIXED[flores]
+    digest = hashlib.sha256(flores.encode()).digest()
+    return _FALLBACK[int.from_bytes(digest[:4], "little") % len(_FALLBACK)]
+
+
+def language_colors(codes: list[str]) -> dict[str, str]:
+    return {code: language_color(code) for code in codes}
+
+
+def layer_slider(layers: list[int], start: int) -> dict[str, Any]:
+    """A slider over ``layers`` whose steps show the figure's frames named by layer number."""
+    return {
+        "active": start,
+        "currentvalue": {"prefix": "layer "},
+        "pad": {"t": 40},
+        "steps": [
+            {
+                "label": str(layer),
+                "method": "animate",
+                "args": [[str(layer)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
+            }
+            for layer in layers
+        ],
+    }
+
+
+def _register() -> None:
+    base = pio.templates["plotly_white"]
+    template = go.layout.Template(base)
+    template.update(
+        layout=dict(
+            font={"family": "Inter, Helvetica Neue, Arial, sans-serif", "size": 13, "color": "#222"},
+            title={"font": {"size": 16}, "x": 0.0, "xanchor": "left"},
+            colorway=list(_FIXED.values()),
+            margin={"l": 60, "r": 30, "t": 60, "b": 50},
+            legend={"bgcolor": "rgba(255,255,255,0.8)"},
+            hoverlabel={"namelength": -1},
+        )
+    )
+    pio.templates[TEMPLATE] = template
+
+
+_register()
