@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from xlens.models import LensModel
 PROMPTS = ["The weather this morning was", "Hi", "My neighbour has a dog that barks at night"]
 
 
-def manual_greedy(model: LensModel, prompt: str, n: int, interventions: list[Intervention]) -> str:
+def manual_greedy(model: LensModel, prompt: str, n: int, interventions: Sequence[Intervention]) -> str:
     """Reference: one unpadded prompt, full logits, argmax of the last column, no batching, no logits_to_keep."""
     tokens = model.tokenize([prompt]).tokens
     width = tokens.shape[1]
@@ -35,11 +36,11 @@ def manual_greedy(model: LensModel, prompt: str, n: int, interventions: list[Int
     return model.tokenizer.decode(tokens[0, width:], skip_special_tokens=True)
 
 
-def interventions_for(model: LensModel) -> list[Intervention]:
+def interventions_for(model: LensModel) -> list[Force | Dampen | Steer]:
     hook = model.mlp_hook(0)
     return [
-        Force({hook: [0, 4, 9]}, {hook: [3.0, -2.0, 1.0]}, where="prompt"),
-        Dampen({model.mlp_hook(1): [2, 3]}, {model.mlp_hook(1): [0.0, 4.0]}, where="last"),
+        Force({hook: torch.tensor([0, 4, 9])}, {hook: torch.tensor([3.0, -2.0, 1.0])}, where="prompt"),
+        Dampen({model.mlp_hook(1): torch.tensor([2, 3])}, {model.mlp_hook(1): torch.tensor([0.0, 4.0])}, where="last"),
         Steer(0, torch.linspace(-2, 2, model.d_model)),
     ]
 
@@ -62,13 +63,13 @@ def test_generation_does_not_depend_on_the_batch(tiny_gpt2: LensModel) -> None:
 
 
 def test_seeded_sampling_is_reproducible(tiny_gpt2: LensModel) -> None:
-    a = generate(tiny_gpt2, PROMPTS, 8, greedy=False, seed=3)
-    assert generate(tiny_gpt2, PROMPTS, 8, greedy=False, seed=3) == a
-    assert generate(tiny_gpt2, PROMPTS, 8, greedy=False, seed=4) != a
-    nucleus = generate(tiny_gpt2, PROMPTS, 8, greedy=False, top_p=0.8, temperature=0.7, seed=3)
-    assert generate(tiny_gpt2, PROMPTS, 8, greedy=False, top_p=0.8, temperature=0.7, seed=3) == nucleus
+    a = generate(tiny_gpt2, PROMPTS, 5, greedy=False, seed=3)
+    assert generate(tiny_gpt2, PROMPTS, 5, greedy=False, seed=3) == a
+    assert generate(tiny_gpt2, PROMPTS, 5, greedy=False, seed=4) != a
+    nucleus = generate(tiny_gpt2, PROMPTS, 5, greedy=False, top_p=0.8, temperature=0.7, seed=3)
+    assert generate(tiny_gpt2, PROMPTS, 5, greedy=False, top_p=0.8, temperature=0.7, seed=3) == nucleus
     # A nucleus that holds only the most likely token is greedy decoding.
-    assert generate(tiny_gpt2, PROMPTS, 8, greedy=False, top_p=1e-9, seed=5) == generate(tiny_gpt2, PROMPTS, 8)
+    assert generate(tiny_gpt2, PROMPTS, 5, greedy=False, top_p=1e-9, seed=5) == generate(tiny_gpt2, PROMPTS, 5)
 
 
 def test_generation_stops_at_eos(tiny_gpt2: LensModel) -> None:
@@ -96,10 +97,10 @@ def test_generation_stops_at_eos(tiny_gpt2: LensModel) -> None:
 
 
 def test_perplexity_matches_a_per_sentence_brute_force(tiny_model: LensModel) -> None:
-    texts = load_builtin(["en"])["en"][:7]
+    texts = load_builtin(["en"])["en"][:5]
     hook = tiny_model.mlp_hook(0)
-    prompt = Force({hook: [1, 2]}, {hook: [5.0, 5.0]}, where="prompt")
-    last = Force({hook: [1, 2]}, {hook: [5.0, 5.0]}, where="last")
+    prompt = Force({hook: torch.tensor([1, 2])}, {hook: torch.tensor([5.0, 5.0])}, where="prompt")
+    last = Force({hook: torch.tensor([1, 2])}, {hook: torch.tensor([5.0, 5.0])}, where="last")
 
     def brute(interventions: list[Intervention]) -> float:
         total, count = 0.0, 0

@@ -109,7 +109,7 @@ def test_units_of_a_head_hook_are_flattened_heads_times_d_head(tiny_gpt2: LensMo
     base = record(model, [hook])[hook]
     n_heads, d_head = base.shape[2], base.shape[3]
     unit = d_head + 3  # head 1, dimension 3
-    forced = record(model, [hook], Force({hook: [unit]}, {hook: [7.0]}))[hook]
+    forced = record(model, [hook], Force({hook: torch.tensor([unit])}, {hook: torch.tensor([7.0])}))[hook]
     assert torch.equal(forced[:, :, 1, 3], torch.full(forced.shape[:2], 7.0))
     changed = (forced != base).reshape(*base.shape[:2], n_heads * d_head).any(dim=(0, 1))
     assert changed.nonzero().flatten().tolist() == [unit]
@@ -132,7 +132,7 @@ def test_steer_adds_alpha_times_vector_to_the_residual(tiny_model: LensModel) ->
 def test_leaving_the_context_restores_bit_identical_logits(tiny_model: LensModel) -> None:
     model = tiny_model
     before = logits(model)
-    force = Force({model.mlp_hook(0): [0, 1, 2]}, {model.mlp_hook(0): [5.0, 5.0, 5.0]})
+    force = Force({model.mlp_hook(0): torch.tensor([0, 1, 2])}, {model.mlp_hook(0): torch.tensor([5.0, 5.0, 5.0])})
     steer = Steer(model.n_layers - 1, torch.ones(model.d_model))
     with force.apply(model):
         inside = logits(model)
@@ -144,7 +144,7 @@ def test_leaving_the_context_restores_bit_identical_logits(tiny_model: LensModel
     assert torch.equal(before, logits(model))
 
     # An intervention failing inside the forward pass is removed as well.
-    broken = Force({model.mlp_hook(0): [10**6]}, {model.mlp_hook(0): [1.0]})
+    broken = Force({model.mlp_hook(0): torch.tensor([10**6])}, {model.mlp_hook(0): torch.tensor([1.0])})
     with pytest.raises(InterventionError, match="out of range"), apply(model, steer, broken):
         logits(model)
     assert torch.equal(before, logits(model))
@@ -153,7 +153,7 @@ def test_leaving_the_context_restores_bit_identical_logits(tiny_model: LensModel
 def test_hooks_work_with_run_with_hooks_and_run_with_cache(tiny_gpt2: LensModel) -> None:
     model = tiny_gpt2
     hook = model.mlp_hook(1)
-    force = Force({hook: [4]}, {hook: [1.5]})
+    force = Force({hook: torch.tensor([4])}, {hook: torch.tensor([1.5])})
     batch = model.tokenize(["hello world"])
     with torch.inference_mode():
         out = model.bridge.run_with_hooks(batch.tokens, fwd_hooks=force.hooks(model))
@@ -170,8 +170,8 @@ def test_hooks_work_with_run_with_hooks_and_run_with_cache(tiny_gpt2: LensModel)
 def test_composition_follows_the_order_given(tiny_gpt2: LensModel) -> None:
     model = tiny_gpt2
     hook = model.mlp_hook(0)
-    force = Force({hook: [2, 3]}, {hook: [4.0, -1.0]})
-    dampen = Dampen({hook: [3, 6]}, {hook: [0.5, 0.25]})
+    force = Force({hook: torch.tensor([2, 3])}, {hook: torch.tensor([4.0, -1.0])})
+    dampen = Dampen({hook: torch.tensor([3, 6])}, {hook: torch.tensor([0.5, 0.25])})
     base = record(model, [hook])[hook]
     force_last = record(model, [hook], dampen, force)[hook]
     dampen_last = record(model, [hook], force, dampen)[hook]
@@ -195,7 +195,7 @@ def test_where_selects_tokens_of_a_right_padded_batch(tiny_model: LensModel, whe
     batch = model.tokenize(TEXTS)
     lengths = batch.lengths.tolist()
     base = record(model, [hook])[hook]
-    forced = record(model, [hook], Force({hook: [5]}, {hook: [9.0]}, where=where))[hook]  # type: ignore[arg-type]
+    forced = record(model, [hook], Force({hook: torch.tensor([5])}, {hook: torch.tensor([9.0])}, where=where))[hook]  # type: ignore[arg-type]
     for row, n in enumerate(lengths):
         hit = forced[row, :, 5] == 9.0
         if where == "all":
@@ -212,7 +212,9 @@ def test_where_selects_tokens_of_a_right_padded_batch(tiny_model: LensModel, whe
 
 def test_last_on_a_padded_row_equals_the_unpadded_run(tiny_model: LensModel) -> None:
     model = tiny_model
-    force = Force({model.mlp_hook(0): [1, 2]}, {model.mlp_hook(0): [3.0, 3.0]}, where="last")
+    force = Force(
+        {model.mlp_hook(0): torch.tensor([1, 2])}, {model.mlp_hook(0): torch.tensor([3.0, 3.0])}, where="last"
+    )
     padded = record(model, [], force)["logits"]
     short = TEXTS[1]
     n = int(model.tokenize([short]).lengths[0])
@@ -234,7 +236,7 @@ def test_without_a_context_prompt_is_everything_and_last_is_the_final_column(tin
         seen[hook.name] = act.clone()
 
     for where, expected in (("prompt", list(range(batch.tokens.shape[1]))), ("last", [batch.tokens.shape[1] - 1])):
-        force = Force({hook: [0]}, {hook: [42.0]}, where=where)  # type: ignore[arg-type]
+        force = Force({hook: torch.tensor([0])}, {hook: torch.tensor([42.0])}, where=where)  # type: ignore[arg-type]
         with torch.inference_mode(), apply(model, force, (hook, read)):
             model.bridge(batch.tokens)
         assert (next(iter(seen.values()))[0, :, 0] == 42.0).nonzero().flatten().tolist() == expected
@@ -263,7 +265,7 @@ def test_token_positions_errors(tiny_gpt2: LensModel) -> None:
     with pytest.raises(InterventionError, match="without real tokens"):
         TokenPositions.from_mask(torch.tensor([[True, True], [False, False]]))
     hook = tiny_gpt2.mlp_hook(0)
-    force = Force({hook: [0]}, {hook: [1.0]}, where="last")
+    force = Force({hook: torch.tensor([0])}, {hook: torch.tensor([1.0])}, where="last")
     batch = tiny_gpt2.tokenize(["a b", "c"])
     with (
         pytest.raises(InterventionError, match="batch of 1 rows"),
@@ -464,15 +466,17 @@ def test_build_intervention_methods(tiny_gpt2: LensModel, gpt2_scores: ExpertSco
 def test_bad_interventions_get_one_clear_error(tiny_gpt2: LensModel) -> None:
     hook = tiny_gpt2.mlp_hook(0)
     with pytest.raises(InterventionError, match="unknown hook"):
-        Force({"blocks.99.mlp.hook_post": [0]}, {"blocks.99.mlp.hook_post": [1.0]}).hooks(tiny_gpt2)
+        Force({"blocks.99.mlp.hook_post": torch.tensor([0])}, {"blocks.99.mlp.hook_post": torch.tensor([1.0])}).hooks(
+            tiny_gpt2
+        )
     with pytest.raises(InterventionError, match="2 units but 1 values"):
-        Force({hook: [0, 1]}, {hook: [1.0]})
+        Force({hook: torch.tensor([0, 1])}, {hook: torch.tensor([1.0])})
     with pytest.raises(InterventionError, match="listed twice"):
-        Dampen({hook: [3, 3]}, {hook: [0.0, 0.5]})
+        Dampen({hook: torch.tensor([3, 3])}, {hook: torch.tensor([0.0, 0.5])})
     with pytest.raises(InterventionError, match="same hooks"):
-        Force({hook: [0]}, {tiny_gpt2.mlp_hook(1): [1.0]})
+        Force({hook: torch.tensor([0])}, {tiny_gpt2.mlp_hook(1): torch.tensor([1.0])})
     with pytest.raises(InterventionError, match="where must be"):
-        Force({hook: [0]}, {hook: [1.0]}, where="first")  # type: ignore[arg-type]
+        Force({hook: torch.tensor([0])}, {hook: torch.tensor([1.0])}, where="first")  # type: ignore[arg-type]
     with pytest.raises(InterventionError, match="NaN"):
         Steer(0, torch.tensor([float("nan")] * tiny_gpt2.d_model))
     with pytest.raises(InterventionError, match="dimensions"), apply(tiny_gpt2, Steer(0, torch.ones(3))):

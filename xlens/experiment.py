@@ -53,6 +53,8 @@ class ExperimentConfig:
     pooling: str = "mean"
     method: str = "force"
     value: str = "on_p50"
+    alpha: float | None = None  # damp factor, or the scale of the diffmean vector
+    lape_top_rate: float = 0.01  # LAPE: share of all units kept as language-specific (Tang et al. 2024)
     k: list[int] = field(default_factory=lambda: [100, 1000])
     embedding_pooling: str = "mean"
     layers: list[int] | None = None
@@ -103,11 +105,14 @@ def _key(*parts: Any) -> str:
 
 
 def _file_hashes(sources: dict[str, str]) -> dict[str, dict[str, str]]:
+    """sha256 of every source file; builtin sources are files inside the installed package."""
+    from importlib.resources import files
+
     out = {}
     for lang, src in sources.items():
-        path = Path(src)
+        path = files("xlens.data").joinpath(src) if src.startswith("builtin/") else Path(src)
         if path.is_file():
-            out[lang] = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            out[lang] = {"file": src, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         else:
             out[lang] = {"source": src}
     return out
@@ -217,11 +222,25 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
     conditions: list[tuple[str, str | None, int, torch.Tensor]] = [
         ("none", None, 0, embed("embeddings: baseline", [], "none"))
     ]
+    lape_result = None
+    if config.method == "lape":
+        from xlens.experts.lape import lape
+
+        assert responses.lang_ids is not None
+        lape_result = lape(
+            responses["active"],
+            responses.token_counts,
+            responses.lang_ids,
+            len(languages),
+            top_rate=config.lape_top_rate,
+        )
+    # diffmean steers with one vector per language: k does not apply.
+    k_values = [0] if config.method == "diffmean" else config.k
     for lang in tqdm(languages, desc="interventions", unit="lang", disable=not progress):
-        for k in config.k:
-            iv = build_run_intervention(config, model, scores, responses, find, lang, k)
+        for k in k_values:
+            iv = build_run_intervention(config, model, scores, responses, find, lang, k, lape_result)
             label = f"embeddings: {config.method} {lang} k={k}"
-            key_extra = (config.method, config.value, lang, k, scores_key)
+            key_extra = (config.method, config.value, config.alpha, config.lape_top_rate, lang, k, scores_key)
             conditions.append((config.method, lang, k, embed(label, [iv], key_extra)))
     timings["embeddings_s"] = time.perf_counter() - tick
 
@@ -342,9 +361,16 @@ def layer_metrics(
 
 
 def build_run_intervention(
-    config: ExperimentConfig, model: Any, scores: Any, responses: Any, find: Any, lang: str, k: int
+    config: ExperimentConfig,
+    model: Any,
+    scores: Any,
+    responses: Any,
+    find: Any,
+    lang: str,
+    k: int,
+    lape_result: Any = None,
 ) -> Any:
-    """The intervention of ``config.method`` for language ``lang`` with ``k`` units (or strength k for diffmean)."""
+    """The intervention of ``config.method`` for language ``lang`` with ``k`` units (diffmean: k unused)."""
     from xlens.interventions import build_intervention
 
     return build_intervention(
@@ -352,10 +378,13 @@ def build_run_intervention(
         model=model,
         scores=scores,
         language=lang,
-        k=k,
+        k=None if config.method == "diffmean" else k,
         value=config.value,
+        alpha=config.alpha,
         responses=responses,
         corpus=find,
+        lape_result=lape_result,
+        languages=scores.languages,
     )
 
 

@@ -1,0 +1,34 @@
+"""The notebooks run top to bottom on the embedded default model (they are stored without outputs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_are_stored_without_outputs() -> None:
+    assert [p.stem for p in NOTEBOOKS] == ["01_quickstart", "02_experts", "03_embedding_spaces", "04_paper_experiment"]
+    for path in NOTEBOOKS:
+        book = nbformat.read(path, as_version=4)
+        nbformat.validate(book)
+        code = [c for c in book.cells if c.cell_type == "code"]
+        assert code and all(not c.outputs and c.execution_count is None for c in code), path.name
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path: Path, tmp_path: Path) -> None:
+    book = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    # Run in a scratch folder: nothing a notebook writes lands in the repository.
+    NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    elapsed = time.perf_counter() - start
+    errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert elapsed < 180, f"{path.name} took {elapsed:.0f} s; keep the notebooks small"

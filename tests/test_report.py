@@ -1,0 +1,162 @@
+"""The HTML report of a real (tiny) run: what it reads back from the run folder, what the page holds, and that a
+headless Chromium renders every figure with no console message."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import xlens.experiment as experiment
+from xlens.embeddings import sentence_embeddings
+from xlens.experiment import ExperimentConfig, headline, run_experiment
+from xlens.models import LensModel
+from xlens.report import build_report, run_figures, write_figures, write_report
+from xlens.viz.export import find_browser
+from xlens.viz.run import Run, RunFolderError
+
+LANGS = ["en", "es", "ja"]
+
+
+def _force_to_median(config: Any, model: Any, scores: Any, responses: Any, find: Any, lang: str, k: int) -> Any:
+    """A stand-in for xlens.interventions: the report is under test here, not the intervention."""
+    experts = scores.select(lang, k)
+    hooks = []
+    for hook, rows in experts.by_hook().items():
+        pos, value = experts.positions()[rows], experts.stats["on_p50"][rows]
+
+        def fn(act: torch.Tensor, hook: Any, pos: torch.Tensor = pos, value: torch.Tensor = value) -> torch.Tensor:
+            act = act.clone()
+            act[..., pos] = value.to(act.dtype)
+            return act
+
+        hooks.append((hook, fn))
+    return hooks[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    config = ExperimentConfig(
+        model="tiny-gpt2", find_sentences=20, eval_sentences=20, k=[5], languages=LANGS, device="cpu"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(experiment, "build_run_intervention", _force_to_median)
+        run_experiment(config, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path, tiny_gpt2: LensModel) -> Path:
+    return write_report(run_dir, model=tiny_gpt2)
+
+
+def test_run_reads_back_the_cached_embeddings(run_dir: Path, tiny_gpt2: LensModel) -> None:
+    run = Run.load(run_dir, model=tiny_gpt2)
+    corpus = run.eval_corpus
+    assert corpus is not None and run.languages == ["eng_Latn", "spa_Latn", "jpn_Jpan"]
+    texts = [s for lang in run.languages for s in corpus[lang]]
+    fresh = sentence_embeddings(tiny_gpt2, texts, layers=run.layers, max_length=128, progress=False)
+    baseline = run.embeddings(None)
+    assert baseline is not None
+    torch.testing.assert_close(baseline, fresh, atol=1e-5, rtol=1e-5)
+    for condition in run.conditions:
+        after = run.embeddings(condition)
+        assert after is not None and after.shape == baseline.shape and not torch.equal(after, baseline)
+    assert run.embeddings(("force", "eng_Latn", 999)) is None
+    assert run.responses is not None and run.find_texts is not None
+    assert len(run.find_texts) == run.responses.n_sentences == 60
+
+
+def test_missing_run_folder_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(RunFolderError, match="xlens run --out"):
+        write_report(tmp_path)
+
+
+def test_report_is_one_self_contained_page(report: Path, run_dir: Path) -> None:
+    assert report == run_dir / "report.html"
+    page = report.read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing to fetch: opens offline
+    assert page.count("Plotly.newPlot") == 11  # improvement, retrieval, cka, cosine, space, 3 expert, 3 cards
+    assert len(page) > 4_000_000 and page.count("plotly.js v") == 1  # plotly.js inlined once
+    for section in ("headline", "retrieval", "alignment", "space", "experts", "tables", "config"):
+        assert f'<section id="{section}">' in page
+    h = headline(Run.load(run_dir).results)
+    b = h["best_pair_ratio"]
+    assert f"×{b['ratio']:.2f}</b> ({b['src']}→{b['tgt']}, layer {b['layer']}" in page
+    assert "retrieval top1 per layer</summary>" in page and "sha256" in page
+    assert page.count('class="xlens-token"') >= 3 * 5 * 10  # three cards x five sentences with token spans
+
+
+def test_report_without_cards_or_embeddings(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("emb-*", "report.html"))
+
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("cards=False must not load a model")
+
+    monkeypatch.setattr("xlens.models.load_model", no_model)
+    page = build_report(Run.load(copy), cards=False)
+    assert "no cached baseline embeddings" in page
+    assert page.count("Plotly.newPlot") == 7 and "neuron_" not in page
+
+
+def test_cards_survive_a_model_that_cannot_load(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("hub unreachable")
+
+    monkeypatch.setattr("xlens.models.load_model", broken)
+    figures, cards, notes = run_figures(Run.load(run_dir))
+    assert len(cards) == 3 and all(not t.tokens for c in cards for t in c.top)
+    assert any("hub unreachable" in n for n in notes)
+
+
+def test_write_figures_shares_plotly_js(run_dir: Path, tmp_path: Path) -> None:
+    paths = write_figures(run_dir, tmp_path / "assets", ("html",), cards=False)
+    assert sorted(p.stem for p in paths) == sorted(
+        ["improvement", "retrieval", "cka", "cosine", "space", "expert_counts", "ap_distribution", "expert_overlap"]
+    )
+    assert (tmp_path / "assets" / "plotly.min.js").is_file()
+    assert all(p.stat().st_size < 1_000_000 for p in paths)
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chrome/Chromium (scripts/ci_system_deps.sh installs one)")
+def test_chromium_renders_every_figure_without_console_messages(report: Path, tmp_path: Path) -> None:
+    browser = find_browser()
+    assert browser is not None
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    # Every figure div got a rendered plot (plotly adds its SVG layers inside the div).
+    divs = re.findall(r'<div id="plot-([\w]+)" class="plotly-graph-div[^"]*"', dom)
+    assert len(divs) == 11
+    rendered = re.findall(r'class="plot-container plotly".*?class="main-svg"', dom)
+    assert len(rendered) == 11
+    assert dom.count('class="heatmaplayer') >= 6  # cka, cosine (3 panels each) and the cards' token heatmaps
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []
