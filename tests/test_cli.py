@@ -61,3 +61,39 @@ def test_bench_experts_json(tmp_path: Path) -> None:
     assert report["scoring"]["max_abs_diff_vs_sklearn"] <= 1e-6
     assert report["scoring"]["sklearn_loop_units_timed"] == 128
     assert report["scoring"]["sklearn_loop_full_is_extrapolated"] is False
+
+
+def test_steer_and_report_commands(tmp_path: Path) -> None:
+    experts_dir = tmp_path / "experts"
+    made = runner.invoke(
+        app,
+        [
+            "experts",
+            "--model",
+            "tiny-gpt2",
+            "--out",
+            str(experts_dir),
+            "--langs",
+            "en,es",
+            "--per-lang",
+            "20",
+            "--k",
+            "50",
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("My favourite food is\nTomorrow we will\n")
+    out = tmp_path / "steer.json"
+    args = ["steer", "--model", "tiny-gpt2", "--experts", str(experts_dir), "--lang", "es", "--k", "0,8"]
+    result = runner.invoke(app, [*args, "--prompts", str(prompts), "--max-new-tokens", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [run["k"] for run in report["runs"]] == [8]
+    assert report["config"]["prompts"] == 2
+    assert set(report["baseline"]["perplexity"]) == {"spa_Latn", "eng_Latn"}
+    assert "target_rate" in result.output
+    missing = runner.invoke(app, ["steer", "--model", "tiny-gpt2", "--lang", "es"])
+    assert missing.exit_code == 2 and "needs --experts DIR" in missing.output
+    no_run = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert no_run.exit_code == 2 and "error:" in no_run.output

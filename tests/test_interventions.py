@@ -159,9 +159,14 @@ def test_hooks_work_with_run_with_hooks_and_run_with_cache(tiny_gpt2: LensModel)
         out = model.bridge.run_with_hooks(batch.tokens, fwd_hooks=force.hooks(model))
         with apply(model, force):
             expected = model.bridge(batch.tokens)
-        _, cache = model.bridge.run_with_cache(batch.tokens, names_filter=[hook])
+            cached_logits, inside = model.bridge.run_with_cache(batch.tokens, names_filter=[hook])
+        _, after = model.bridge.run_with_cache(batch.tokens, names_filter=[hook])
     assert torch.equal(out, expected)
-    assert not bool((cache[hook][..., 4] == 1.5).any())  # run_with_cache after removal: no intervention left
+    assert torch.equal(cached_logits, expected)
+    # The cache holds the hook's output after the intervention, and nothing is left once the context is gone.
+    assert torch.equal(inside[hook][..., 4], torch.full(inside[hook].shape[:2], 1.5))
+    assert torch.equal(inside[hook][..., :4], after[hook][..., :4])
+    assert not bool((after[hook][..., 4] == 1.5).any())
 
 
 # --- composition -------------------------------------------------------------------------------------------

@@ -280,3 +280,88 @@ def bench_retrieval(
         typer.echo(json.dumps(report, indent=2))
     except Exception as err:
         _fail(err)
+
+
+@app.command()
+def steer(
+    experts_dir: Annotated[Path | None, typer.Option("--experts", help="folder written by `xlens experts`")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="target language of the intervention")] = "es",
+    k: Annotated[str, typer.Option("--k", help="comma-separated k values; 0 is the baseline")] = "0,50,200,1000",
+    method: Annotated[str, typer.Option(help="force | aura | det0 | damp | lape | diffmean")] = "force",
+    prompts: Annotated[str, typer.Option(help="'builtin' or a text file with one prompt per line")] = "builtin",
+    eval_corpus: Annotated[str, typer.Option(help="corpus spec of held-out sentences for perplexity")] = "builtin",
+    eval_langs: Annotated[str | None, typer.Option(help="languages whose perplexity is measured")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens generated per prompt")] = 20,
+    alphas: Annotated[str, typer.Option(help="diffmean: comma-separated scales; 0 is the baseline")] = "0,1,2,4",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
+    model: ModelOpt = "",
+    seed: int = 0,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Generate with and without an intervention: target-language rate and perplexities before and after."""
+    try:
+        from xlens.models import load_model
+        from xlens.steering import run_steer
+
+        if method != "diffmean" and experts_dir is None:
+            raise ValueError(f"--method {method} needs --experts DIR (run `xlens experts --out DIR` first)")
+        lm = load_model(model or None, device=device, dtype=dtype)
+        report = run_steer(
+            lm,
+            experts_dir,
+            lang,
+            k_values=[int(x) for x in k.split(",")],
+            method=method,
+            prompts=prompts,
+            eval_corpus=eval_corpus,
+            eval_langs=_langs(eval_langs) if eval_langs else None,
+            max_new_tokens=max_new_tokens,
+            alphas=[float(x) for x in alphas.split(",")],
+            seed=seed,
+        )
+        typer.echo(format_steer(report))
+        if json_out is not None:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(report, indent=2))
+            typer.echo(f"wrote {json_out}")
+    except Exception as err:
+        _fail(err)
+
+
+def format_steer(report: dict[str, Any]) -> str:
+    """The before/after table of `xlens steer`: target-language rate and perplexity per language."""
+    cfg = report["config"]
+    strength = "alpha" if cfg["method"] == "diffmean" else "k"
+    rows = [{strength: 0, **_steer_row(report["baseline"])}]
+    rows += [{strength: run[strength], **_steer_row(run)} for run in report["runs"]]
+    header = list(rows[0])
+    lines = [
+        f"{cfg['method']} on {cfg['lang']}: {cfg['prompts']} prompts x {cfg['max_new_tokens']} tokens; "
+        f"perplexity on {cfg['eval_sentences']} held-out sentences",
+        "  ".join(f"{h:>14}" for h in header),
+    ]
+    lines += [
+        "  ".join(f"{row[h]:>14.3f}" if isinstance(row[h], float) else f"{row[h]:>14}" for h in header) for row in rows
+    ]
+    for example in report["runs"][-1]["examples"] if report["runs"] else []:
+        lines.append(f"  {example['prompt']!r} -> {example['continuation']!r} [{example['language']}]")
+    return "\n".join(lines)
+
+
+def _steer_row(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"target_rate": entry["target_rate"], **{f"ppl_{lang[:3]}": v for lang, v in entry["perplexity"].items()}}
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="folder of an `xlens run`")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default RUN_DIR/report.html)")] = None,
+) -> None:
+    """One self-contained HTML page of a run: config, provenance, results tables and figures."""
+    try:
+        from xlens.report import write_report
+
+        typer.echo(f"wrote {write_report(run_dir, out=out)}")
+    except Exception as err:
+        _fail(err)
