@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from ipywidgets.widgets.widget import _remove_buffers
 
 from xlens.activations import Responses, collect_corpus_responses
 from xlens.experiment import ExperimentConfig, load_splits
@@ -117,6 +118,10 @@ def test_widgets_follow_the_state_and_drive_it(inspector: NeuronInspector, tiny_
     assert ws["card"].layout.title.text == inspector.card.title
     np.testing.assert_allclose(np.asarray(ws["card"].data[0].y), inspector.scores.ap[:, unit].numpy(), rtol=1e-6)
     assert inspector.card.label in ws["card_text"].value
+    # What the widgets send to the browser must be valid JSON (NaN is not: the front end would drop the message).
+    for name in ("card", "heatmap"):
+        state, _, _ = _remove_buffers(ws[name].get_state())  # binary buffers travel beside the JSON, as in a comm
+        json.dumps(state, allow_nan=False)
     # Choosing in a dropdown changes the selection.
     ws["language"].value = "eng_Latn"
     assert inspector.selection == type(inspector.selection)(
@@ -125,6 +130,11 @@ def test_widgets_follow_the_state_and_drive_it(inspector: NeuronInspector, tiny_
     other = ws["unit"].options[2][1]
     ws["unit"].value = other
     assert inspector.selection.unit == other
+    # A unit chosen from code that is not among the listed best ones joins the list.
+    li = inspector.scores.languages.index("eng_Latn")
+    worst = int(inspector.scores.ap[li].argmin())
+    inspector.select(unit=worst)
+    assert ws["unit"].value == worst and ws["unit"].options[-1][1] == worst
     # Free text: one coloured span per token, with the unit's activation as its title.
     ws["text"].value = "¿Dónde está la biblioteca?"
     ws["run"].click()

@@ -31,4 +31,4 @@ def test_notebook_executes(path: Path, tmp_path: Path) -> None:
     elapsed = time.perf_counter() - start
     errors = [o for c in book.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    assert elapsed < 180, f"{path.name} took {elapsed:.0f} s; keep the notebooks small"
+    assert elapsed < 300, f"{path.name} took {elapsed:.0f} s; keep the notebooks small"

@@ -23,7 +23,9 @@ from xlens.viz.run import Run, RunFolderError
 LANGS = ["en", "es", "ja"]
 
 
-def _force_to_median(config: Any, model: Any, scores: Any, responses: Any, find: Any, lang: str, k: int) -> Any:
+def _force_to_median(
+    config: Any, model: Any, scores: Any, responses: Any, find: Any, lang: str, k: int, *_: Any
+) -> Any:
     """A stand-in for xlens.interventions: the report is under test here, not the intervention."""
     experts = scores.select(lang, k)
     hooks = []
@@ -111,7 +113,7 @@ def test_cards_survive_a_model_that_cannot_load(run_dir: Path, monkeypatch: pyte
         raise OSError("hub unreachable")
 
     monkeypatch.setattr("xlens.models.load_model", broken)
-    figures, cards, notes = run_figures(Run.load(run_dir))
+    _, cards, notes = run_figures(Run.load(run_dir))
     assert len(cards) == 3 and all(not t.tokens for c in cards for t in c.top)
     assert any("hub unreachable" in n for n in notes)
 

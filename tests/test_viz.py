@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import struct
 import sys
@@ -27,6 +28,19 @@ from xlens.viz import export, neuron, space, style
 
 LANGS = ["eng_Latn", "spa_Latn", "jpn_Jpan"]
 LAYERS = [0, 1, 2]
+
+
+def data(fig: go.Figure) -> list[Any]:
+    """The traces, typed loosely: plotly's attributes are generated at runtime."""
+    return list(fig.data)
+
+
+def layout(fig: go.Figure) -> Any:
+    return fig.layout
+
+
+def frames(fig: go.Figure) -> list[Any]:
+    return list(fig.frames)
 
 
 def synthetic_scores(seed: int = 0, width: int = 8) -> ExpertScores:
@@ -97,8 +111,8 @@ def test_expert_counts_match_a_loop() -> None:
             expected = sum(1 for u in range(scores.units.n_units) if layers[u] == layer and scores.ap[li, u] >= 0.7)
             assert counts[li, j] == expected
     fig = vx.expert_counts(scores, threshold=0.7)
-    np.testing.assert_array_equal(np.asarray(fig.data[0].z), counts.T.numpy())
-    assert list(fig.data[0].x) == LANGS
+    np.testing.assert_array_equal(np.asarray(data(fig)[0].z), counts.T.numpy())
+    assert list(data(fig)[0].x) == LANGS
 
 
 def test_layer_best_ap_matches_a_loop() -> None:
@@ -113,7 +127,7 @@ def test_layer_best_ap_matches_a_loop() -> None:
             assert int(where[li, j]) == top
             assert float(best[li, j]) == pytest.approx(float(scores.ap[li, top]))
     fig = vx.best_ap_heatmap(scores)
-    assert fig.data[0].customdata[0][0] == scores.units.labels([int(where[0, 0])])[0]
+    assert data(fig)[0].customdata[0][0] == scores.units.labels([int(where[0, 0])])[0]
 
 
 def test_ap_survival_is_the_fraction_above() -> None:
@@ -123,8 +137,8 @@ def test_ap_survival_is_the_fraction_above() -> None:
         expected = [(scores.ap[li] >= v).float().mean().item() for v in x]
         np.testing.assert_allclose(frac[li], expected, atol=1e-7)
     fig = vx.ap_distribution(scores)
-    assert [t.name for t in fig.data] == LANGS
-    assert fig.data[1].line.color == style.language_color("spa_Latn")
+    assert [t.name for t in data(fig)] == LANGS
+    assert data(fig)[1].line.color == style.language_color("spa_Latn")
 
 
 def test_jaccard_matches_python_sets() -> None:
@@ -134,7 +148,7 @@ def test_jaccard_matches_python_sets() -> None:
     for i in range(3):
         for j in range(3):
             assert float(jac[i, j]) == pytest.approx(len(sets[i] & sets[j]) / len(sets[i] | sets[j]))
-    np.testing.assert_allclose(np.asarray(vx.expert_overlap(scores, 6).data[0].z), jac.numpy())
+    np.testing.assert_allclose(np.asarray(data(vx.expert_overlap(scores, 6))[0].z), jac.numpy())
 
 
 # --- embedding space -----------------------------------------------------------------------------------------
@@ -154,7 +168,7 @@ def test_pca_matches_sklearn(seed: int, n: int, d: int) -> None:
 
 def test_after_is_projected_in_the_baseline_basis() -> None:
     X = np.random.default_rng(0).normal(size=(40, 6)) * np.array([5, 2, 1, 1, 1, 1])
-    mean, axes = space.pca_fit(X)
+    _, axes = space.pca_fit(X)
     shifted = X + 0.7 * axes[0]  # move every sentence along the first principal axis
     before, after = space.project_2d(X, shifted)
     assert after is not None
@@ -171,21 +185,21 @@ def test_embedding_space_frames_and_hover() -> None:
     texts = [f"{lang} sentence <{i}>" for lang in LANGS for i in ids]
     fig = space.embedding_space(before, after, languages=LANGS, layers=LAYERS, ids=ids, texts=texts, layer=1)
     n_points = 2 * len(LANGS)
-    assert len(fig.data) == n_points + 2  # points of both panels + one translation-link trace per panel
-    assert [f.name for f in fig.frames] == ["0", "1", "2"]
-    assert fig.layout.sliders[0].active == 1
-    for slot, frame in enumerate(fig.frames):
+    assert len(data(fig)) == n_points + 2  # points of both panels + one translation-link trace per panel
+    assert [f.name for f in frames(fig)] == ["0", "1", "2"]
+    assert layout(fig).sliders[0].active == 1
+    for slot, frame in enumerate(frames(fig)):
         assert len(frame.data) == n_points
         ref, _ = space.project_2d(before[:, slot].numpy())
         assert ref is not None
         np.testing.assert_allclose(np.asarray(frame.data[1].x), ref[per_lang : 2 * per_lang, 0], atol=1e-5)
     # The base traces show the chosen layer; hover names language, id, panel and the (escaped) text.
-    assert np.allclose(np.asarray(fig.data[0].x), np.asarray(fig.frames[1].data[0].x))
-    spa_before = fig.data[1]
+    assert np.allclose(np.asarray(data(fig)[0].x), np.asarray(frames(fig)[1].data[0].x))
+    spa_before = data(fig)[1]
     assert spa_before.name == "spa_Latn" and list(spa_before.customdata) == ids
     assert spa_before.hovertext[2] == f"spa_Latn #12 (before)<br>{html.escape('spa_Latn sentence <12>')}"
-    assert fig.data[len(LANGS)].showlegend is False  # the after panel reuses the legend
-    assert [t.meta for t in fig.data[-2:]] == ["xlens-link", "xlens-link"]
+    assert data(fig)[len(LANGS)].showlegend is False  # the after panel reuses the legend
+    assert [t.meta for t in data(fig)[-2:]] == ["xlens-link", "xlens-link"]
 
 
 def test_embedding_space_rejects_bad_input() -> None:
@@ -198,6 +212,8 @@ def test_embedding_space_rejects_bad_input() -> None:
         space.embedding_space(emb, torch.zeros(6, 3, 5), languages=["a", "b"], layers=LAYERS)
     with pytest.raises(space.ProjectionError, match="texts"):
         space.embedding_space(emb, languages=["a", "b"], layers=LAYERS, texts=["x"])
+    with pytest.raises(space.ProjectionError, match="layer 5 is not among"):
+        space.embedding_space(emb, languages=["a", "b"], layers=LAYERS, layer=5)
 
 
 def test_umap_without_umap_learn_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,17 +266,42 @@ def test_neuron_card_splits_responses_and_ranks_sentences() -> None:
     assert card.language == LANGS[int(scores.ap[:, unit].argmax())]  # default: the unit's best language
     li = LANGS.index(card.language)
     values = responses["mean"][:, unit]
-    np.testing.assert_allclose(np.sort(card.positives), np.sort(values[responses.lang_ids == li].numpy()))
+    assert card.positives is not None and card.negatives is not None
+    np.testing.assert_allclose(np.sort(card.positives), np.sort(values[li * 4 : (li + 1) * 4].numpy()))
     assert len(card.negatives) == responses.n_sentences - 4
     ranked = sorted(range(len(texts)), key=lambda i: -float(values[i]))[:3]
     assert [t.text for t in card.top] == [texts[i] for i in ranked]
-    assert [t.language for t in card.top] == [LANGS[int(responses.lang_ids[i])] for i in ranked]
+    lang_ids = torch.arange(len(LANGS)).repeat_interleave(4)
+    assert [t.language for t in card.top] == [LANGS[int(lang_ids[i])] for i in ranked]
     fig = card.figure()
-    np.testing.assert_allclose(np.asarray(fig.data[0].y), scores.ap[:, unit].numpy(), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(fig.data[1].y), scores.auroc[:, unit].numpy(), rtol=1e-6)
-    assert card.label in fig.layout.title.text
+    np.testing.assert_allclose(np.asarray(data(fig)[0].y), scores.ap[:, unit].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(data(fig)[1].y), scores.auroc[:, unit].numpy(), rtol=1e-6)
+    assert card.label in layout(fig).title.text
     spa = neuron.neuron_card(scores, unit, language="es")
     assert spa.language == "spa_Latn" and spa.positives is None and spa.top == []
+
+
+def _widget_json(fig: go.Figure) -> str:
+    """What a FigureWidget of ``fig`` sends to the browser, as strict JSON (binary buffers travel beside it)."""
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    state, _, _ = _remove_buffers(go.FigureWidget(fig).get_state())
+    return json.dumps(state, allow_nan=False)
+
+
+def test_figures_with_gaps_are_valid_json_for_figure_widgets() -> None:
+    scores = synthetic_scores()
+    card = neuron.neuron_card(scores, 0)
+    card.top = [
+        neuron.ActivatedText("ab", ["a", "b"], np.array([0.5, -0.2]), "eng_Latn", 0.1),
+        neuron.ActivatedText("c", ["c"], np.array([0.3]), "spa_Latn", 0.05),  # shorter: padded with gaps
+    ]
+    heatmap = data(card.figure())[-1]
+    assert heatmap.z[1] == [0.3, None]
+    _widget_json(card.figure())
+    # NaN diagonal (FigureWidget takes no frames: the slider figures are shown with plotly's renderer instead).
+    heatmaps = va.similarity_heatmaps(synthetic_results(), "cka")
+    _widget_json(go.Figure(data=heatmaps.data, layout=heatmaps.layout))
 
 
 def test_neuron_card_errors() -> None:
@@ -298,11 +339,11 @@ def test_similarity_heatmaps_before_after_difference() -> None:
     fig = va.similarity_heatmaps(results, "cosine_parallel", cond)
     _, _, before = va.alignment_matrices(results, "cosine_parallel")
     _, _, after = va.alignment_matrices(results, "cosine_parallel", cond)
-    assert len(fig.frames) == len(LAYERS) and fig.layout.sliders[0].active == 2
-    for slot, frame in enumerate(fig.frames):
+    assert len(frames(fig)) == len(LAYERS) and layout(fig).sliders[0].active == 2
+    for slot, frame in enumerate(frames(fig)):
         np.testing.assert_allclose(np.asarray(frame.data[0].z, dtype=float), before[slot])
         np.testing.assert_allclose(np.asarray(frame.data[2].z, dtype=float), after[slot] - before[slot])
-    assert "force eng_Latn k=5" in fig.layout.annotations[1].text
+    assert "force eng_Latn k=5" in layout(fig).annotations[1].text
     with pytest.raises(va.ResultsError, match="available: force eng_Latn k=5, force spa_Latn k=5"):
         va.similarity_heatmaps(results, "cka", ("aura", "eng_Latn", 5))
 
@@ -313,16 +354,16 @@ def test_best_condition_and_curves() -> None:
     assert va.best_condition(results) == max(ratios, key=ratios.__getitem__)
     assert va.conditions(results) == [("force", "eng_Latn", 5), ("force", "spa_Latn", 5)]
     fig = va.retrieval_curves(results, ("force", "spa_Latn", 5))
-    assert len(fig.data) == 3 * 2 * 2  # ordered pairs x (before, after)
-    first = fig.data[0]  # eng -> spa, before
+    assert len(data(fig)) == 3 * 2 * 2  # ordered pairs x (before, after)
+    first = data(fig)[0]  # eng -> spa, before
     expected = [
         r["top1"]
         for r in sorted(results["retrieval"], key=lambda r: r["layer"])
         if r["intervention"] == "none" and (r["src"], r["tgt"]) == ("eng_Latn", "spa_Latn")
     ]
     np.testing.assert_allclose(np.asarray(first.y, dtype=float), expected)
-    assert first.line.dash == "dot" and fig.data[1].line.dash == "solid"
-    assert sum(bool(t.showlegend) for t in fig.data) == 3  # one legend entry per target language
+    assert first.line.dash == "dot" and data(fig)[1].line.dash == "solid"
+    assert sum(bool(t.showlegend) for t in data(fig)) == 3  # one legend entry per target language
 
 
 def test_improvement_bars_show_means_over_pairs() -> None:
@@ -332,10 +373,10 @@ def test_improvement_bars_show_means_over_pairs() -> None:
     base_best = np.mean(
         [r["top1"] for r in results["retrieval"] if r["intervention"] == "none" and r["layer"] == h["best_layer"]]
     )
-    assert fig.data[0].y[0] == pytest.approx(base_best)
+    assert data(fig)[0].y[0] == pytest.approx(base_best)
     eng = [r["top1"] for r in results["retrieval"] if r["expert_lang"] == "eng_Latn" and r["layer"] == h["last_layer"]]
-    assert fig.data[1].y[1] == pytest.approx(np.mean(eng))
-    assert [a.text for a in fig.layout.annotations] == [
+    assert data(fig)[1].y[1] == pytest.approx(np.mean(eng))
+    assert [a.text for a in layout(fig).annotations] == [
         f"×{c['best_ratio']:.2f} (L{c['best_ratio_layer']})" for c in h["conditions"]
     ]
 
@@ -353,7 +394,7 @@ def test_html_export_is_self_contained(tmp_path: Path) -> None:
     shared = export.save_figures([fig, fig], [tmp_path / "a.html", tmp_path / "b.html"], plotlyjs="directory")
     assert all(p.stat().st_size < 100_000 for p in shared)
     assert (tmp_path / "plotly.min.js").is_file()
-    with pytest.raises(ValueError, match="use .html or one of"):
+    with pytest.raises(ValueError, match=r"use \.html or one of"):
         export.save_figure(fig, tmp_path / "f.gif")
 
 

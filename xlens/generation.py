@@ -246,7 +246,8 @@ def _flores(iso: str) -> str:
 def language_id(texts: Sequence[str]) -> list[str]:
     """The language of each text as a FLORES code (``spa_Latn``), by py3langid (offline, 97 languages).
 
-    Empty or whitespace-only texts get ``"und"``; languages outside xlens' table keep py3langid's ISO code.
+    Empty or whitespace-only texts get ``"und"``; py3langid's ``"zxx"`` means no linguistic content (markup,
+    digits); languages outside xlens' table keep py3langid's ISO code.
     py3langid is unreliable on a few words: judge rates over many continuations, not single ones.
     """
     if isinstance(texts, str):

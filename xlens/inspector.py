@@ -95,16 +95,17 @@ class NeuronInspector:
         """The unit of ``layer`` with the best AP for ``language``."""
         return int(self._where[self.scores.lang_index(language), self._layer_slot(layer)])
 
-    def unit_options(self, language: str, layer: int) -> list[tuple[str, int]]:
-        """``(label, unit)`` of the ``units_listed`` best units of ``layer`` for ``language``, best first."""
+    def unit_options(self, language: str, layer: int, include: int | None = None) -> list[tuple[str, int]]:
+        """``(label, unit)`` of the ``units_listed`` best units of ``layer`` for ``language``, best first, plus
+        unit ``include`` (the current one) at the end if it is not among them."""
         members = (self._unit_layers == layer).nonzero().squeeze(1)
-        ap = self.scores.ap[self.scores.lang_index(language), members]
-        order = ap.argsort(descending=True, stable=True)[: self.units_listed]
-        units = members[order]
+        li = self.scores.lang_index(language)
+        order = self.scores.ap[li, members].argsort(descending=True, stable=True)[: self.units_listed]
+        units = members[order].tolist()
+        if include is not None and include not in units:
+            units.append(int(include))
         labels = self.scores.units.labels(units)
-        return [
-            (f"{label} (AP {a:.3f})", int(u)) for label, a, u in zip(labels, ap[order].tolist(), units, strict=True)
-        ]
+        return [(f"{label} (AP {self.scores.ap[li, u]:.3f})", u) for label, u in zip(labels, units, strict=True)]
 
     def select(self, language: str | None = None, layer: int | None = None, unit: int | None = None) -> NeuronCard:
         """Change the selection and return the new card. A new language or layer without a unit selects that
@@ -171,11 +172,14 @@ class NeuronInspector:
 
         heatmap = go.FigureWidget(best_ap_heatmap(self.scores))
         heatmap.update_layout(height=420, width=520)
-        heatmap.data[0].on_click(self.on_heatmap_click)
+        cells: Any = heatmap.data[0]  # plotly's trace attributes are untyped
+        cells.on_click(self.on_heatmap_click)
         sel = self.selection
         language = w.Dropdown(options=list(self.scores.languages), value=sel.language, description="language")
         layer = w.Dropdown(options=self.layers, value=sel.layer, description="layer")
-        unit = w.Dropdown(options=self.unit_options(sel.language, sel.layer), value=sel.unit, description="unit")
+        unit = w.Dropdown(
+            options=self.unit_options(sel.language, sel.layer, include=sel.unit), value=sel.unit, description="unit"
+        )
         card = go.FigureWidget(self.card.figure())
         card_text = w.HTML(self.card.html())
         text = w.Textarea(placeholder="Type a sentence to see the unit's activation on each token", rows=2)
@@ -218,7 +222,7 @@ class NeuronInspector:
         try:
             ws["language"].value = sel.language
             ws["layer"].value = sel.layer
-            ws["unit"].options = self.unit_options(sel.language, sel.layer)
+            ws["unit"].options = self.unit_options(sel.language, sel.layer, include=sel.unit)
             ws["unit"].value = sel.unit
             fresh = self.card.figure()
             fig = ws["card"]

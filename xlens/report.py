@@ -40,6 +40,7 @@ details { margin: 8px 0; } summary { cursor: pointer; font-weight: 600; }
 pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
 .note { color: #666; font-size: 13px; }
 .card-text li { margin: 4px 0; }
+.table-wrap { overflow-x: auto; }
 """
 
 
@@ -109,7 +110,8 @@ def run_figures(run: Run, *, cards: bool = True) -> tuple[dict[str, go.Figure], 
 
 
 def _table(frame: pd.DataFrame, index: bool = False) -> str:
-    return frame.to_html(index=index, classes="xlens", border=0, float_format=lambda x: f"{x:.3f}", na_rep="–")
+    table = frame.to_html(index=index, classes="xlens", border=0, float_format=lambda x: f"{x:.3f}", na_rep="–")
+    return f'<div class="table-wrap">{table}</div>'  # wide tables scroll instead of overflowing the page
 
 
 def _pivot(table: pd.DataFrame, pair: list[str], value: str) -> pd.DataFrame:

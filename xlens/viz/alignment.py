@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from xlens.experiment import headline, results_tables
-from xlens.viz.style import DIVERGING, SEQUENTIAL, TEMPLATE, language_color, layer_slider
+from xlens.viz.style import DIVERGING, SEQUENTIAL, TEMPLATE, language_color, layer_slider, nan_to_none
 
 Condition = tuple[str, str, int]
 ALIGNMENT_METRICS = ("cosine_parallel", "cosine_random", "cosine_gap", "cka", "cka_debiased", "centroid_distance")
@@ -125,7 +125,7 @@ def similarity_heatmaps(
     def heatmaps(slot: int, with_style: bool) -> list[go.Heatmap]:
         out = []
         for col, (_, values) in enumerate(panels, start=1):
-            trace: dict[str, Any] = {"z": values[slot]}
+            trace: dict[str, Any] = {"z": nan_to_none(values[slot])}
             if with_style:
                 is_diff = col == 3
                 trace.update(

@@ -138,7 +138,7 @@ def save_figures(
     if images:
         _check_image_export(images[0][2])
         # A still image shows the first frame; the other frames would only slow kaleido down.
-        stills = [go.Figure(fig, frames=[]) for fig, _, _ in images]
+        stills = [go.Figure(data=fig.data, layout=fig.layout) for fig, _, _ in images]
         layouts: list[Any] = [fig.layout for fig in stills]  # plotly's dynamic attributes are untyped
         try:
             pio.write_images(

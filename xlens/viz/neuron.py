@@ -20,7 +20,7 @@ from torch import Tensor
 from xlens.activations import Responses
 from xlens.experts.sets import ExpertScores
 from xlens.models import LensModel
-from xlens.viz.style import DIVERGING, TEMPLATE, language_color
+from xlens.viz.style import DIVERGING, TEMPLATE, language_color, nan_to_none
 
 MAX_HEATMAP_TOKENS = 32  # per sentence in the card figure; the HTML version shows every token
 _NEGATIVE = "#7F7F7F"
@@ -208,7 +208,7 @@ class NeuronCard:
         rows = [f"{i + 1}. {t.language or ''} ({t.pooled or 0:.3g})" for i, t in enumerate(self.top)]
         fig.add_trace(
             go.Heatmap(
-                z=z,
+                z=nan_to_none(z),
                 y=rows,
                 text=text,
                 texttemplate="%{text}",

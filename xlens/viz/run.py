@@ -116,9 +116,11 @@ class Run:
         if condition is None:
             extra: Any = "none"
         else:
+            # The key run_experiment files this condition's embeddings under (test_report checks they agree).
             scores_key = (self.scores.meta if self.scores is not None else {}).get("key")
             method, lang, k = condition
-            extra = (method, self.config["value"], lang, int(k), scores_key)
+            cfg = self.config
+            extra = (method, cfg["value"], cfg.get("alpha"), cfg.get("lape_top_rate"), lang, int(k), scores_key)
         path = self.path / "cache" / f"emb-{_key(settings, extra)}.safetensors"
         return load_file(str(path))["embeddings"] if path.is_file() else None
 

@@ -6,6 +6,8 @@ basis, so a point that moves between the two panels moved in the model, not in t
 
 from __future__ import annotations
 
+import html
+import textwrap
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -24,12 +26,28 @@ class ProjectionError(ValueError):
     """Embeddings that cannot be projected as asked."""
 
 
-def pca_fit(X: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and the top principal axes (``[n_components, d]``, signs fixed) of ``X`` via SVD."""
+def pca_fit(X: np.ndarray, n_components: int = 2, max_iter: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and the top principal axes (``[n_components, d]``, signs fixed) of ``X``.
+
+    Orthogonal (subspace) iteration with Rayleigh-Ritz, from a deterministic start: only matrix products and QRs
+    of thin matrices. A full SVD gives the same axes, but LAPACK's SVD/eigh can run 30x slower than usual when
+    the CPU is shared with other jobs, and every layer of every report needs one. A flat spectrum (no dominant
+    directions, nothing to see in 2-D either) stops after ``max_iter`` rounds with approximate axes.
+    """
     mean = X.mean(axis=0)
-    _, _, vt = np.linalg.svd(X - mean, full_matrices=False)
-    axes = vt[:n_components]
-    # An SVD's signs are arbitrary: make each axis' largest loading positive so layers and reruns agree.
+    Xc = X - mean
+    width = min(n_components + 8, *Xc.shape)  # oversampled: converges like (lambda_{width+1} / lambda_2)^iterations
+    Q = np.linalg.qr(Xc[:width].T if Xc.shape[0] >= width else np.eye(Xc.shape[1], width))[0]
+    for _ in range(max_iter):
+        nxt = np.linalg.qr(Xc.T @ (Xc @ Q))[0]
+        done = np.abs(np.abs((nxt[:, :n_components] * Q[:, :n_components]).sum(axis=0)) - 1).max() < 1e-10
+        Q = nxt
+        if done:
+            break
+    XQ = Xc @ Q
+    _, vectors = np.linalg.eigh(XQ.T @ XQ)  # ascending eigenvalues
+    axes = (Q @ vectors[:, ::-1][:, :n_components]).T
+    # Axis signs are arbitrary: make each axis' largest loading positive so layers and reruns agree.
     flip = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
     return mean, axes * flip[:, None]
 
@@ -85,6 +103,8 @@ def embedding_space(
         raise ProjectionError(f"{len(sentence_ids)} ids for {per_lang} sentences per language")
     if texts is not None and len(texts) != n_rows:
         raise ProjectionError(f"{len(texts)} texts for {n_rows} embedded sentences")
+    if layer is not None and layer not in layers:
+        raise ProjectionError(f"layer {layer} is not among the embedded layers {list(layers)}")
     start = len(layers) - 1 if layer is None else list(layers).index(layer)
 
     coords = [project_2d(B[:, s], None if A is None else A[:, s], method) for s in range(n_layers)]
@@ -154,7 +174,4 @@ def _style(lang: str, col: int, panel: str, ids: list[int], texts: Sequence[str]
 
 
 def _wrap(text: str, width: int = 60) -> str:
-    import html
-    import textwrap
-
     return "<br>".join(textwrap.wrap(html.escape(text), width)) if text else ""

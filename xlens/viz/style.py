@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -58,6 +59,14 @@ def language_color(code: str) -> str:
 
 def language_colors(codes: list[str]) -> dict[str, str]:
     return {code: language_color(code) for code in codes}
+
+
+def nan_to_none(values: Any) -> list[Any]:
+    """A numeric array as nested lists with None for NaN: plotly draws None as a gap, and unlike NaN it is valid
+    JSON, which FigureWidget's messages to the browser must be."""
+    array = np.asarray(values, dtype=float).astype(object)
+    array[np.isnan(array.astype(float))] = None
+    return array.tolist()
 
 
 def layer_slider(layers: list[int], start: int) -> dict[str, Any]:
