@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the README's figures from a finished run: every figure as HTML (sharing one plotly.min.js beside them,
 # so they open offline) and, where kaleido and Chrome/Chromium work, as PNG, into assets/.
+# Japanese/Chinese/Korean tokens in the PNGs need CJK fonts where Chromium renders them (Debian/Ubuntu:
+# apt-get install fonts-noto-cjk); the HTML figures use the viewer's fonts.
 #   scripts/make_assets.sh [RUN_DIR (default runs/default)] [OUT_DIR (default assets)]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

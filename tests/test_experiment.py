@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from xlens.experiment import ExperimentConfig, headline, load_splits, run_experiment, summarize
@@ -76,7 +75,7 @@ def test_splits_are_disjoint() -> None:
 
 
 def test_resume_uses_cache_and_rerun_is_identical(run: tuple[Path, dict], tmp_path: Path) -> None:
-    out, results = run
+    _, results = run
     # A fresh run elsewhere reproduces the results exactly (CPU, same seed).
     fresh = run_experiment(CONFIG, tmp_path, progress=False)
     assert fresh["retrieval"] == results["retrieval"] and fresh["alignment"] == results["alignment"]

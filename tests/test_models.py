@@ -112,7 +112,11 @@ def test_dtype_choice() -> None:
 
 
 def test_hub_unreachable_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # HF_HUB_OFFLINE is read at import time: set the flag the library reads (the network is down here anyway).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubUnreachableError, match="hub is unreachable and the model is not in the local cache"):
         load_model("bigscience/bloom-560m", device="cpu")
 

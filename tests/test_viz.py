@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import struct
@@ -182,7 +181,7 @@ def test_embedding_space_frames_and_hover() -> None:
     before = torch.randn(len(LANGS) * per_lang, len(LAYERS), d, generator=gen)
     after = before + 0.5
     ids = [10, 11, 12, 13, 14, 15]
-    texts = [f"{lang} sentence <{i}>" for lang in LANGS for i in ids]
+    texts = [f'{lang} "sentence" <{i}>' for lang in LANGS for i in ids]
     fig = space.embedding_space(before, after, languages=LANGS, layers=LAYERS, ids=ids, texts=texts, layer=1)
     n_points = 2 * len(LANGS)
     assert len(data(fig)) == n_points + 2  # points of both panels + one translation-link trace per panel
@@ -197,7 +196,8 @@ def test_embedding_space_frames_and_hover() -> None:
     assert np.allclose(np.asarray(data(fig)[0].x), np.asarray(frames(fig)[1].data[0].x))
     spa_before = data(fig)[1]
     assert spa_before.name == "spa_Latn" and list(spa_before.customdata) == ids
-    assert spa_before.hovertext[2] == f"spa_Latn #12 (before)<br>{html.escape('spa_Latn sentence <12>')}"
+    # Only &, < and > are escaped: plotly reads tags such as <s> but shows &quot; literally.
+    assert spa_before.hovertext[2] == 'spa_Latn #12 (before)<br>spa_Latn "sentence" &lt;12&gt;'
     assert data(fig)[len(LANGS)].showlegend is False  # the after panel reuses the legend
     assert [t.meta for t in data(fig)[-2:]] == ["xlens-link", "xlens-link"]
 
@@ -293,11 +293,12 @@ def test_figures_with_gaps_are_valid_json_for_figure_widgets() -> None:
     scores = synthetic_scores()
     card = neuron.neuron_card(scores, 0)
     card.top = [
-        neuron.ActivatedText("ab", ["a", "b"], np.array([0.5, -0.2]), "eng_Latn", 0.1),
+        neuron.ActivatedText('a<s>"', ["a", '<s>"'], np.array([0.5, -0.2]), "eng_Latn", 0.1),
         neuron.ActivatedText("c", ["c"], np.array([0.3]), "spa_Latn", 0.05),  # shorter: padded with gaps
     ]
     heatmap = data(card.figure())[-1]
     assert heatmap.z[1] == [0.3, None]
+    assert list(heatmap.text[0]) == ["a", '&lt;s&gt;"']  # plotly would swallow "<s>" as a tag
     _widget_json(card.figure())
     # NaN diagonal (FigureWidget takes no frames: the slider figures are shown with plotly's renderer instead).
     heatmaps = va.similarity_heatmaps(synthetic_results(), "cka")

@@ -10,6 +10,8 @@ Schema of ``results.json`` (``schema_version`` 1):
 - ``config``: the ExperimentConfig; ``provenance``: model name/revision/architecture, corpus specs, files and
   sha256, corpus fingerprints, package versions, machine, seed, timings;
 - ``experts``: per language, best AP and the number of experts per layer for the largest k;
+- ``embeddings``: per condition ``{intervention, expert_lang, k, file}``, the cached ``[sentence, layer, d_model]``
+  embeddings (sentences grouped by language in config order), relative to the run folder;
 - ``retrieval``: rows ``{intervention, expert_lang, k, layer, src, tgt, top1, top5, mrr}`` for every ordered
   pair src != tgt; ``intervention`` is ``none`` (baseline; ``expert_lang`` null, ``k`` 0) or the method;
 - ``alignment``: rows ``{intervention, expert_lang, k, layer, lang_a, lang_b, cosine_parallel, cosine_random,
@@ -200,8 +202,11 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
         config.max_length,
     )
 
+    embedding_files: list[dict[str, Any]] = []
+
     def embed(label: str, interventions: list[Any], key_extra: Any) -> torch.Tensor:
         path = cache / f"emb-{_key(emb_settings, key_extra)}.safetensors"
+        embedding_files.append({"file": str(path.relative_to(out_dir))})
         if path.is_file():
             return load_file(str(path))["embeddings"]
         emb = sentence_embeddings(
@@ -222,6 +227,7 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
     conditions: list[tuple[str, str | None, int, torch.Tensor]] = [
         ("none", None, 0, embed("embeddings: baseline", [], "none"))
     ]
+    embedding_files[-1].update({"intervention": "none", "expert_lang": None, "k": 0})
     lape_result = None
     if config.method == "lape":
         from xlens.experts.lape import lape
@@ -242,6 +248,7 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
             label = f"embeddings: {config.method} {lang} k={k}"
             key_extra = (config.method, config.value, config.alpha, config.lape_top_rate, lang, k, scores_key)
             conditions.append((config.method, lang, k, embed(label, [iv], key_extra)))
+            embedding_files[-1].update({"intervention": config.method, "expert_lang": lang, "k": k})
     timings["embeddings_s"] = time.perf_counter() - tick
 
     # 3. Metrics per condition and layer.
@@ -297,6 +304,7 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
             "timings": timings,
         },
         "experts": experts_info,
+        "embeddings": embedding_files,
         "retrieval": retrieval_rows,
         "alignment": alignment_rows,
     }

@@ -20,7 +20,7 @@ from torch import Tensor
 from xlens.activations import Responses
 from xlens.experts.sets import ExpertScores
 from xlens.models import LensModel
-from xlens.viz.style import DIVERGING, TEMPLATE, language_color, nan_to_none
+from xlens.viz.style import DIVERGING, TEMPLATE, language_color, nan_to_none, plotly_text
 
 MAX_HEATMAP_TOKENS = 32  # per sentence in the card figure; the HTML version shows every token
 _NEGATIVE = "#7F7F7F"
@@ -159,7 +159,7 @@ class NeuronCard:
                     x=[t.pooled for t in self.top],
                     y=[f"{i + 1}. {t.language}" for i, t in enumerate(self.top)],
                     mode="markers+text",
-                    text=[html.escape(t.text[:80]) for t in self.top],
+                    text=[plotly_text(t.text[:80]) for t in self.top],
                     textposition="middle right",
                     showlegend=False,
                 ),
@@ -203,7 +203,7 @@ class NeuronCard:
         for r, item in enumerate(self.top):
             n = min(width, len(item.tokens))
             z[r, :n] = item.values[:n]
-            text[r, :n] = [html.escape(t.strip() or "␣") for t in item.tokens[:n]]
+            text[r, :n] = [plotly_text(t.strip() or "␣") for t in item.tokens[:n]]
         vmax = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
         rows = [f"{i + 1}. {t.language or ''} ({t.pooled or 0:.3g})" for i, t in enumerate(self.top)]
         fig.add_trace(

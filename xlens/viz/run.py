@@ -102,26 +102,13 @@ class Run:
         """Cached evaluation embeddings of the baseline (``None``) or of one condition, or None if not cached."""
         from safetensors.torch import load_file
 
-        from xlens.experiment import _key
-
-        prov = self.results["provenance"]
-        settings = (
-            prov["model"],
-            prov["eval_corpus"]["fingerprint"],
-            self.languages,
-            self.config["embedding_pooling"],
-            self.layers,
-            self.config["max_length"],
-        )
-        if condition is None:
-            extra: Any = "none"
+        method, lang, k = ("none", None, 0) if condition is None else condition
+        for entry in self.results.get("embeddings", []):
+            if (entry["intervention"], entry["expert_lang"], int(entry["k"])) == (method, lang, int(k)):
+                path = self.path / entry["file"]
+                break
         else:
-            # The key run_experiment files this condition's embeddings under (test_report checks they agree).
-            scores_key = (self.scores.meta if self.scores is not None else {}).get("key")
-            method, lang, k = condition
-            cfg = self.config
-            extra = (method, cfg["value"], cfg.get("alpha"), cfg.get("lape_top_rate"), lang, int(k), scores_key)
-        path = self.path / "cache" / f"emb-{_key(settings, extra)}.safetensors"
+            return None
         return load_file(str(path))["embeddings"] if path.is_file() else None
 
     @property

@@ -6,7 +6,6 @@ basis, so a point that moves between the two panels moved in the model, not in t
 
 from __future__ import annotations
 
-import html
 import textwrap
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -17,7 +16,7 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from xlens.viz.style import TEMPLATE, language_color, layer_slider
+from xlens.viz.style import TEMPLATE, language_color, layer_slider, plotly_text
 
 Projection = Literal["pca", "umap"]
 
@@ -174,4 +173,4 @@ def _style(lang: str, col: int, panel: str, ids: list[int], texts: Sequence[str]
 
 
 def _wrap(text: str, width: int = 60) -> str:
-    return "<br>".join(textwrap.wrap(html.escape(text), width)) if text else ""
+    return "<br>".join(plotly_text(line) for line in textwrap.wrap(text, width))

@@ -8,6 +8,7 @@ palette chosen by a stable hash of the code.
 from __future__ import annotations
 
 import hashlib
+import html
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,12 @@ def language_color(code: str) -> str:
 
 def language_colors(codes: list[str]) -> dict[str, str]:
     return {code: language_color(code) for code in codes}
+
+
+def plotly_text(text: str) -> str:
+    """``text`` escaped for plotly's labels, which read a few HTML tags (``<b>``, ``<s>``...) and entities but
+    show ``&quot;`` literally: only ``&``, ``<`` and ``>`` are escaped."""
+    return html.escape(text, quote=False)
 
 
 def nan_to_none(values: Any) -> list[Any]:
