@@ -116,7 +116,9 @@ def test_run_steer_diffmean_sweeps_alpha_with_one_vector(tiny_gpt2: LensModel, e
 
 def test_run_steer_errors(tiny_gpt2: LensModel, tmp_path: Path, eval_corpus: ParallelCorpus) -> None:
     with pytest.raises(SteeringError, match="unknown steering method"):
-        run_steer(tiny_gpt2, tmp_path, "es", method="lape")
+        run_steer(tiny_gpt2, tmp_path, "es", method="magic")
+    with pytest.raises(SteeringError, match="no LAPE units"):
+        run_steer(tiny_gpt2, tmp_path, "es", method="lape", prompts=PROMPTS, eval_corpus=eval_corpus, eval_sentences=2)
     with pytest.raises(SteeringError, match="no expert scores"):
         run_steer(tiny_gpt2, tmp_path, "es", prompts=PROMPTS, eval_corpus=eval_corpus, eval_sentences=2)
     with pytest.raises(SteeringError, match="needs experts"):
@@ -138,3 +140,21 @@ def test_forcing_spanish_experts_makes_gemma_continue_in_spanish(embedded: LensM
     after = target_language_rate(generate(embedded, prompts, 12, interventions=[force]), "es")
     assert before <= 1 / 6
     assert after >= 5 / 6
+
+
+def test_run_steer_lape_zeroes_the_lowest_entropy_units(
+    tiny_gpt2: LensModel, scores: ExpertScores, tmp_path: Path, eval_corpus: ParallelCorpus
+) -> None:
+    lape_set = scores.expert_set("es", scores.select("es", 6).units, "lape")
+    lape_set.save(tmp_path / "lape" / "spa_Latn")
+    report = run_steer(
+        tiny_gpt2, tmp_path, "es", k_values=(0, 4), method="lape",
+        prompts=PROMPTS, eval_corpus=eval_corpus, eval_sentences=2, max_new_tokens=2,
+    )  # fmt: skip
+    expected = build_intervention("det0", experts=lape_set, k=4)
+    assert report["runs"][0]["intervention"] == expected.describe()
+    with pytest.raises(SteeringError, match="more than the 6 experts"):
+        run_steer(
+            tiny_gpt2, tmp_path, "es", k_values=(7,), method="lape", prompts=PROMPTS, eval_corpus=eval_corpus,
+            eval_sentences=2, max_new_tokens=2,
+        )  # fmt: skip

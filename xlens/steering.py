@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from xlens.experts.sets import ExpertScores, ExpertSet
     from xlens.models import LensModel
 
-STEER_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "lape")
+STEER_METHODS: tuple[str, ...] = METHODS
 
 
 class SteeringError(ValueError):
@@ -107,10 +107,7 @@ def run_steer(
     from xlens.data.loaders import load_corpus
 
     if method not in STEER_METHODS:
-        raise SteeringError(
-            f"unknown steering method {method!r}; use one of {', '.join(STEER_METHODS)} (lape needs responses "
-            "with the 'active' pooling: build it with xlens.interventions.build_intervention)"
-        )
+        raise SteeringError(f"unknown steering method {method!r}; use one of {', '.join(STEER_METHODS)}")
     target = flores_code(lang)
     source = flores_code(source_lang)
     langs = [flores_code(code) for code in (eval_langs or [target, "eng_Latn"])]
@@ -134,7 +131,12 @@ def run_steer(
     held_out = corpus.sample(eval_sentences, seed=seed)
     held_ids = set(held_out.ids)
     rest_rows = [i for i, row_id in enumerate(corpus.ids) if row_id not in held_ids]
-    source_experts = None if method == "diffmean" else load_experts(_required(experts, method), model, target)
+    if method == "diffmean":
+        source_experts = None
+    elif method == "lape":
+        source_experts = load_lape_set(_required(experts, method), model, target)
+    else:
+        source_experts = load_experts(_required(experts, method), model, target)
     started = time.perf_counter()
 
     def measure(intervention: Intervention | None) -> dict[str, Any]:
@@ -187,7 +189,9 @@ def run_steer(
             iv: Intervention = Steer(direction.layer, direction.vector, strength, where)
             row: dict[str, Any] = {"alpha": strength}
         else:
-            iv = _expert_intervention(method, source_experts, target, int(strength), value, alpha, where)
+            # LAPE deactivation zeroes the language's k lowest-entropy LAPE units: det0 on the LAPE set.
+            iv_method = "det0" if method == "lape" else method
+            iv = _expert_intervention(iv_method, source_experts, target, int(strength), value, alpha, where)
             row = {"k": int(strength)}
         row.update(measure(iv))
         row["perplexity_ratio"] = {code: row["perplexity"][code] / baseline["perplexity"][code] for code in langs}
@@ -218,6 +222,23 @@ def run_steer(
         "runs": runs,
         "seconds": time.perf_counter() - started,
     }
+
+
+def load_lape_set(experts: str | os.PathLike[str] | ExpertSet, model: Any, lang: str) -> ExpertSet:
+    """The LAPE units of ``lang`` (lowest entropy first) written by ``xlens experts --lape --out DIR``."""
+    from xlens.data.languages import flores_code
+    from xlens.experts.sets import ExpertSet
+
+    if isinstance(experts, ExpertSet):
+        if experts.method != "lape":
+            raise SteeringError(f"method 'lape' needs a LAPE unit set, got a {experts.method!r} expert set")
+        return experts
+    if not isinstance(experts, str | os.PathLike):
+        raise SteeringError("method 'lape' needs an `xlens experts --lape` folder or a LAPE ExpertSet")
+    set_dir = Path(experts) / "lape" / flores_code(lang)
+    if not (set_dir / "experts.json").is_file():
+        raise SteeringError(f"no LAPE units in {set_dir}: run `xlens experts --lape --out DIR` first")
+    return ExpertSet.load(set_dir, model=model)
 
 
 def _required(experts: Any, method: str) -> Any:
