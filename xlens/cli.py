@@ -48,8 +48,9 @@ def info(
     check: Annotated[bool, typer.Option(help="also load the model and the builtin corpus and run them")] = False,
 ) -> None:
     """Versions, device, cache folder, and (with --check) a smoke run of the model on the builtin corpus."""
+    from importlib.metadata import version
+
     import torch
-    import transformer_lens
     import transformers
 
     import xlens
@@ -62,7 +63,7 @@ def info(
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "?"),
+        "transformer_lens": version("transformer-lens"),
         "device": default_device(),
         "cuda_devices": torch.cuda.device_count(),
         "cache": str(cache_dir()),
