@@ -97,3 +97,12 @@ def test_steer_and_report_commands(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "needs --experts DIR" in missing.output
     no_run = runner.invoke(app, ["report", str(tmp_path / "nothing")])
     assert no_run.exit_code == 2 and "error:" in no_run.output
+
+
+def test_experts_against_chosen_negatives(tmp_path: Path) -> None:
+    args = ["experts", "--model", "tiny-gpt2", "--out", str(tmp_path), "--langs", "en,es,ja", "--per-lang", "10"]
+    result = runner.invoke(app, [*args, "--k", "5", "--negatives", "en"])
+    assert result.exit_code == 0, result.output
+    scores = ExpertScores.load(tmp_path / "scores")
+    assert scores.meta["negatives"] == ["eng_Latn"]
+    assert json.loads((tmp_path / "summary.json").read_text())["negatives"] == "en"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from xlens.experiment import ExperimentConfig, headline, load_splits, run_experiment, summarize
@@ -132,3 +133,22 @@ def test_other_methods_run(method: str, tmp_path: Path) -> None:
     ret = pd.DataFrame(results["retrieval"])
     assert set(ret["intervention"]) == {"none", method}
     assert set(ret[ret["intervention"] == method]["k"]) == ({0} if method == "diffmean" else {8})
+
+
+def test_negatives_reach_the_expert_scores(tmp_path: Path) -> None:
+    from xlens.experts.sets import ExpertScores
+
+    cfg = CONFIG.replace(negatives=["en"], k=[4], languages=["en", "es", "ja"])
+    run_experiment(cfg, tmp_path, progress=False)
+    scores = ExpertScores.load(tmp_path / "experts" / "scores")
+    assert scores.meta["negatives"] == ["eng_Latn"]
+    # Spanish was scored against English alone: equal to scoring the two-language responses directly.
+    responses = next((tmp_path / "cache").glob("responses-*"))
+    from xlens.activations import Responses
+
+    res = Responses.load(responses)
+    two = (res.lang_ids == 0) | (res.lang_ids == 1)  # type: ignore[operator]
+    from xlens.experts.scoring import average_precision
+
+    expected = average_precision(res["mean"][two], res.lang_ids[two] == 1)  # type: ignore[index]
+    torch.testing.assert_close(scores.ap[1], expected.float())

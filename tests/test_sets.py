@@ -161,3 +161,24 @@ def test_lape_sets_find_planted_units() -> None:
     del res.pooled["active"]
     with pytest.raises(ValueError, match="'active'"):
         scores.lape_sets(res)
+
+
+def test_scoring_against_chosen_negatives() -> None:
+    res = synthetic_responses()
+    values, ids = res["mean"].numpy(), res.lang_ids.numpy()  # type: ignore[union-attr]
+    scores = ExpertScores.from_responses(res, negatives=["en"])
+    assert scores.meta["negatives"] == ["eng_Latn"]
+    for li, against in ((1, [0]), (2, [0]), (0, [1, 2])):  # English itself falls back to all the others
+        rows = np.isin(ids, [li, *against])
+        expected = [average_precision_score(ids[rows] == li, values[rows, u]) for u in range(10)]
+        np.testing.assert_allclose(scores.ap[li].numpy(), expected, atol=1e-6)
+        off = values[np.isin(ids, against)]
+        np.testing.assert_allclose(scores.stats["off_p50"][li].numpy(), np.median(off, axis=0), atol=1e-6)
+        np.testing.assert_allclose(scores.stats["on_mean"][li].numpy(), values[ids == li].mean(0), atol=1e-5)
+    # Against every other language it is exactly one vs the rest.
+    everyone = ExpertScores.from_responses(res, negatives=["en", "es", "ja"])
+    torch.testing.assert_close(everyone.ap, ExpertScores.from_responses(res).ap)
+    with pytest.raises(ValueError, match="not among the collected languages"):
+        ExpertScores.from_responses(res, negatives=["de"])
+    with pytest.raises(ValueError, match="negatives is empty"):
+        ExpertScores.from_responses(res, negatives=[])

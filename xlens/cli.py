@@ -117,6 +117,9 @@ def experts(
     pooling: Annotated[str, typer.Option(help="mean | max | last | median")] = "mean",
     batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
     seed: Annotated[int, typer.Option(help="seed of the sentence sample")] = 0,
+    negatives: Annotated[
+        str | None, typer.Option(help="score against these languages only (e.g. en) instead of all the others")
+    ] = None,
     lape: Annotated[bool, typer.Option(help="also find LAPE language-specific units (writes OUT/lape/<lang>)")] = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -142,7 +145,9 @@ def experts(
             pooling=[pooling, "active"] if lape else pooling,
             batch_size=batch_size,
         )
-        scores = ExpertScores.from_responses(responses, pooling=pooling)
+        scores = ExpertScores.from_responses(
+            responses, pooling=pooling, negatives=_langs(negatives) if negatives else None
+        )
         scores.save(out / "scores")
         lape_counts = {}
         if lape:
@@ -161,6 +166,7 @@ def experts(
             "sentences_per_language": len(data),
             "units": units,
             "pooling": pooling,
+            "negatives": negatives,
             "selection": {"method": select, "k": k, "threshold": threshold},
             "languages": summary.to_dict(orient="records"),
             "experts_per_layer": layers,

@@ -53,6 +53,7 @@ class ExperimentConfig:
     eval_sentences: int = 200
     units: str = "mlp"
     pooling: str = "mean"
+    negatives: list[str] | None = None  # score experts against these languages only (default: all the others)
     method: str = "force"
     value: str = "on_p50"
     alpha: float | None = None  # damp factor, or the scale of the diffmean vector
@@ -179,11 +180,11 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
         progress=progress,
     )
     scores_dir = out_dir / "experts" / "scores"
-    scores_key = _key(responses.meta.get("cache_key"), config.pooling)
+    scores_key = _key(responses.meta.get("cache_key"), config.pooling, config.negatives)
     if (scores_dir / "scores.json").is_file() and ExpertScores.load(scores_dir).meta.get("key") == scores_key:
         scores = ExpertScores.load(scores_dir, model=model)
     else:
-        scores = ExpertScores.from_responses(responses, pooling=config.pooling)
+        scores = ExpertScores.from_responses(responses, pooling=config.pooling, negatives=config.negatives)
         scores.meta["key"] = scores_key
         scores.save(scores_dir)
     timings["experts_s"] = time.perf_counter() - tick

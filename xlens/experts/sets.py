@@ -42,27 +42,47 @@ class ExpertScores:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_responses(cls, responses: Responses, pooling: str = "mean") -> ExpertScores:
-        """Score every unit of ``responses`` for each of its languages against all the others."""
+    def from_responses(
+        cls, responses: Responses, pooling: str = "mean", negatives: Sequence[str] | None = None
+    ) -> ExpertScores:
+        """Score every unit of ``responses`` for each of its languages against the others.
+
+        By default each language is scored against all the other languages (one vs the rest). With ``negatives``
+        (language codes), each language is scored against those languages only, e.g. ``["en"]`` finds what makes
+        a language differ from English; a language that is itself among the negatives is scored against the
+        remaining negatives, or against all other languages when none remain. The ``off_*`` statistics then
+        describe the negatives used.
+        """
         if responses.lang_ids is None or not responses.languages:
             raise ValueError("responses carry no language labels: collect them with collect_corpus_responses")
         if len(responses.languages) < 2:
             raise ValueError(
                 f"need at least two languages to score experts (one vs the rest), got {responses.languages}"
             )
+        from xlens.data.languages import resolve_language
+
         values = responses[pooling]
+        ids = responses.lang_ids
         n_langs = len(responses.languages)
-        ap = one_vs_rest(values, responses.lang_ids, n_langs, metric="ap")
-        auroc = one_vs_rest(values, responses.lang_ids, n_langs, metric="auroc")
-        st = unit_statistics(values, responses.lang_ids, n_langs)
+        if negatives is None:
+            ap = one_vs_rest(values, ids, n_langs, metric="ap")
+            auroc = one_vs_rest(values, ids, n_langs, metric="auroc")
+            st = unit_statistics(values, ids, n_langs)
+            stats = {name: getattr(st, name) for name in STAT_NAMES}
+        else:
+            ap, auroc, stats = _against_negatives(values, ids, list(responses.languages), negatives)
         return cls(
             ap=ap.float().cpu(),
             auroc=auroc.float().cpu(),
-            stats={name: getattr(st, name).float().cpu() for name in STAT_NAMES},
+            stats={name: v.float().cpu() for name, v in stats.items()},
             units=responses.units,
             languages=list(responses.languages),
             model=dict(responses.meta.get("model", {})),
-            meta={**{k: v for k, v in responses.meta.items() if k != "model"}, "scored_pooling": pooling},
+            meta={
+                **{k: v for k, v in responses.meta.items() if k != "model"},
+                "scored_pooling": pooling,
+                "negatives": None if negatives is None else [resolve_language(c).flores for c in negatives],
+            },
         )
 
     def lang_index(self, language: str) -> int:
@@ -226,6 +246,37 @@ class ExpertScores:
             model=header["model"],
             meta=header["meta"],
         )
+
+
+def _against_negatives(
+    values: Tensor, ids: Tensor, languages: list[str], negatives: Sequence[str]
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """AP, AUROC and statistics of each language against a chosen set of negative languages."""
+    from xlens.data.languages import resolve_language
+
+    negative_ids = []
+    for code in negatives:
+        flores = resolve_language(code).flores
+        if flores not in languages:
+            raise ValueError(f"negative language {flores} is not among the collected languages {languages}")
+        negative_ids.append(languages.index(flores))
+    if not negative_ids:
+        raise ValueError("negatives is empty: give at least one language, or None for one vs the rest")
+    rows_ap, rows_auroc, rows_stats = [], [], {name: [] for name in STAT_NAMES}
+    for li in range(len(languages)):
+        against = [j for j in negative_ids if j != li] or [j for j in range(len(languages)) if j != li]
+        rows = (ids == li) | torch.isin(ids, torch.tensor(against, device=ids.device))
+        binary = (ids[rows] == li).long()  # 1 = the target language, 0 = its negatives
+        rows_ap.append(one_vs_rest(values[rows], binary, 2, metric="ap")[1])
+        rows_auroc.append(one_vs_rest(values[rows], binary, 2, metric="auroc")[1])
+        st = unit_statistics(values[rows], binary, 2)
+        for name in STAT_NAMES:
+            rows_stats[name].append(getattr(st, name)[1])
+    return (
+        torch.stack(rows_ap),
+        torch.stack(rows_auroc),
+        {name: torch.stack(v) for name, v in rows_stats.items()},
+    )
 
 
 def _check_k(k: int, available: int, what: str) -> None:
@@ -394,13 +445,15 @@ def find_experts(
     *,
     units: Any = "mlp",
     pooling: str = "mean",
+    negatives: Sequence[str] | None = None,
     cache: str | os.PathLike[str] | None = None,
     **collect_kwargs: Any,
 ) -> ExpertScores:
-    """Collect pooled responses on ``corpus`` and score every unit for every language (one vs the rest)."""
+    """Collect pooled responses on ``corpus`` and score every unit for every language (one vs the rest, or
+    against ``negatives``: see :meth:`ExpertScores.from_responses`)."""
     from xlens.activations import collect_corpus_responses
 
     responses = collect_corpus_responses(
         model, corpus, languages, cache=cache, units=units, pooling=pooling, **collect_kwargs
     )
-    return ExpertScores.from_responses(responses, pooling=pooling)
+    return ExpertScores.from_responses(responses, pooling=pooling, negatives=negatives)
