@@ -33,6 +33,11 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
 def _langs(text: str) -> list[str]:
     from xlens.data.languages import resolve_language
 
@@ -210,8 +215,7 @@ def bench_experts(
             device=device,
             dtype=dtype,
         )
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
+        _write_json(json_out, report)
         typer.echo(json.dumps(report, indent=2))
     except Exception as err:
         _fail(err)
@@ -282,8 +286,7 @@ def bench_retrieval(
         report = run_bench(
             flores=flores, run_out=run_out, skip_run=skip_run, model=model or None, device=device, dtype=dtype
         )
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
+        _write_json(json_out, report)
         typer.echo(json.dumps(report, indent=2))
     except Exception as err:
         _fail(err)
@@ -329,8 +332,7 @@ def steer(
         )
         typer.echo(format_steer(report))
         if json_out is not None:
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(report, indent=2))
+            _write_json(json_out, report)
             typer.echo(f"wrote {json_out}")
     except Exception as err:
         _fail(err)
