@@ -121,6 +121,15 @@ def _file_hashes(sources: dict[str, str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _corpus_provenance(spec: str, corpus: Any) -> dict[str, Any]:
+    return {
+        "spec": spec,
+        "fingerprint": corpus.fingerprint(),
+        "files": _file_hashes(corpus.sources),
+        "sentences": len(corpus),
+    }
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -181,8 +190,10 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
     )
     scores_dir = out_dir / "experts" / "scores"
     scores_key = _key(responses.meta.get("cache_key"), config.pooling, config.negatives)
-    if (scores_dir / "scores.json").is_file() and ExpertScores.load(scores_dir).meta.get("key") == scores_key:
-        scores = ExpertScores.load(scores_dir, model=model)
+    # The key covers the model identity (via the responses key), so a match is this model's scores.
+    saved = ExpertScores.load(scores_dir) if (scores_dir / "scores.json").is_file() else None
+    if saved is not None and saved.meta.get("key") == scores_key:
+        scores = saved
     else:
         scores = ExpertScores.from_responses(responses, pooling=config.pooling, negatives=config.negatives)
         scores.meta["key"] = scores_key
@@ -282,18 +293,8 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike[str], progre
         "config": asdict(config),
         "provenance": {
             "model": model.identity(),
-            "find_corpus": {
-                "spec": config.find_corpus,
-                "fingerprint": find.fingerprint(),
-                "files": _file_hashes(find.sources),
-                "sentences": len(find),
-            },
-            "eval_corpus": {
-                "spec": config.eval_corpus,
-                "fingerprint": evaluation.fingerprint(),
-                "files": _file_hashes(evaluation.sources),
-                "sentences": n_eval,
-            },
+            "find_corpus": _corpus_provenance(config.find_corpus, find),
+            "eval_corpus": _corpus_provenance(config.eval_corpus, evaluation),
             "disjoint_splits": config.find_corpus == config.eval_corpus,
             "versions": _versions(),
             "machine": {
