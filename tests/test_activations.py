@@ -160,6 +160,12 @@ def test_save_load_and_cache_reuse(tiny_gpt2: LensModel, tmp_path: Path) -> None
     again = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, pooling="mean", progress=False)
     assert again["mean"][0, 0].item() == 12345.0
     torch.testing.assert_close(again["mean"][1:], first["mean"][1:])
+    # Showing a progress bar or staging on disk changes no value, so it hits the same cache entry.
+    shown = collect_corpus_responses(
+        tiny_gpt2, corpus, cache=tmp_path, pooling="mean", progress=True, offload=tmp_path / "staging"
+    )
+    assert shown["mean"][0, 0].item() == 12345.0
+    assert len(list(tmp_path.glob("responses-*"))) == 1
     assert again.units == first.units
     # Different settings give a different key, so a fresh computation.
     other = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, pooling="max", progress=False)

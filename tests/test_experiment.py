@@ -50,22 +50,19 @@ def test_schema_and_row_counts(run: tuple[Path, dict]) -> None:
 
 def test_metrics_equal_direct_computation(run: tuple[Path, dict]) -> None:
     out, results = run
-    # The baseline embeddings are cached: recompute one retrieval row and one CKA from them.
-    emb_files = sorted((out / "cache").glob("emb-*.safetensors"))
-    assert len(emb_files) == 7
+    # The baseline embeddings are cached (results.json names the file): recompute one retrieval row and one CKA.
+    assert len(list((out / "cache").glob("emb-*.safetensors"))) == 7
+    (baseline,) = [f for f in results["embeddings"] if f["intervention"] == "none"]
+    emb = load_file(str(out / baseline["file"]))["embeddings"].view(3, 10, 3, -1)
     ret = pd.DataFrame(results["retrieval"])
     ali = pd.DataFrame(results["alignment"])
-    base_row = ret[(ret["intervention"] == "none") & (ret["layer"] == 2)]
-    for file in emb_files:
-        emb = load_file(str(file))["embeddings"].view(3, 10, 3, -1)
-        got = retrieval(emb[0, :, 2], emb[2, :, 2])
-        row = base_row[(base_row["src"] == "eng_Latn") & (base_row["tgt"] == "jpn_Jpan")].iloc[0]
-        if abs(got.mrr - row["mrr"]) < 1e-12 and abs(got.top1 - row["top1"]) < 1e-12:
-            cka = ali[(ali["intervention"] == "none") & (ali["layer"] == 2) & (ali["lang_a"] == "eng_Latn")]
-            cka = cka[cka["lang_b"] == "spa_Latn"]["cka"].iloc[0]
-            assert abs(linear_cka(emb[0, :, 2].double(), emb[1, :, 2].double()) - cka) < 1e-9
-            return
-    raise AssertionError("no cached embedding reproduces the baseline retrieval row")
+    row = ret[(ret["intervention"] == "none") & (ret["layer"] == 2) & (ret["src"] == "eng_Latn")]
+    row = row[row["tgt"] == "jpn_Jpan"].iloc[0]
+    got = retrieval(emb[0, :, 2].double(), emb[2, :, 2].double())
+    assert (got.top1, got.top5, got.mrr) == pytest.approx((row["top1"], row["top5"], row["mrr"]), abs=1e-12)
+    cka = ali[(ali["intervention"] == "none") & (ali["layer"] == 2) & (ali["lang_a"] == "eng_Latn")]
+    cka = cka[cka["lang_b"] == "spa_Latn"]["cka"].iloc[0]
+    assert abs(linear_cka(emb[0, :, 2].double(), emb[1, :, 2].double()) - cka) < 1e-9
 
 
 def test_splits_are_disjoint() -> None:
@@ -152,3 +149,19 @@ def test_negatives_reach_the_expert_scores(tmp_path: Path) -> None:
 
     expected = average_precision(res["mean"][two], res.lang_ids[two] == 1)  # type: ignore[index]
     torch.testing.assert_close(scores.ap[1], expected.float())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name
+)
+def test_shipped_configs_load_their_corpora(path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(path.parents[1])  # config paths are relative to the repository root
+    config = ExperimentConfig.load(path)
+    find, evaluation = load_splits(config)
+    assert len(find) == config.find_sentences and len(evaluation) == config.eval_sentences
+    assert (
+        list(find.languages)
+        == list(evaluation.languages)
+        == ["eng_Latn", "spa_Latn", "deu_Latn", "fra_Latn", "jpn_Jpan"]
+    )

@@ -351,7 +351,12 @@ def collect_corpus_responses(
     langs = list(corpus.languages)
     texts = [s for lang in langs for s in corpus[lang]]
     lang_ids = torch.repeat_interleave(torch.arange(len(langs)), len(corpus))
-    settings = {k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v)) for k, v in kwargs.items()}
+    # Where responses are shown or staged (progress bar, offload folder) does not change them: keep it out of the key.
+    settings = {
+        k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
+        for k, v in kwargs.items()
+        if k not in ("progress", "offload")
+    }
     key_source = {"model": model.identity(), "corpus": corpus.fingerprint(), "languages": langs, **settings}
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:16]
     if cache is not None:

@@ -1,0 +1,88 @@
+"""The benchmarks run end to end on a tiny model; their measured values are checked against direct computations.
+Timings themselves are never asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xlens.bench import bench_retrieval
+from xlens.data.loaders import load_builtin, load_flores
+from xlens.embeddings import sentence_embeddings
+from xlens.experiment import ExperimentConfig
+from xlens.models import LensModel
+
+LANGS = ["eng_Latn", "spa_Latn", "deu_Latn"]
+N = 12
+
+
+@pytest.fixture
+def flores_dir(tmp_path: Path) -> Path:
+    """A FLORES-layout folder of builtin sentences; row 5 repeats row 4 in Spanish, so that row is dropped."""
+    corpus = load_builtin(LANGS)
+    folder = tmp_path / "flores200" / "devtest"
+    folder.mkdir(parents=True)
+    for lang in LANGS:
+        rows = list(corpus[lang][:N])
+        if lang == "spa_Latn":
+            rows[5] = rows[4]
+        (folder / f"{lang}.devtest").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def _brute_force_mean_top1(E: np.ndarray) -> float:
+    """Mean over ordered language pairs of top-1 retrieval, one query at a time; ties count against."""
+    unit = E / np.linalg.norm(E, axis=2, keepdims=True)
+    hits = []
+    for src in range(len(E)):
+        for tgt in range(len(E)):
+            if src == tgt:
+                continue
+            correct = 0
+            for i in range(E.shape[1]):
+                scores = [float(unit[src, i] @ unit[tgt, j]) for j in range(E.shape[1])]
+                correct += all(scores[j] < scores[i] for j in range(E.shape[1]) if j != i)
+            hits.append(correct / E.shape[1])
+    return float(np.mean(hits))
+
+
+def test_bench_retrieval_matrix_and_end_to_end(tiny_gpt2: LensModel, flores_dir: Path, tmp_path: Path) -> None:
+    config = ExperimentConfig(
+        model="tiny-gpt2",
+        languages=["en", "es"],
+        find_sentences=10,
+        eval_sentences=10,
+        k=[5],
+        device="cpu",
+    )
+    run_out = tmp_path / "run"
+    report = bench_retrieval(flores=flores_dir, run_out=run_out, model="tiny-gpt2", device="cpu", run_config=config)
+    json.dumps(report)  # JSON-ready
+
+    matrix = report["matrix"]
+    assert matrix["languages"] == 3
+    assert matrix["sentences_per_language"] == N - 1
+    assert matrix["sentences_dropped_as_duplicates"] == 1
+    d_model = tiny_gpt2.d_model
+    assert matrix["d_model"] == d_model
+    assert matrix["matmul_tflop"] == pytest.approx(3 * 2 * (N - 1) ** 2 * d_model / 1e12)
+
+    corpus = load_flores(flores_dir)
+    texts = [s for lang in corpus.languages for s in corpus[lang]]
+    emb = sentence_embeddings(tiny_gpt2, texts, layers=[0], batch_size=256, progress=False)[:, 0]
+    E = emb.view(3, N - 1, d_model).double().numpy()
+    assert matrix["mean_top1_off_diagonal"] == pytest.approx(_brute_force_mean_top1(E), abs=1e-12)
+
+    end = report["end_to_end"]
+    assert end["resumed_from_cache"] is False
+    assert end["config"]["k"] == [5] and end["config"]["model"] == "tiny-gpt2"
+    assert end["wall_s"] >= end["experiment_s"] >= end["timings"]["embeddings_s"]
+    assert (run_out / "results.json").is_file() and (run_out / "report.html").is_file()
+    assert json.loads((run_out / "results.json").read_text())["config"] == end["config"]
+
+    again = bench_retrieval(flores=flores_dir, run_out=run_out, model="tiny-gpt2", device="cpu", run_config=config)
+    assert again["end_to_end"]["resumed_from_cache"] is True  # flagged: a warm cache makes the timing meaningless
+    assert again["matrix"]["mean_top1_off_diagonal"] == matrix["mean_top1_off_diagonal"]
