@@ -239,13 +239,16 @@ def improvement_bars(results: dict[str, Any]) -> go.Figure:
             y=max(c["top1_best_layer"], c["top1_last_layer"]),
             text=f"×{c['best_ratio']:.2f} (L{c['best_ratio_layer']})",
             showarrow=False,
-            yshift=12,
+            textangle=-90,  # upright labels collide once there are more than a handful of conditions
+            yanchor="bottom",
+            yshift=4,
+            font={"size": 11},
         )
     fig.update_layout(
         template=TEMPLATE,
         title="Mean top-1 retrieval over language pairs: before vs after (× = best improvement ratio)",
         barmode="group",
-        yaxis={"title": "mean top-1", "range": [0, 1.1]},
+        yaxis={"title": "mean top-1", "range": [0, 1.3]},
         xaxis={"title": "condition", "type": "category"},
     )
     return fig
