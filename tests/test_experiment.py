@@ -97,8 +97,24 @@ def test_headline_and_summary(run: tuple[Path, dict]) -> None:
     assert spa["top1_last_layer"] == pytest.approx(cond.loc[2])
     ratio = cond / base
     assert spa["best_ratio"] == pytest.approx(ratio.max())
+    # Per-pair extremes against a direct scan of every (condition, layer, pair) row.
+    merged = ret[ret["intervention"] != "none"].merge(
+        ret[ret["intervention"] == "none"][["layer", "src", "tgt", "top1"]],
+        on=["layer", "src", "tgt"],
+        suffixes=("", "_0"),
+    )
+    gain = merged["top1"] - merged["top1_0"]
+    top = merged.loc[gain.idxmax()]
+    g = h["best_pair_gain"]
+    assert g["gain"] == pytest.approx(gain.max()) and g["after"] - g["before"] == pytest.approx(gain.max())
+    assert (g["src"], g["tgt"], g["layer"]) == (top["src"], top["tgt"], top["layer"])
+    positive = merged[merged["top1_0"] > 0]
+    ratios = positive["top1"] / positive["top1_0"]
+    r = h["best_pair_ratio"]
+    assert r["ratio"] == pytest.approx(ratios.max()) and r["after"] / r["before"] == pytest.approx(r["ratio"])
     text = summarize(results)
     assert "baseline top-1 per pair" in text and "spa_Latn" in text
+    assert f"largest pair gain: +{g['gain']:.3f}, top-1 {g['before']:.3f} -> {g['after']:.3f}" in text
 
 
 def test_config_files(tmp_path: Path) -> None:

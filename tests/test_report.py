@@ -3,6 +3,7 @@ headless Chromium renders every figure with no console message."""
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import torch
 
 import xlens.experiment as experiment
 from xlens.embeddings import sentence_embeddings
-from xlens.experiment import ExperimentConfig, headline, run_experiment
+from xlens.experiment import ExperimentConfig, headline, pair_change_lines, run_experiment
 from xlens.models import LensModel
 from xlens.report import build_report, run_figures, write_figures, write_report
 from xlens.viz.export import find_browser
@@ -89,8 +90,9 @@ def test_report_is_one_self_contained_page(report: Path, run_dir: Path) -> None:
     for section in ("headline", "retrieval", "alignment", "space", "experts", "tables", "config"):
         assert f'<section id="{section}">' in page
     h = headline(Run.load(run_dir).results)
-    b = h["best_pair_ratio"]
-    assert f"×{b['ratio']:.2f}</b> ({b['src']}→{b['tgt']}, layer {b['layer']}" in page
+    for line in pair_change_lines(h):
+        assert f"<p>{html.escape(line)}</p>" in page
+    assert "best pair improvement: x" in page and "largest pair gain: +" in page
     assert "retrieval top1 per layer</summary>" in page and "sha256" in page
     assert page.count('class="xlens-token"') >= 3 * 5 * 10  # three cards x five sentences with token spans
 

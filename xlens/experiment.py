@@ -449,23 +449,51 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
                 before = align_base[align_base["layer"] == layer][metric].mean()
                 entry[f"delta_{metric}_{name}_layer"] = float(after - before)
         conditions.append(entry)
-    pair_ratios = []
+    # Per-pair changes: the largest ratio (a near-zero baseline inflates it, so before/after come with it) and the
+    # largest absolute gain in top-1.
+    pairs_changed = []
     for (method, lang, k, layer), group in interventions.groupby(["intervention", "expert_lang", "k", "layer"]):
         merged = group.merge(base[base["layer"] == layer], on=["src", "tgt"], suffixes=("", "_base"))
         for row in merged.itertuples():
-            if row.top1_base > 0:
-                pair_ratios.append((row.top1 / row.top1_base, method, lang, int(k), int(layer), row.src, row.tgt))
-    best_pair = max(pair_ratios) if pair_ratios else None
+            pairs_changed.append(
+                {
+                    "intervention": method,
+                    "expert_lang": lang,
+                    "k": int(k),
+                    "layer": int(layer),
+                    "src": row.src,
+                    "tgt": row.tgt,
+                    "before": float(row.top1_base),
+                    "after": float(row.top1),
+                }
+            )
+    with_ratio = [{**p, "ratio": p["after"] / p["before"]} for p in pairs_changed if p["before"] > 0]
+    best_gain = max(pairs_changed, key=lambda p: p["after"] - p["before"], default=None)
     return {
         "best_layer": best_layer,
         "last_layer": last_layer,
         "baseline_mean_top1_by_layer": {int(k): float(v) for k, v in by_layer.items()},
         "baseline_pairs": pairs.reset_index().to_dict(orient="records"),
         "conditions": conditions,
-        "best_pair_ratio": None
-        if best_pair is None
-        else dict(zip(("ratio", "intervention", "expert_lang", "k", "layer", "src", "tgt"), best_pair, strict=True)),
+        "best_pair_ratio": max(with_ratio, key=lambda p: p["ratio"], default=None),
+        "best_pair_gain": None
+        if best_gain is None
+        else {**best_gain, "gain": best_gain["after"] - best_gain["before"]},
     }
+
+
+def pair_change_lines(h: dict[str, Any]) -> list[str]:
+    """The best per-pair ratio and the largest per-pair gain of a :func:`headline`, one line each, with the
+    top-1 before and after (none without interventions)."""
+    lines = []
+    for title, key in (("best pair improvement", "best_pair_ratio"), ("largest pair gain", "best_pair_gain")):
+        if b := h[key]:
+            change = f"x{b['ratio']:.2f}" if key == "best_pair_ratio" else f"+{b['gain']:.3f}"
+            lines.append(
+                f"{title}: {change}, top-1 {b['before']:.3f} -> {b['after']:.3f} ({b['src']}->{b['tgt']}, "
+                f"layer {b['layer']}, {b['intervention']} {b['expert_lang']} k={b['k']})"
+            )
+    return lines
 
 
 def summarize(results: dict[str, Any]) -> str:
@@ -484,11 +512,7 @@ def summarize(results: dict[str, Any]) -> str:
     if h["conditions"]:
         lines += ["", "after intervention (mean over pairs):"]
         lines.append(pd.DataFrame(h["conditions"]).to_string(index=False, float_format="%.3f"))
-    if h["best_pair_ratio"]:
-        b = h["best_pair_ratio"]
-        lines += [
-            "",
-            f"best pair improvement: x{b['ratio']:.2f} ({b['src']}->{b['tgt']}, layer {b['layer']}, "
-            f"{b['intervention']} {b['expert_lang']} k={b['k']})",
-        ]
+    changes = pair_change_lines(h)
+    if changes:
+        lines += ["", *changes]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from xlens.experiment import headline, results_tables
+from xlens.experiment import headline, pair_change_lines, results_tables
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz.export import PlotlyJs, figure_div, save_figures
@@ -131,12 +131,7 @@ def _headline_html(results: dict[str, Any]) -> str:
     ]
     if h["conditions"]:
         parts += ["<h3>After intervention (means over pairs)</h3>", _table(pd.DataFrame(h["conditions"]))]
-    if b := h["best_pair_ratio"]:
-        parts.append(
-            f"<p>Best pair improvement: <b>×{b['ratio']:.2f}</b> ({html.escape(b['src'])}→{html.escape(b['tgt'])}, "
-            f"layer {b['layer']}, {html.escape(b['intervention'])} {html.escape(str(b['expert_lang']))} "
-            f"k={b['k']}).</p>"
-        )
+    parts += [f"<p>{html.escape(line)}</p>" for line in pair_change_lines(h)]
     return "\n".join(parts)
 
 
