@@ -36,12 +36,12 @@ def _machine() -> dict[str, Any]:
     return info
 
 
-def _gemm_rate(E: torch.Tensor, repeats: int = 3) -> float:
-    """Flop/s of one matmul of the shape the retrieval matrix runs (one language against 16), best of ``repeats``:
-    the matrix cannot run faster than its matmul flops at this rate."""
+def _gemm_rate(E: torch.Tensor, block_langs: int, repeats: int = 3) -> float:
+    """Flop/s of one matmul of the shape the retrieval matrix runs (one language against ``block_langs``), best of
+    ``repeats``: the matrix cannot run faster than its matmul flops at this rate."""
     n_lang, _, d_model = E.shape
     a = E[0]
-    b = E[1 : 1 + min(16, n_lang - 1)].reshape(-1, d_model)
+    b = E[1 : 1 + min(block_langs, n_lang - 1)].reshape(-1, d_model)
     out = torch.empty(a.shape[0], b.shape[0], dtype=E.dtype, device=E.device)
     best = float("inf")
     for _ in range(repeats + 1):  # the first call warms up
@@ -192,10 +192,11 @@ def bench_retrieval(
     E = emb[:, 0].view(len(langs), len(corpus), -1).to(lm.device)
     _sync(lm.device)
     start = time.perf_counter()
-    matrix = retrieval_matrix(E)
+    block_langs = 16  # target languages per matmul, the same in the timed matrix and in the GEMM-rate probe
+    matrix = retrieval_matrix(E, block_langs=block_langs)
     _sync(lm.device)
     matrix_s = time.perf_counter() - start
-    gemm_flops_per_s = _gemm_rate(E)
+    gemm_flops_per_s = _gemm_rate(E, block_langs)
     # Every unordered language pair needs one sentence x sentence x d_model matmul (it serves both directions).
     n_lang, n_sent, d_model = E.shape
     matmul_flop = n_lang * (n_lang - 1) / 2 * 2 * n_sent**2 * d_model
@@ -210,7 +211,7 @@ def bench_retrieval(
             "languages": len(langs),
             "sentences_per_language": len(corpus),
             "sentences_dropped_as_duplicates": len(corpus.dropped_ids),
-            "d_model": int(E.shape[-1]),
+            "d_model": d_model,
             "layer": layer,
             "embedding_s": embed_s,
             "retrieval_matrix_s": matrix_s,

@@ -168,7 +168,7 @@ def retrieval_matrix(
     once and serve both directions; a source language is scored against ``block_langs`` target languages per
     matmul (memory: about ``6 * block_langs * sentence²`` bytes in float32). The cost is the matmuls,
     ``lang² sentence² d_model`` flops: all 204 FLORES languages x 985 (deduplicated) sentences x 640 dims is
-    25.7 TFLOP, 110 s on two CPU cores whose fp32 matmul runs at 275 GFLOPS (``xlens bench retrieval``).
+    25.7 TFLOP, 110 s on two CPU cores whose fp32 matmul runs at about 300 GFLOPS (``xlens bench retrieval``).
     """
     dtype = _compute_dtype(E)
     e = _check(E, "E", 3, min_rows=1, dtype=dtype)
