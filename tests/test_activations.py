@@ -19,7 +19,9 @@ from xlens.activations import (
     pool,
     resolve_units,
 )
+from xlens.artifacts import CorruptArtifactWarning
 from xlens.data.corpus import ParallelCorpus
+from xlens.errors import ArtifactError
 from xlens.models import LensModel
 
 TEXTS = [
@@ -123,7 +125,7 @@ def test_unit_index_round_trip() -> None:
     for unit in range(10):
         hook, pos = index.locate(unit)
         assert index.unit(hook, pos) == unit
-    assert index.layers().tolist() == [0] * 4 + [3] * 6
+    assert index.blocks().tolist() == [0] * 4 + [3] * 6
     assert index.positions().tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5]
     assert index.labels([1, 5]) == ["L0.mlp#1", "L3.attn.q#1"]
     assert UnitIndex.from_dict(index.to_dict()) == index
@@ -171,8 +173,22 @@ def test_save_load_and_cache_reuse(tiny_gpt2: LensModel, tmp_path: Path) -> None
     other = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, pooling="max", progress=False)
     assert len(list(tmp_path.glob("responses-*"))) == 2
     assert other["max"][0, 0].item() != 12345.0
-    with pytest.raises(FileNotFoundError, match="no saved responses"):
+    with pytest.raises(ArtifactError, match=r"no xlens\.Responses in"):
         Responses.load(tmp_path / "nothing")
+
+
+def test_a_corrupted_cache_entry_is_reported_and_recomputed(tiny_gpt2: LensModel, tmp_path: Path) -> None:
+    corpus = ParallelCorpus({"en": ["one cat", "two dogs"], "es": ["un gato", "dos perros"]})
+    first = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, progress=False)
+    (entry,) = tmp_path.glob("responses-*")
+    (tensors,) = entry.glob("responses-*.safetensors")
+    tensors.write_bytes(b"not a safetensors file")
+    with pytest.raises(ArtifactError, match=rf"{tensors.name} is corrupted .*delete it and rerun"):
+        Responses.load(entry)
+    with pytest.warns(CorruptArtifactWarning, match=f"recomputing a corrupted cache entry: {tensors}"):
+        again = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, progress=False)
+    torch.testing.assert_close(again["mean"], first["mean"])
+    assert Responses.load(entry)["mean"].shape == first["mean"].shape  # the entry was rewritten whole
 
 
 def test_float16_storage(tiny_gpt2: LensModel) -> None:
@@ -191,3 +207,33 @@ def test_offload_to_memory_mapped_files(tiny_gpt2: LensModel, tmp_path: Path) ->
         torch.testing.assert_close(on_disk[p], in_ram[p])
         from_file = torch.from_numpy(np.fromfile(tmp_path / f"{p}.bin", dtype=np.float32)).view(len(TEXTS), n_units)
         torch.testing.assert_close(from_file, in_ram[p])
+
+
+def test_callable_unit_filters_are_keyed_by_the_hooks_they_pick(tiny_gpt2: LensModel, tmp_path: Path) -> None:
+    corpus = ParallelCorpus({"en": ["one cat", "two dogs"], "es": ["un gato", "dos perros"]})
+    first = collect_corpus_responses(
+        tiny_gpt2, corpus, cache=tmp_path, units=lambda name: name == "blocks.0.mlp.hook_post", progress=False
+    )
+    second = collect_corpus_responses(
+        tiny_gpt2, corpus, cache=tmp_path, units=lambda name: name == "blocks.1.mlp.hook_post", progress=False
+    )
+    assert first.units.hooks == ("blocks.0.mlp.hook_post",) and second.units.hooks == ("blocks.1.mlp.hook_post",)
+    assert len(list(tmp_path.glob("responses-*"))) == 2
+    same = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, units=["blocks.0.mlp.hook_post"], progress=False)
+    assert len(list(tmp_path.glob("responses-*"))) == 2 and torch.equal(same["mean"], first["mean"])
+
+
+def test_an_entry_missing_what_its_loader_needs_is_recomputed(tiny_gpt2: LensModel, tmp_path: Path) -> None:
+    import json
+
+    corpus = ParallelCorpus({"en": ["one cat", "two dogs"], "es": ["un gato", "dos perros"]})
+    first = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, progress=False)
+    (entry,) = tmp_path.glob("responses-*")
+    header = json.loads((entry / "responses.json").read_text())
+    del header["units"]
+    (entry / "responses.json").write_text(json.dumps(header))
+    with pytest.raises(ArtifactError, match=r"does not hold a complete artefact \(KeyError: 'units'\)"):
+        Responses.load(entry)
+    with pytest.warns(CorruptArtifactWarning):
+        again = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, progress=False)
+    torch.testing.assert_close(again["mean"], first["mean"])

@@ -50,13 +50,15 @@ def _brute_force_mean_top1(E: np.ndarray) -> float:
 
 
 def test_bench_retrieval_matrix_and_end_to_end(tiny_gpt2: LensModel, flores_dir: Path, tmp_path: Path) -> None:
-    config = ExperimentConfig(
-        model="tiny-gpt2",
-        languages=["en", "es"],
-        find_sentences=10,
-        eval_sentences=10,
-        k=[5],
-        device="cpu",
+    config = ExperimentConfig.from_dict(
+        {
+            "model": "tiny-gpt2",
+            "languages": ["en", "es"],
+            "find": {"sentences": 10},
+            "intervene": {"k": [5]},
+            "evaluate": {"sentences": 10},
+            "runtime": {"device": "cpu"},
+        }
     )
     run_out = tmp_path / "run"
     report = bench_retrieval(flores=flores_dir, run_out=run_out, model="tiny-gpt2", device="cpu", run_config=config)
@@ -78,7 +80,7 @@ def test_bench_retrieval_matrix_and_end_to_end(tiny_gpt2: LensModel, flores_dir:
 
     end = report["end_to_end"]
     assert end["resumed_from_cache"] is False
-    assert end["config"]["k"] == [5] and end["config"]["model"] == "tiny-gpt2"
+    assert end["config"]["intervene"]["k"] == [5] and end["config"]["model"] == "tiny-gpt2"
     assert end["wall_s"] >= end["experiment_s"] >= end["timings"]["embeddings_s"]
     assert (run_out / "results.json").is_file() and (run_out / "report.html").is_file()
     assert json.loads((run_out / "results.json").read_text())["config"] == end["config"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xlens.embeddings import layer_hooks, sentence_embeddings
+from xlens.embeddings import sentence_embeddings
 from xlens.models import LensModel
 
 TEXTS = ["A short one.", "Una frase bastante más larga que la primera, con comas.", "短い文です。", "Mittel lang."]
@@ -47,7 +47,8 @@ def test_layer_subset_and_order(tiny_gpt2: LensModel) -> None:
     torch.testing.assert_close(some[:, 1], every[:, 0])
     # Layer 0 alone stops the pass at the first block's input.
     torch.testing.assert_close(sentence_embeddings(tiny_gpt2, TEXTS, layers=[0], progress=False)[:, 0], every[:, 0])
-    assert layer_hooks(tiny_gpt2) == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    hooks = [tiny_gpt2.embedding_hook(layer) for layer in tiny_gpt2.embedding_layers]
+    assert hooks == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
 
 
 def test_raw_hooks_run_before_reading(tiny_gpt2: LensModel) -> None:

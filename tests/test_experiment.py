@@ -1,4 +1,4 @@
-"""The experiment runner on a tiny model: schema, disjoint splits, resume from cache, determinism, configs."""
+"""The experiment runner on a tiny model: schema, content-disjoint splits, resume, determinism, results objects."""
 
 from __future__ import annotations
 
@@ -8,28 +8,41 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from xlens.experiment import ExperimentConfig, headline, load_splits, run_experiment, summarize
+from xlens import results as results_module
+from xlens._io import load_tensors, save_tensors
+from xlens.config import ExperimentConfig
+from xlens.errors import ConfigError
+from xlens.experiment import load_splits, run_experiment
 from xlens.metrics.alignment import linear_cka
 from xlens.metrics.retrieval import retrieval
+from xlens.results import Condition, RunResults
 
-CONFIG = ExperimentConfig(
-    model="tiny-gpt2", languages=["en", "es", "ja"], find_sentences=12, eval_sentences=10, k=[4, 16], batch_size=8
+CONFIG = ExperimentConfig.from_dict(
+    {
+        "model": "tiny-gpt2",
+        "languages": ["en", "es", "ja"],
+        "find": {"sentences": 12},
+        "intervene": {"k": [4, 16]},
+        "evaluate": {"sentences": 10},
+        "runtime": {"batch_size": 8},
+    }
 )
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunResults]:
     out = tmp_path_factory.mktemp("run")
     return out, run_experiment(CONFIG, out, progress=False)
 
 
-def test_schema_and_row_counts(run: tuple[Path, dict]) -> None:
+def test_schema_and_row_counts(run: tuple[Path, RunResults]) -> None:
     out, results = run
-    assert results["schema_version"] == 1
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["retrieval"] == results["retrieval"]
+    assert on_disk["schema_version"] == results_module.SCHEMA_VERSION == 2
+    assert on_disk["retrieval"] == results.to_dict()["retrieval"]
+    assert on_disk["retrieval"][0]["expert_lang"] is None  # the baseline's, as JSON null
+    assert "NaN" not in (out / "results.json").read_text()
     ret = pd.read_parquet(out / "retrieval.parquet")
     ali = pd.read_parquet(out / "alignment.parquet")
     n_layers, n_conditions = 3, 1 + 3 * 2  # baseline + 3 languages x 2 k
@@ -42,57 +55,120 @@ def test_schema_and_row_counts(run: tuple[Path, dict]) -> None:
     assert set(ret[ret["intervention"] == "force"]["k"]) == {4, 16}
     assert ret[["top1", "top5", "mrr"]].stack().between(0, 1).all()
     assert (ret["top5"] >= ret["top1"]).all()
-    prov = results["provenance"]
-    assert prov["model"]["name"] == "tiny-gpt2" and prov["disjoint_splits"] is True
+    prov = results.provenance
+    assert prov["model"]["name"] == "tiny-gpt2" and prov["numerics"] == {"dtype": "float32", "device": "cpu"}
+    assert prov["splits"] == {"how": "split", "eval_rows_removed_for_overlap": 0, "overlapping_rows": 0}
     assert prov["eval_corpus"]["sentences"] == 10
     assert all("sha256" in v for v in prov["find_corpus"]["files"].values())
+    assert [c.label for c in results.conditions][:3] == ["baseline", "force eng_Latn k=4", "force eng_Latn k=16"]
+    assert results.layers == [0, 1, 2] and results.languages == ["eng_Latn", "spa_Latn", "jpn_Jpan"]
 
 
-def test_metrics_equal_direct_computation(run: tuple[Path, dict]) -> None:
+def test_results_load_back_equal_and_display_compactly(run: tuple[Path, RunResults]) -> None:
     out, results = run
-    # The baseline embeddings are cached (results.json names the file): recompute one retrieval row and one CKA.
-    assert len(list((out / "cache").glob("emb-*.safetensors"))) == 7
-    (baseline,) = [f for f in results["embeddings"] if f["intervention"] == "none"]
-    emb = load_file(str(out / baseline["file"]))["embeddings"].view(3, 10, 3, -1)
-    ret = pd.DataFrame(results["retrieval"])
-    ali = pd.DataFrame(results["alignment"])
-    row = ret[(ret["intervention"] == "none") & (ret["layer"] == 2) & (ret["src"] == "eng_Latn")]
-    row = row[row["tgt"] == "jpn_Jpan"].iloc[0]
+    back = RunResults.load(out)
+    assert back.config == results.config == CONFIG
+    assert back.conditions == results.conditions
+    pd.testing.assert_frame_equal(back.retrieval, results.retrieval)
+    pd.testing.assert_frame_equal(back.alignment, results.alignment)
+    assert back.scores is not None and torch.equal(back.scores.ap, results.scores.ap)  # type: ignore[union-attr]
+    assert back.find_texts is not None and len(back.find_texts) == 3 * 12
+    assert back.eval_corpus is not None and len(back.eval_corpus) == 10
+    html = back._repr_html_()
+    assert "RunResults" in html and "force spa_Latn k=16" in html and len(html) < 5000
+    assert repr(back).startswith("RunResults(tiny-gpt2, 3 languages, 6 interventions + baseline, 3 layers")
+
+
+def test_metrics_equal_direct_computation(run: tuple[Path, RunResults]) -> None:
+    _, results = run
+    emb = results.embeddings(None)  # the cached baseline embeddings
+    assert emb is not None
+    emb = emb.view(3, 10, 3, -1)
+    ret = results.table("retrieval")
+    row = ret[(ret["layer"] == 2) & (ret["src"] == "eng_Latn") & (ret["tgt"] == "jpn_Jpan")].iloc[0]
     got = retrieval(emb[0, :, 2].double(), emb[2, :, 2].double())
     assert (got.top1, got.top5, got.mrr) == pytest.approx((row["top1"], row["top5"], row["mrr"]), abs=1e-12)
-    cka = ali[(ali["intervention"] == "none") & (ali["layer"] == 2) & (ali["lang_a"] == "eng_Latn")]
-    cka = cka[cka["lang_b"] == "spa_Latn"]["cka"].iloc[0]
+    ali = results.table("alignment")
+    cka = ali[(ali["layer"] == 2) & (ali["lang_a"] == "eng_Latn") & (ali["lang_b"] == "spa_Latn")]["cka"].iloc[0]
     assert abs(linear_cka(emb[0, :, 2].double(), emb[1, :, 2].double()) - cka) < 1e-9
+    forced = results.embeddings("force spa_Latn k=16")
+    assert forced is not None and not torch.equal(forced, results.embeddings(None))  # type: ignore[arg-type]
 
 
 def test_splits_are_disjoint() -> None:
-    find, evaluation = load_splits(CONFIG)
-    assert len(find) == 12 and len(evaluation) == 10
-    assert not set(find.ids) & set(evaluation.ids)
-    assert not set(find["en"]) & set(evaluation["en"])
+    splits = load_splits(CONFIG)
+    assert len(splits.find) == 12 and len(splits.eval) == 10
+    assert not set(splits.find.ids) & set(splits.eval.ids)
+    assert not set(splits.find["en"]) & set(splits.eval["en"])
 
 
-def test_resume_uses_cache_and_rerun_is_identical(run: tuple[Path, dict], tmp_path: Path) -> None:
+def test_disjointness_is_decided_on_content_not_on_spec_strings(tmp_path: Path) -> None:
+    """`builtin` against `dir:` on the same files used to sample both splits with one seed: every eval sentence
+    was also a find sentence. The same content is now one corpus, split into disjoint parts."""
+    from importlib.resources import files
+
+    folder = str(files("xlens.data").joinpath("builtin"))
+    same = CONFIG.override({"evaluate.corpus": f"dir:{folder}", "find.sentences": 50, "evaluate.sentences": 50})
+    splits = load_splits(same)
+    assert splits.how == "split"
+    assert not set(splits.find["en"]) & set(splits.eval["en"])
+    # A corpus that shares only some rows with the find split: those rows leave the evaluation pool.
+    builtin = load_splits(same).find
+    shared = tmp_path / "partly"
+    shared.mkdir()
+    for lang, code in (("eng_Latn", "en"), ("spa_Latn", "es"), ("jpn_Jpan", "ja")):
+        rows = builtin[lang][:5] + [f"{code} sentence number {i}" for i in range(40)]
+        (shared / f"{code}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    partly = same.override({"evaluate.corpus": f"dir:{shared}", "evaluate.sentences": 40})
+    splits = load_splits(partly)
+    assert splits.how == "separate" and splits.eval_rows_removed == 5
+    assert splits.provenance()["overlapping_rows"] == 0
+    assert not set(splits.find["en"]) & set(splits.eval["en"])
+    with pytest.raises(ConfigError, match="45 rows, 5 of them sharing a sentence with the find split, so 40 are left"):
+        load_splits(partly.override({"evaluate.sentences": 41}))
+    results = run_experiment(partly.override({"intervene.k": [4]}), tmp_path / "run", progress=False)
+    assert results.provenance["splits"] == {
+        "how": "separate",
+        "eval_rows_removed_for_overlap": 5,
+        "overlapping_rows": 0,
+    }
+
+
+def test_resume_uses_cache_and_rerun_is_identical(run: tuple[Path, RunResults], tmp_path: Path) -> None:
     _, results = run
     # A fresh run elsewhere reproduces the results exactly (CPU, same seed).
     fresh = run_experiment(CONFIG, tmp_path, progress=False)
-    assert fresh["retrieval"] == results["retrieval"] and fresh["alignment"] == results["alignment"]
+    pd.testing.assert_frame_equal(fresh.retrieval, results.retrieval, check_exact=True)
+    pd.testing.assert_frame_equal(fresh.alignment, results.alignment, check_exact=True)
     # Resuming reads cached embeddings: poison one and see it come back.
-    victim = sorted((tmp_path / "cache").glob("emb-*.safetensors"))[0]
-    emb = load_file(str(victim))["embeddings"]
-    save_file({"embeddings": emb.flip(0).contiguous()}, str(victim))  # rows no longer aligned
+    victim = tmp_path / fresh.embedding_files[Condition.baseline()]
+    emb = load_tensors(victim)["embeddings"]
+    save_tensors(victim, {"embeddings": emb.flip(0)})  # rows no longer aligned
     resumed = run_experiment(CONFIG, tmp_path, progress=False)
-    assert resumed["retrieval"] != results["retrieval"]
+    assert not resumed.table("retrieval").equals(results.table("retrieval"))
 
 
-def test_headline_and_summary(run: tuple[Path, dict]) -> None:
+def test_the_dtype_is_part_of_every_cache_key(tmp_path: Path) -> None:
+    """A bfloat16 rerun into a float32 run's folder used to recompute nothing and record bfloat16."""
+    small = CONFIG.override({"languages": ["en", "es"], "intervene.k": [4]})
+    first = run_experiment(small, tmp_path, progress=False)
+    half = small.override({"runtime.dtype": "bfloat16"})
+    second = run_experiment(half, tmp_path, progress=False, force=True)
+    assert second.provenance["numerics"]["dtype"] == "bfloat16"
+    assert set(first.embedding_files.values()).isdisjoint(second.embedding_files.values())
+    assert not second.retrieval.equals(first.retrieval) or not second.alignment.equals(first.alignment)
+    responses = sorted(p.name for p in (tmp_path / "cache").glob("responses-*"))
+    assert len(responses) == 2  # recomputed, not reused
+
+
+def test_headline_and_summary(run: tuple[Path, RunResults]) -> None:
     _, results = run
-    h = headline(results)
-    ret = pd.DataFrame(results["retrieval"])
+    h = results.headline()
+    ret = results.retrieval
     base = ret[ret["intervention"] == "none"].groupby("layer")["top1"].mean()
     assert h["best_layer"] == int(base.idxmax()) and h["last_layer"] == 2
     assert len(h["conditions"]) == 6
-    spa = next(c for c in h["conditions"] if c["expert_lang"] == "spa_Latn" and c["k"] == 16)
+    spa = next(c for c in h["conditions"] if c["condition"] == "force spa_Latn k=16")
     cond = ret[(ret["expert_lang"] == "spa_Latn") & (ret["k"] == 16)].groupby("layer")["top1"].mean()
     assert spa["top1_last_layer"] == pytest.approx(cond.loc[2])
     ratio = cond / base
@@ -112,58 +188,43 @@ def test_headline_and_summary(run: tuple[Path, dict]) -> None:
     ratios = positive["top1"] / positive["top1_0"]
     r = h["best_pair_ratio"]
     assert r["ratio"] == pytest.approx(ratios.max()) and r["after"] / r["before"] == pytest.approx(r["ratio"])
-    text = summarize(results)
-    assert "baseline top-1 per pair" in text and "spa_Latn" in text
+    text = results.summary()
+    assert "baseline top-1 per pair" in text and "force spa_Latn k=16" in text
     assert f"largest pair gain: +{g['gain']:.3f}, top-1 {g['before']:.3f} -> {g['after']:.3f}" in text
+    best = results.best_condition()
+    assert best is not None and best.label == max(h["conditions"], key=lambda c: c["best_ratio"])["condition"]
 
 
-def test_config_files(tmp_path: Path) -> None:
-    toml = tmp_path / "c.toml"
-    toml.write_text('model = "tiny-bloom"\nlanguages = ["en", "de"]\nk = [3]\nmethod = "aura"\n')
-    cfg = ExperimentConfig.load(toml)
-    assert (cfg.model, cfg.languages, cfg.k, cfg.method) == ("tiny-bloom", ["en", "de"], [3], "aura")
-    yaml = tmp_path / "c.yaml"
-    yaml.write_text("model: tiny-cohere\nseed: 7\n")
-    assert ExperimentConfig.load(yaml).seed == 7
-    assert cfg.replace(k=[1, 2], model=None).k == [1, 2]
-    bad = tmp_path / "bad.toml"
-    bad.write_text("modle = 'x'\n")
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['modle'\]"):
-        ExperimentConfig.load(bad)
-    with pytest.raises(ValueError, match="unknown method"):
-        ExperimentConfig(method="magic")
-    with pytest.raises(ValueError, match="k values must be >= 1"):
-        ExperimentConfig(k=[0])
-    with pytest.raises(FileNotFoundError, match="config file not found"):
-        ExperimentConfig.load(tmp_path / "none.toml")
-
-
-@pytest.mark.parametrize("method", ["aura", "det0", "diffmean", "lape"])
+@pytest.mark.parametrize("method", ["aura", "det0", "damp", "diffmean", "lape"])
 def test_other_methods_run(method: str, tmp_path: Path) -> None:
-    # A tiny model has 128 units: keep 20% of them as LAPE units (1% would be one unit for all languages).
-    cfg = CONFIG.replace(method=method, k=[8], languages=["en", "ja"], lape_top_rate=0.2)
-    results = run_experiment(cfg, tmp_path, progress=False)
-    ret = pd.DataFrame(results["retrieval"])
+    # A tiny model has 128 units: keep 30% of them as LAPE units (1% would be one unit for all languages).
+    settings: dict = {"intervene.method": method, "languages": ["en", "ja"]}
+    if method == "lape":
+        settings.update({"intervene.top_rate": 0.3, "intervene.k": [2]})
+    elif method != "diffmean":
+        settings["intervene.k"] = [8]
+    results = run_experiment(CONFIG.override(settings), tmp_path, progress=False)
+    ret = results.retrieval
     assert set(ret["intervention"]) == {"none", method}
-    assert set(ret[ret["intervention"] == method]["k"]) == ({0} if method == "diffmean" else {8})
+    assert set(ret[ret["intervention"] == method]["k"]) == (
+        {0} if method == "diffmean" else {settings["intervene.k"][0]}
+    )
+    assert len(results.interventions) == 2 and results.interventions[0].params == results.interventions[1].params
 
 
 def test_negatives_reach_the_expert_scores(tmp_path: Path) -> None:
-    from xlens.experts.sets import ExpertScores
-
-    cfg = CONFIG.replace(negatives=["en"], k=[4], languages=["en", "es", "ja"])
-    run_experiment(cfg, tmp_path, progress=False)
-    scores = ExpertScores.load(tmp_path / "experts" / "scores")
-    assert scores.meta["negatives"] == ["eng_Latn"]
-    # Spanish was scored against English alone: equal to scoring the two-language responses directly.
-    responses = next((tmp_path / "cache").glob("responses-*"))
     from xlens.activations import Responses
-
-    res = Responses.load(responses)
-    two = (res.lang_ids == 0) | (res.lang_ids == 1)  # type: ignore[operator]
     from xlens.experts.scoring import average_precision
 
-    expected = average_precision(res["mean"][two], res.lang_ids[two] == 1)  # type: ignore[index]
+    cfg = CONFIG.override({"find.negatives": ["en"], "intervene.k": [4]})
+    results = run_experiment(cfg, tmp_path, progress=False)
+    scores = results.scores
+    assert scores is not None and scores.meta["negatives"] == ["eng_Latn"]
+    # Spanish was scored against English alone: equal to scoring the two-language responses directly.
+    res = results.responses
+    assert isinstance(res, Responses) and res.lang_ids is not None
+    two = (res.lang_ids == 0) | (res.lang_ids == 1)
+    expected = average_precision(res["mean"][two], res.lang_ids[two] == 1)
     torch.testing.assert_close(scores.ap[1], expected.float())
 
 
@@ -171,13 +232,19 @@ def test_negatives_reach_the_expert_scores(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")), ids=lambda p: p.name
 )
-def test_shipped_configs_load_their_corpora(path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(path.parents[1])  # config paths are relative to the repository root
+def test_shipped_configs_load_their_corpora_from_anywhere(
+    path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # corpus paths are relative to the config file, not to the working directory
     config = ExperimentConfig.load(path)
-    find, evaluation = load_splits(config)
-    assert len(find) == config.find_sentences and len(evaluation) == config.eval_sentences
-    assert (
-        list(find.languages)
-        == list(evaluation.languages)
-        == ["eng_Latn", "spa_Latn", "deu_Latn", "fra_Latn", "jpn_Jpan"]
-    )
+    splits = load_splits(config)
+    assert len(splits.find) == config.find.sentences and len(splits.eval) == config.evaluate.sentences
+    assert splits.provenance()["overlapping_rows"] == 0
+    languages = list(splits.find.languages)
+    assert languages == list(splits.eval.languages) and languages[:5] == [
+        "eng_Latn",
+        "spa_Latn",
+        "deu_Latn",
+        "fra_Latn",
+        "jpn_Jpan",
+    ]

@@ -18,7 +18,15 @@ from xlens.generation import (
     perplexity,
     target_language_rate,
 )
-from xlens.interventions import Dampen, Force, Intervention, Steer, TokenPositions, apply, token_positions
+from xlens.interventions import (
+    Intervention,
+    ScaleUnits,
+    SetUnits,
+    SteeringVector,
+    TokenPositions,
+    apply,
+    token_positions,
+)
 from xlens.models import LensModel
 
 PROMPTS = ["The weather this morning was", "Hi", "My neighbour has a dog that barks at night"]
@@ -36,12 +44,14 @@ def manual_greedy(model: LensModel, prompt: str, n: int, interventions: Sequence
     return model.tokenizer.decode(tokens[0, width:], skip_special_tokens=True)
 
 
-def interventions_for(model: LensModel) -> list[Force | Dampen | Steer]:
+def interventions_for(model: LensModel) -> list[SetUnits | ScaleUnits | SteeringVector]:
     hook = model.mlp_hook(0)
     return [
-        Force({hook: torch.tensor([0, 4, 9])}, {hook: torch.tensor([3.0, -2.0, 1.0])}, where="prompt"),
-        Dampen({model.mlp_hook(1): torch.tensor([2, 3])}, {model.mlp_hook(1): torch.tensor([0.0, 4.0])}, where="last"),
-        Steer(0, torch.linspace(-2, 2, model.d_model)),
+        SetUnits({hook: torch.tensor([0, 4, 9])}, {hook: torch.tensor([3.0, -2.0, 1.0])}, where="prompt"),
+        ScaleUnits(
+            {model.mlp_hook(1): torch.tensor([2, 3])}, {model.mlp_hook(1): torch.tensor([0.0, 4.0])}, where="last"
+        ),
+        SteeringVector(0, torch.linspace(-2, 2, model.d_model)),
     ]
 
 
@@ -78,7 +88,8 @@ def test_generation_stops_at_eos(tiny_gpt2: LensModel) -> None:
     calls: list[None] = []
 
     def script(logits: torch.Tensor, hook: Any) -> torch.Tensor:
-        # One forward pass per generated token: row 0's third token is EOS, its fourth would be "Z".
+        # One forward pass per generated token: batch row 0 (the longest prompt: batches are sorted by length)
+        # gets EOS as its third token, and "Z" as its fourth.
         calls.append(None)
         out = logits.clone()
         if len(calls) in (3, 4):
@@ -90,17 +101,19 @@ def test_generation_stops_at_eos(tiny_gpt2: LensModel) -> None:
     going_on = generate(tiny_gpt2, PROMPTS, 6, interventions=[("unembed.hook_out", script)], stop_at_eos=False)
     plain = generate(tiny_gpt2, PROMPTS, 6)
     two = generate(tiny_gpt2, PROMPTS, 2)
-    assert stopped[0] == two[0]  # EOS is dropped and nothing follows it
-    assert stopped[1:] == plain[1:]  # a finished row does not disturb the others
-    assert going_on[0].startswith(two[0] + "Z")
+    row = PROMPTS.index(max(PROMPTS, key=len))
+    others = [i for i in range(len(PROMPTS)) if i != row]
+    assert stopped[row] == two[row]  # EOS is dropped and nothing follows it
+    assert [stopped[i] for i in others] == [plain[i] for i in others]  # a finished row does not disturb the others
+    assert going_on[row].startswith(two[row] + "Z")
     assert generate(tiny_gpt2, PROMPTS, 0) == ["", "", ""]
 
 
 def test_perplexity_matches_a_per_sentence_brute_force(tiny_model: LensModel) -> None:
     texts = load_builtin(["en"])["en"][:5]
     hook = tiny_model.mlp_hook(0)
-    prompt = Force({hook: torch.tensor([1, 2])}, {hook: torch.tensor([5.0, 5.0])}, where="prompt")
-    last = Force({hook: torch.tensor([1, 2])}, {hook: torch.tensor([5.0, 5.0])}, where="last")
+    prompt = SetUnits({hook: torch.tensor([1, 2])}, {hook: torch.tensor([5.0, 5.0])}, where="prompt")
+    last = SetUnits({hook: torch.tensor([1, 2])}, {hook: torch.tensor([5.0, 5.0])}, where="last")
 
     def brute(interventions: list[Intervention]) -> float:
         total, count = 0.0, 0

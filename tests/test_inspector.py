@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,91 +11,87 @@ import numpy as np
 import pytest
 from ipywidgets.widgets.widget import _remove_buffers
 
-from xlens.activations import Responses, collect_corpus_responses
-from xlens.experiment import ExperimentConfig, load_splits
+from xlens.activations import Responses
+from xlens.config import ExperimentConfig
+from xlens.experiment import load_splits, run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.inspector import InspectorError, NeuronInspector
 from xlens.models import LensModel
+from xlens.results import RunResults
 
 LANGS = ["eng_Latn", "spa_Latn", "jpn_Jpan"]
+CONFIG = ExperimentConfig.from_dict(
+    {
+        "model": "tiny-gpt2",
+        "languages": LANGS,
+        "find": {"sentences": 8},
+        "intervene": {"k": [4]},
+        "evaluate": {"sentences": 4},
+        "runtime": {"device": "cpu"},
+    }
+)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_gpt2: LensModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The parts of a run folder the inspector reads: config/provenance, expert scores, cached responses."""
     folder = tmp_path_factory.mktemp("run")
-    config = ExperimentConfig(model="tiny-gpt2", languages=LANGS, find_sentences=8, eval_sentences=4, device="cpu")
-    find, evaluation = load_splits(config)
-    responses = collect_corpus_responses(tiny_gpt2, find, LANGS, cache=folder / "cache", progress=False)
-    ExpertScores.from_responses(responses).save(folder / "experts" / "scores")
-    results = {
-        "config": asdict(config),
-        "provenance": {
-            "model": tiny_gpt2.identity(),
-            "find_corpus": {"fingerprint": find.fingerprint()},
-            "eval_corpus": {"fingerprint": evaluation.fingerprint()},
-        },
-        "experts": {lang: {} for lang in LANGS},
-        "retrieval": [],
-        "alignment": [],
-    }
-    (folder / "results.json").write_text(json.dumps(results))
+    run_experiment(CONFIG, folder, model=tiny_gpt2, progress=False)
     return folder
 
 
 @pytest.fixture
 def inspector(run_dir: Path, tiny_gpt2: LensModel) -> NeuronInspector:
-    return NeuronInspector.from_run(run_dir, model=tiny_gpt2)
+    return NeuronInspector.from_run(RunResults.load(run_dir, model=tiny_gpt2))
 
 
-def best_in_layer(scores: ExpertScores, language: str, layer: int) -> int:
-    layers = scores.units.layers().tolist()
+def best_in_block(scores: ExpertScores, language: str, block: int) -> int:
+    blocks = scores.units.blocks().tolist()
     li = scores.languages.index(language)
-    members = [u for u in range(scores.units.n_units) if layers[u] == layer]
+    members = [u for u in range(scores.units.n_units) if blocks[u] == block]
     return max(members, key=lambda u: (float(scores.ap[li, u]), -u))
 
 
 def test_from_run_loads_responses_and_texts(inspector: NeuronInspector, run_dir: Path) -> None:
     assert isinstance(inspector.responses, Responses)
     assert inspector.texts is not None and len(inspector.texts) == 3 * 8
-    find, _ = load_splits(ExperimentConfig(model="tiny-gpt2", languages=LANGS, find_sentences=8, eval_sentences=4))
+    find = load_splits(CONFIG).find
     assert inspector.texts[8] == find["spa_Latn"][0]  # rows are language after language
     assert len(inspector.card.top) == 5 and all(t.tokens for t in inspector.card.top)
 
 
-def test_initial_selection_is_the_best_layer_of_the_first_language(inspector: NeuronInspector) -> None:
+def test_initial_selection_is_the_best_block_of_the_first_language(inspector: NeuronInspector) -> None:
     scores = inspector.scores
     sel = inspector.selection
     assert sel.language == "eng_Latn"
-    best_layer = max(inspector.layers, key=lambda la: float(scores.ap[0, best_in_layer(scores, "eng_Latn", la)]))
-    assert sel.layer == best_layer
-    assert sel.unit == best_in_layer(scores, "eng_Latn", best_layer)
+    best_block = max(inspector.blocks, key=lambda la: float(scores.ap[0, best_in_block(scores, "eng_Latn", la)]))
+    assert sel.block == best_block
+    assert sel.unit == best_in_block(scores, "eng_Latn", best_block)
 
 
-def test_select_moves_between_languages_layers_and_units(inspector: NeuronInspector) -> None:
+def test_select_moves_between_languages_blocks_and_units(inspector: NeuronInspector) -> None:
     scores = inspector.scores
-    card = inspector.select(language="ja", layer=1)
-    assert inspector.selection.language == "jpn_Jpan" and inspector.selection.layer == 1
-    assert inspector.selection.unit == best_in_layer(scores, "jpn_Jpan", 1)
+    card = inspector.select(language="ja", block=1)
+    assert inspector.selection.language == "jpn_Jpan" and inspector.selection.block == 1
+    assert inspector.selection.unit == best_in_block(scores, "jpn_Jpan", 1)
     assert card.language == "jpn_Jpan" and card.unit == inspector.selection.unit
-    inspector.select(unit=3)  # a layer-0 unit: the layer follows
-    assert inspector.selection.layer == 0 and inspector.card.unit == 3
-    with pytest.raises(InspectorError, match="is in layer 0, not 1"):
-        inspector.select(unit=3, layer=1)
-    with pytest.raises(InspectorError, match="layer 7 has no scored units"):
-        inspector.select(layer=7)
+    inspector.select(unit=3)  # a block-0 unit: the block follows
+    assert inspector.selection.block == 0 and inspector.card.unit == 3
+    with pytest.raises(InspectorError, match="is in block 0, not 1"):
+        inspector.select(unit=3, block=1)
+    with pytest.raises(InspectorError, match="block 7 has no scored units"):
+        inspector.select(block=7)
     with pytest.raises(InspectorError, match="out of range"):
         inspector.select(unit=10**6)
 
 
-def test_unit_options_are_the_layer_sorted_by_ap(inspector: NeuronInspector) -> None:
+def test_unit_options_are_the_block_sorted_by_ap(inspector: NeuronInspector) -> None:
     options = inspector.unit_options("spa_Latn", 1)
     li = inspector.scores.languages.index("spa_Latn")
     aps = [float(inspector.scores.ap[li, u]) for _, u in options]
     assert len(options) == inspector.units_listed
     assert aps == sorted(aps, reverse=True)
-    assert all(inspector.scores.units.layers()[u] == 1 for _, u in options)
-    assert options[0][1] == best_in_layer(inspector.scores, "spa_Latn", 1)
+    assert all(inspector.scores.units.blocks()[u] == 1 for _, u in options)
+    assert options[0][1] == best_in_block(inspector.scores, "spa_Latn", 1)
     assert re.fullmatch(r"L1\.mlp#\d+ \(AP \d\.\d{3}\)", options[0][0])
 
 
@@ -104,7 +99,7 @@ def test_heatmap_click_selects_the_cell(inspector: NeuronInspector) -> None:
     inspector.on_heatmap_click(None, SimpleNamespace(point_inds=[], xs=[], ys=[]))  # a click outside the cells
     assert inspector.selection.language == "eng_Latn"
     inspector.on_heatmap_click(None, SimpleNamespace(point_inds=[4], xs=["spa_Latn"], ys=[1]))
-    assert (inspector.selection.language, inspector.selection.layer) == ("spa_Latn", 1)
+    assert (inspector.selection.language, inspector.selection.block) == ("spa_Latn", 1)
 
 
 def test_widgets_follow_the_state_and_drive_it(inspector: NeuronInspector, tiny_gpt2: LensModel) -> None:
@@ -114,7 +109,7 @@ def test_widgets_follow_the_state_and_drive_it(inspector: NeuronInspector, tiny_
     # A click on the heatmap updates the dropdowns and redraws the card figure.
     inspector.on_heatmap_click(None, SimpleNamespace(point_inds=[0], xs=["jpn_Jpan"], ys=[1]))
     unit = inspector.selection.unit
-    assert (ws["language"].value, ws["layer"].value, ws["unit"].value) == ("jpn_Jpan", 1, unit)
+    assert (ws["language"].value, ws["block"].value, ws["unit"].value) == ("jpn_Jpan", 1, unit)
     assert ws["card"].layout.title.text == inspector.card.title
     np.testing.assert_allclose(np.asarray(ws["card"].data[0].y), inspector.scores.ap[:, unit].numpy(), rtol=1e-6)
     assert inspector.card.label in ws["card_text"].value
@@ -125,7 +120,7 @@ def test_widgets_follow_the_state_and_drive_it(inspector: NeuronInspector, tiny_
     # Choosing in a dropdown changes the selection.
     ws["language"].value = "eng_Latn"
     assert inspector.selection == type(inspector.selection)(
-        "eng_Latn", 1, best_in_layer(inspector.scores, "eng_Latn", 1)
+        "eng_Latn", 1, best_in_block(inspector.scores, "eng_Latn", 1)
     )
     other = ws["unit"].options[2][1]
     ws["unit"].value = other

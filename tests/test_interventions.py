@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -10,22 +11,29 @@ from hypothesis import strategies as st
 
 from xlens.activations import UnitIndex
 from xlens.data import load_builtin
+from xlens.errors import ConfigError, ExpertInputError, ModelMismatchError
 from xlens.experts.lape import LapeResult
 from xlens.experts.sets import ExpertScores, find_experts
 from xlens.interventions import (
-    Dampen,
+    Aura,
+    Damp,
+    Det0,
+    DiffMean,
     Force,
     InterventionError,
-    Steer,
+    Lape,
+    ScaleUnits,
+    SetUnits,
+    SteeringVector,
     TokenPositions,
     apply,
     aura_factors,
-    build_intervention,
-    lape_deactivate,
     mean_residual,
+    methods,
+    spec_from_dict,
     token_positions,
 )
-from xlens.models import LensModel
+from xlens.models import LensModel, load_model
 
 TEXTS = ["The bakery on the corner opens early.", "Hi there", "Could you pass me the salt?"]
 
@@ -71,7 +79,7 @@ def test_force_changes_only_the_targeted_units(tiny_model: LensModel) -> None:
     hook = model.mlp_hook(last)
     units = torch.tensor([3, 0, 17])
     values = torch.tensor([2.5, -1.0, 0.25])
-    force = Force({hook: units}, {hook: values})
+    force = SetUnits({hook: units}, {hook: values})
     names = all_hooks(model)
     base = record(model, names)
     forced = record(model, names, force)
@@ -94,7 +102,7 @@ def test_dampen_scales_only_the_targeted_units(tiny_model: LensModel) -> None:
     units, factors = torch.tensor([1, 5, 9]), torch.tensor([0.5, 0.0, -2.0])
     names = all_hooks(model)
     base = record(model, names)
-    damped = record(model, names, Dampen({hook: units}, {hook: factors}))
+    damped = record(model, names, ScaleUnits({hook: units}, {hook: factors}))
     assert torch.equal(base["hook_embed"], damped["hook_embed"])
     torch.testing.assert_close(damped[hook][..., units], base[hook][..., units] * factors, rtol=0, atol=0)
     others = torch.ones(model.d_mlp, dtype=torch.bool)
@@ -109,7 +117,7 @@ def test_units_of_a_head_hook_are_flattened_heads_times_d_head(tiny_gpt2: LensMo
     base = record(model, [hook])[hook]
     n_heads, d_head = base.shape[2], base.shape[3]
     unit = d_head + 3  # head 1, dimension 3
-    forced = record(model, [hook], Force({hook: torch.tensor([unit])}, {hook: torch.tensor([7.0])}))[hook]
+    forced = record(model, [hook], SetUnits({hook: torch.tensor([unit])}, {hook: torch.tensor([7.0])}))[hook]
     assert torch.equal(forced[:, :, 1, 3], torch.full(forced.shape[:2], 7.0))
     changed = (forced != base).reshape(*base.shape[:2], n_heads * d_head).any(dim=(0, 1))
     assert changed.nonzero().flatten().tolist() == [unit]
@@ -120,7 +128,7 @@ def test_steer_adds_alpha_times_vector_to_the_residual(tiny_model: LensModel) ->
     vector = torch.linspace(-1, 1, model.d_model)
     names = all_hooks(model)
     base = record(model, names)
-    steered = record(model, names, Steer(0, vector, alpha=3.0))
+    steered = record(model, names, SteeringVector(0, vector, alpha=3.0))
     assert torch.equal(base[model.mlp_hook(0)], steered[model.mlp_hook(0)])
     torch.testing.assert_close(steered[model.resid_hook(0)], base[model.resid_hook(0)] + 3.0 * vector)
     assert not torch.allclose(base[model.mlp_hook(1)], steered[model.mlp_hook(1)])
@@ -132,8 +140,8 @@ def test_steer_adds_alpha_times_vector_to_the_residual(tiny_model: LensModel) ->
 def test_leaving_the_context_restores_bit_identical_logits(tiny_model: LensModel) -> None:
     model = tiny_model
     before = logits(model)
-    force = Force({model.mlp_hook(0): torch.tensor([0, 1, 2])}, {model.mlp_hook(0): torch.tensor([5.0, 5.0, 5.0])})
-    steer = Steer(model.n_layers - 1, torch.ones(model.d_model))
+    force = SetUnits({model.mlp_hook(0): torch.tensor([0, 1, 2])}, {model.mlp_hook(0): torch.tensor([5.0, 5.0, 5.0])})
+    steer = SteeringVector(model.n_layers - 1, torch.ones(model.d_model))
     with force.apply(model):
         inside = logits(model)
     assert not torch.allclose(before, inside)
@@ -144,7 +152,7 @@ def test_leaving_the_context_restores_bit_identical_logits(tiny_model: LensModel
     assert torch.equal(before, logits(model))
 
     # An intervention failing inside the forward pass is removed as well.
-    broken = Force({model.mlp_hook(0): torch.tensor([10**6])}, {model.mlp_hook(0): torch.tensor([1.0])})
+    broken = SetUnits({model.mlp_hook(0): torch.tensor([10**6])}, {model.mlp_hook(0): torch.tensor([1.0])})
     with pytest.raises(InterventionError, match="out of range"), apply(model, steer, broken):
         logits(model)
     assert torch.equal(before, logits(model))
@@ -153,7 +161,7 @@ def test_leaving_the_context_restores_bit_identical_logits(tiny_model: LensModel
 def test_hooks_work_with_run_with_hooks_and_run_with_cache(tiny_gpt2: LensModel) -> None:
     model = tiny_gpt2
     hook = model.mlp_hook(1)
-    force = Force({hook: torch.tensor([4])}, {hook: torch.tensor([1.5])})
+    force = SetUnits({hook: torch.tensor([4])}, {hook: torch.tensor([1.5])})
     batch = model.tokenize(["hello world"])
     with torch.inference_mode():
         out = model.bridge.run_with_hooks(batch.tokens, fwd_hooks=force.hooks(model))
@@ -175,8 +183,8 @@ def test_hooks_work_with_run_with_hooks_and_run_with_cache(tiny_gpt2: LensModel)
 def test_composition_follows_the_order_given(tiny_gpt2: LensModel) -> None:
     model = tiny_gpt2
     hook = model.mlp_hook(0)
-    force = Force({hook: torch.tensor([2, 3])}, {hook: torch.tensor([4.0, -1.0])})
-    dampen = Dampen({hook: torch.tensor([3, 6])}, {hook: torch.tensor([0.5, 0.25])})
+    force = SetUnits({hook: torch.tensor([2, 3])}, {hook: torch.tensor([4.0, -1.0])})
+    dampen = ScaleUnits({hook: torch.tensor([3, 6])}, {hook: torch.tensor([0.5, 0.25])})
     base = record(model, [hook])[hook]
     force_last = record(model, [hook], dampen, force)[hook]
     dampen_last = record(model, [hook], force, dampen)[hook]
@@ -200,7 +208,7 @@ def test_where_selects_tokens_of_a_right_padded_batch(tiny_model: LensModel, whe
     batch = model.tokenize(TEXTS)
     lengths = batch.lengths.tolist()
     base = record(model, [hook])[hook]
-    forced = record(model, [hook], Force({hook: torch.tensor([5])}, {hook: torch.tensor([9.0])}, where=where))[hook]  # type: ignore[arg-type]
+    forced = record(model, [hook], SetUnits({hook: torch.tensor([5])}, {hook: torch.tensor([9.0])}, where=where))[hook]  # type: ignore[arg-type]
     for row, n in enumerate(lengths):
         hit = forced[row, :, 5] == 9.0
         if where == "all":
@@ -217,7 +225,7 @@ def test_where_selects_tokens_of_a_right_padded_batch(tiny_model: LensModel, whe
 
 def test_last_on_a_padded_row_equals_the_unpadded_run(tiny_model: LensModel) -> None:
     model = tiny_model
-    force = Force(
+    force = SetUnits(
         {model.mlp_hook(0): torch.tensor([1, 2])}, {model.mlp_hook(0): torch.tensor([3.0, 3.0])}, where="last"
     )
     padded = record(model, [], force)["logits"]
@@ -241,7 +249,7 @@ def test_without_a_context_prompt_is_everything_and_last_is_the_final_column(tin
         seen[hook.name] = act.clone()
 
     for where, expected in (("prompt", list(range(batch.tokens.shape[1]))), ("last", [batch.tokens.shape[1] - 1])):
-        force = Force({hook: torch.tensor([0])}, {hook: torch.tensor([42.0])}, where=where)  # type: ignore[arg-type]
+        force = SetUnits({hook: torch.tensor([0])}, {hook: torch.tensor([42.0])}, where=where)  # type: ignore[arg-type]
         with torch.inference_mode(), apply(model, force, (hook, read)):
             model.bridge(batch.tokens)
         assert (next(iter(seen.values()))[0, :, 0] == 42.0).nonzero().flatten().tolist() == expected
@@ -270,7 +278,7 @@ def test_token_positions_errors(tiny_gpt2: LensModel) -> None:
     with pytest.raises(InterventionError, match="without real tokens"):
         TokenPositions.from_mask(torch.tensor([[True, True], [False, False]]))
     hook = tiny_gpt2.mlp_hook(0)
-    force = Force({hook: torch.tensor([0])}, {hook: torch.tensor([1.0])}, where="last")
+    force = SetUnits({hook: torch.tensor([0])}, {hook: torch.tensor([1.0])}, where="last")
     batch = tiny_gpt2.tokenize(["a b", "c"])
     with (
         pytest.raises(InterventionError, match="batch of 1 rows"),
@@ -301,47 +309,57 @@ def test_force_from_experts_uses_each_units_statistic(gpt2_scores: ExpertScores)
     index = gpt2_scores.units
     li = gpt2_scores.lang_index("es")
     for value in ("on_p50", "on_mean"):
-        force = Force.from_experts(experts, k=20, value=value)
+        force = Force(value=value).build(experts, k=20)
+        assert isinstance(force, SetUnits)
         expected = {int(u): float(gpt2_scores.stats[value][li, u]) for u in experts.units[:20]}
         got = _per_unit(index, force.units, force.values)
         assert got.keys() == expected.keys()
         assert all(got[u] == pytest.approx(v, abs=1e-6) for u, v in expected.items())
-    zero = Force.from_experts(experts, k=5, value="zero")
-    assert set(_per_unit(index, zero.units, zero.values).values()) == {0.0}
-    custom = Force.from_experts(experts, k=3, value=torch.tensor([1.0, 2.0, 3.0]))
+    zero = Force(value="zero").build(experts, k=5)
+    assert set(_per_unit(index, zero.units, zero.values).values()) == {0.0}  # type: ignore[attr-defined]
+    number = Force(value=1.5).build(experts, k=4)
+    assert set(_per_unit(index, number.units, number.values).values()) == {1.5}  # type: ignore[attr-defined]
+    custom = SetUnits.of(experts.head(3), torch.tensor([1.0, 2.0, 3.0]))
     assert _per_unit(index, custom.units, custom.values) == {
         int(u): float(i + 1) for i, u in enumerate(experts.units[:3])
     }
-    with pytest.raises(InterventionError, match="unknown value"):
-        Force.from_experts(experts, k=3, value="median")
-    with pytest.raises(InterventionError, match="2 entries for 3"):
-        Force.from_experts(experts, k=3, value=torch.tensor([1.0, 2.0]))
+    with pytest.raises(ConfigError, match=r"intervene.value = 'median': must be a number, 'zero' or a statistic"):
+        Force(value="median")
+    with pytest.raises(InterventionError, match="2 numbers for 3 experts"):
+        SetUnits.of(experts.head(3), torch.tensor([1.0, 2.0]))
 
 
 def test_aura_factors_match_the_formula(gpt2_scores: ExpertScores) -> None:
     li = gpt2_scores.lang_index("de")
     auroc = gpt2_scores.auroc[li].numpy().astype(np.float64)
-    aura = Dampen.aura(gpt2_scores, "de")
+    aura = Aura().build(gpt2_scores, "de")  # k=None: every unit with AUROC > 0.5, as in the paper
+    assert isinstance(aura, ScaleUnits)
     got = _per_unit(gpt2_scores.units, aura.units, aura.factors)
     expected = {u: 1 - 2 * (a - 0.5) for u, a in enumerate(auroc) if a > 0.5}
     assert got.keys() == expected.keys()
     assert all(got[u] == pytest.approx(v, abs=1e-6) for u, v in expected.items())
-    # k keeps the highest-AUROC units.
-    top = Dampen.aura(gpt2_scores, "de", k=10)
-    assert set(_per_unit(gpt2_scores.units, top.units, top.factors)) == set(np.argsort(-auroc, kind="stable")[:10])
+    # With k: the top-k experts by AP (the units force and det0 take), those with AUROC > 0.5.
+    top = Aura().build(gpt2_scores, "de", k=10)
+    chosen = gpt2_scores.select("de", 10)
+    kept = {int(u) for u, a in zip(chosen.units, chosen.auroc, strict=True) if a > 0.5}
+    assert set(_per_unit(gpt2_scores.units, top.units, top.factors)) == kept  # type: ignore[attr-defined]
     # From an expert set: its units with AUROC > 0.5 only.
     experts = gpt2_scores.select("de", 40)
-    from_set = Dampen.aura(experts)
-    kept = {int(u): 1 - 2 * (float(a) - 0.5) for u, a in zip(experts.units, experts.auroc, strict=True) if a > 0.5}
-    got_set = _per_unit(gpt2_scores.units, from_set.units, from_set.factors)
-    assert got_set.keys() == kept.keys()
-    assert all(got_set[u] == pytest.approx(v, abs=1e-6) for u, v in kept.items())
+    from_set = Aura().build(experts)
+    kept_factors = {
+        int(u): 1 - 2 * (float(a) - 0.5) for u, a in zip(experts.units, experts.auroc, strict=True) if a > 0.5
+    }
+    got_set = _per_unit(gpt2_scores.units, from_set.units, from_set.factors)  # type: ignore[attr-defined]
+    assert got_set.keys() == kept_factors.keys()
+    assert all(got_set[u] == pytest.approx(v, abs=1e-6) for u, v in kept_factors.items())
     assert aura_factors(torch.tensor([0.2, 0.5, 0.75, 1.0])).tolist() == [1.0, 1.0, 0.5, 0.0]
 
 
 def test_aura_dampens_the_model_by_its_factors(tiny_gpt2: LensModel, gpt2_scores: ExpertScores) -> None:
-    aura = Dampen.aura(gpt2_scores, "es", k=8)
-    assert aura.n_units == 8
+    aura = Aura().build(gpt2_scores, "es", k=8)
+    assert isinstance(aura, ScaleUnits)
+    chosen = gpt2_scores.select("es", 8)
+    assert aura.n_units == int((chosen.auroc > 0.5).sum()) > 0
     before: dict[str, torch.Tensor] = {}
     after: dict[str, torch.Tensor] = {}
 
@@ -368,28 +386,44 @@ def test_aura_dampens_the_model_by_its_factors(tiny_gpt2: LensModel, gpt2_scores
 
 def test_det0_and_damp(gpt2_scores: ExpertScores) -> None:
     experts = gpt2_scores.select("en", 25)
-    det0 = Dampen.det0(experts, k=10)
-    assert det0.n_units == 10
+    det0 = Det0().build(experts, k=10)
+    assert isinstance(det0, ScaleUnits) and det0.n_units == 10
     assert set(_per_unit(gpt2_scores.units, det0.units, det0.factors).values()) == {0.0}
-    damp = Dampen.damp(experts, 0.3)
+    damp = Damp(alpha=0.3).build(experts)
+    assert isinstance(damp, ScaleUnits)
     assert set(_per_unit(gpt2_scores.units, damp.units, damp.factors)) == {int(u) for u in experts.units}
     assert {round(v, 6) for v in _per_unit(gpt2_scores.units, damp.units, damp.factors).values()} == {0.3}
+    assert {round(float(f), 6) for f in torch.cat(list(Damp().build(experts).factors.values()))} == {0.5}  # type: ignore[attr-defined]
 
 
-def test_lape_deactivate_zeroes_the_languages_units(tiny_gpt2: LensModel) -> None:
-    index = UnitIndex(tuple(tiny_gpt2.mlp_hooks), (tiny_gpt2.d_mlp,) * tiny_gpt2.n_layers)
-    n = index.n_units
-    assignment = torch.zeros(2, n, dtype=torch.bool)
+def test_lape_zeroes_the_languages_lowest_entropy_units(gpt2_scores: ExpertScores) -> None:
+    n = gpt2_scores.units.n_units
+    assignment = torch.zeros(3, n, dtype=torch.bool)
     assignment[1, [3, 70, 100, 127]] = True
     entropy = torch.rand(n, generator=torch.Generator().manual_seed(0)).double()
-    result = LapeResult(torch.zeros(2, n), entropy, torch.tensor([3, 70, 100, 127]), assignment, 0.1, 0.2)
-    off = lape_deactivate(result, 1, index)
-    assert _per_unit(index, off.units, off.factors) == {3: 0.0, 70: 0.0, 100: 0.0, 127: 0.0}
-    two = lape_deactivate(result, 1, index, k=2)
+    ranking = LapeResult(torch.zeros(3, n), entropy, torch.tensor([3, 70, 100, 127]), assignment, 0.1, 0.2, 0.01)
+    scores = dataclasses.replace(gpt2_scores, lape=ranking)
+    spanish = gpt2_scores.languages[1]
+    off = Lape().build(scores, spanish)
+    assert isinstance(off, ScaleUnits)
+    assert _per_unit(gpt2_scores.units, off.units, off.factors) == {3: 0.0, 70: 0.0, 100: 0.0, 127: 0.0}
+    two = Lape().build(scores, spanish, k=2)
     lowest = sorted([3, 70, 100, 127], key=lambda u: float(entropy[u]))[:2]
-    assert set(_per_unit(index, two.units, two.factors)) == set(lowest)
-    with pytest.raises(InterventionError, match="no unit"):
-        lape_deactivate(result, 0, index)
+    assert set(_per_unit(gpt2_scores.units, two.units, two.factors)) == set(lowest)  # type: ignore[attr-defined]
+    # The LAPE set is ordered by entropy, so head(k) is the k most specific units: the one path of run and steer.
+    ranked = scores.lape_set(spanish)
+    assert ranked.units.tolist() == sorted([3, 70, 100, 127], key=lambda u: float(entropy[u]))
+    assert Lape().build(ranked, k=2).units == two.units  # type: ignore[attr-defined]
+    with pytest.raises(InterventionError, match="LAPE assigned no unit"):
+        Lape().build(scores, gpt2_scores.languages[0])
+    with pytest.raises(InterventionError, match="k=5: LAPE gave spa_Latn only 4 units; lower k or raise top_rate"):
+        Lape().build(scores, spanish, k=5)
+    with pytest.raises(ExpertInputError, match="no LAPE ranking"):
+        Lape().build(gpt2_scores, spanish, k=1)
+    with pytest.raises(ExpertInputError, match=r"top_rate=0\.01, not 0\.05"):
+        Lape(top_rate=0.05).build(scores, spanish, k=1)
+    with pytest.raises(InterventionError, match="needs a LAPE unit set ranked by entropy"):
+        Lape().build(gpt2_scores.select("es", 4), k=2)
 
 
 # --- mean difference ---------------------------------------------------------------------------------------
@@ -411,80 +445,116 @@ def test_mean_difference_matches_a_per_sentence_loop(tiny_model: LensModel) -> N
             means.append(acts[skip:].mean(axis=0))
         return np.mean(means, axis=0)
 
-    steer = Steer.mean_difference(model, corpus["en"], corpus["es"], layer, alpha=2.0, batch_size=2)
+    steer = SteeringVector.mean_difference(model, corpus["en"], corpus["es"], layer, alpha=2.0, batch_size=2)
     expected = brute(corpus["es"]) - brute(corpus["en"])
     np.testing.assert_allclose(steer.vector.numpy(), expected, rtol=1e-4, atol=1e-5)
     assert steer.alpha == 2.0 and steer.hook_name == model.resid_hook(layer)
     np.testing.assert_allclose(
         mean_residual(model, corpus["en"], layer, batch_size=3).numpy(), brute(corpus["en"]), rtol=1e-4, atol=1e-5
     )
-    between = Steer.between_languages(model, corpus, "es", "en", layer=layer)
+    between = SteeringVector.between_languages(model, corpus, "es", "en", block=layer)
     np.testing.assert_allclose(between.vector.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
-# --- build_intervention and errors -------------------------------------------------------------------------
+# --- the registry of methods and errors ----------------------------------------------------------------------
 
 
-def test_build_intervention_methods(tiny_gpt2: LensModel, gpt2_scores: ExpertScores) -> None:
-    force = build_intervention("force", scores=gpt2_scores, language="es", k=12)
-    reference = Force.from_experts(gpt2_scores.select("es", 12), None, "on_p50")
-    assert isinstance(force, Force)
+def test_every_method_builds_through_the_registry(tiny_gpt2: LensModel, gpt2_scores: ExpertScores) -> None:
+    assert methods()[:6] == ("force", "damp", "det0", "aura", "lape", "diffmean")
+    force = spec_from_dict({"method": "force", "value": "on_mean"}).build(gpt2_scores, "es", 12)
+    reference = Force(value="on_mean").build(gpt2_scores.select("es", 12))
+    assert isinstance(force, SetUnits) and isinstance(reference, SetUnits)
     assert _per_unit(gpt2_scores.units, force.units, force.values) == _per_unit(
         gpt2_scores.units, reference.units, reference.values
     )
-    det0 = build_intervention("det0", scores=gpt2_scores, language="es", k=12)
-    assert isinstance(det0, Dampen) and set(_per_unit(gpt2_scores.units, det0.units, det0.factors)) == set(
+    det0 = spec_from_dict({"method": "det0"}).build(gpt2_scores, "es", 12)
+    assert isinstance(det0, ScaleUnits)
+    assert set(_per_unit(gpt2_scores.units, det0.units, det0.factors)) == set(
         _per_unit(gpt2_scores.units, force.units, force.values)
     )
-    damp = build_intervention("damp", experts=gpt2_scores.select("es", 20), k=4)
-    assert isinstance(damp, Dampen) and damp.n_units == 4
-    assert {round(float(f), 6) for f in torch.cat(list(damp.factors.values()))} == {0.5}
-    aura_all = build_intervention("aura", scores=gpt2_scores, language="es")
-    assert isinstance(aura_all, Dampen)
-    assert aura_all.n_units == int((gpt2_scores.auroc[gpt2_scores.lang_index("es")] > 0.5).sum())
-    diff = build_intervention(
-        "diffmean", model=tiny_gpt2, corpus=load_builtin(["en", "es", "de"]).head(4), language="es", alpha=2.0
-    )
-    assert isinstance(diff, Steer) and diff.layer == tiny_gpt2.n_layers // 2 and diff.alpha == 2.0
+    damp = spec_from_dict({"method": "damp", "alpha": 0.25}).build(gpt2_scores.select("es", 20), k=4)
+    assert isinstance(damp, ScaleUnits) and damp.n_units == 4
+    assert {round(float(f), 6) for f in torch.cat(list(damp.factors.values()))} == {0.25}
+    corpus = load_builtin(["en", "es", "de"]).head(4)
+    diff = spec_from_dict({"method": "diffmean", "alpha": 2.0}).build(language="es", model=tiny_gpt2, corpus=corpus)
+    assert isinstance(diff, SteeringVector) and diff.block == tiny_gpt2.n_layers // 2 and diff.alpha == 2.0
+    expected = SteeringVector.between_languages(tiny_gpt2, corpus, "es", alpha=2.0)
+    torch.testing.assert_close(diff.vector, expected.vector)
+    assert DiffMean(block=0, source=["de"]).to_dict() == {
+        "method": "diffmean",
+        "where": "all",
+        "alpha": 1.0,
+        "block": 0,
+        "source": ["de"],
+    }
 
-    from xlens.activations import collect_corpus_responses
 
-    responses = collect_corpus_responses(
-        tiny_gpt2, load_builtin(["en", "es"]).head(8), pooling=["mean", "active"], progress=False
-    )
-    lape_iv = build_intervention("lape", language="es", responses=responses)
-    assert isinstance(lape_iv, Dampen) and lape_iv.n_units > 0
-    assert set(torch.cat(list(lape_iv.factors.values())).tolist()) == {0.0}
-
-    with pytest.raises(InterventionError, match="unknown intervention method"):
-        build_intervention("ablate", scores=gpt2_scores, language="es", k=3)
-    with pytest.raises(InterventionError, match="needs model"):
-        build_intervention("diffmean", language="es")
-    with pytest.raises(InterventionError, match="needs k"):
-        build_intervention("force", scores=gpt2_scores, language="es")
+def test_specs_refuse_bad_settings_and_missing_inputs(tiny_gpt2: LensModel, gpt2_scores: ExpertScores) -> None:
+    with pytest.raises(ConfigError, match="unknown intervention method 'ablate'; registered: force, damp"):
+        spec_from_dict({"method": "ablate"})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['value'\] in \[intervene\]; allowed: method 'aura'"):
+        spec_from_dict({"method": "aura", "value": "on_p50"})
+    with pytest.raises(ConfigError, match=r"intervene.alpha = 'strong' \(str\): must be a number"):
+        spec_from_dict({"method": "damp", "alpha": "strong"})
+    with pytest.raises(ConfigError, match=r"intervene\.where = 'first'"):
+        Force(where="first")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"intervene.top_rate = 2.0: must lie in \(0, 1\]"):
+        Lape(top_rate=2.0)
+    with pytest.raises(InterventionError, match="needs model="):
+        DiffMean().build(language="es")
+    with pytest.raises(InterventionError, match="needs language= and k="):
+        Force().build(gpt2_scores, "es")
     with pytest.raises(InterventionError, match="not spa_Latn"):
-        build_intervention("force", experts=gpt2_scores.select("de", 5), language="es", k=3)
-    with pytest.raises(InterventionError, match="'active' pooling"):
-        build_intervention("lape", language="es", scores=gpt2_scores)
+        Force().build(gpt2_scores.select("de", 5), "es", k=3)
+    with pytest.raises(InterventionError, match="k=9 is more than the 5 experts"):
+        Force().build(gpt2_scores.select("de", 5), k=9)
+    with pytest.raises(InterventionError, match="needs experts"):
+        Det0().build(None, "es", k=3)
+
+
+def test_experts_refuse_another_model_unless_asked(gpt2_scores: ExpertScores) -> None:
+    other = load_model("tiny-gpt2", device="cpu", seed=1)  # same architecture and sizes, other weights
+    with pytest.raises(ModelMismatchError, match=r"made with model 'tiny-gpt2'.*revision"):
+        Force().build(gpt2_scores, "es", k=4, model=other)
+    force = Force().build(gpt2_scores, "es", k=4)
+    with pytest.raises(ModelMismatchError, match="this set intervention was made with model"):
+        force.apply(other).__enter__()
+    with pytest.raises(ModelMismatchError):
+        embed_with(other, force)
+    assert force.model == gpt2_scores.model
+    with force.apply(other, check_model=False):  # an explicit transplant works
+        pass
+    with pytest.raises(ModelMismatchError, match="cannot check a bare TransformerLens model"):
+        force.hooks(other.bridge)
+    assert len(force.hooks(other.bridge, check_model=False)) == len(force.units)
+    transplanted = Force().build(gpt2_scores, "es", k=4, model=other, check_model=False)
+    assert isinstance(transplanted, SetUnits) and transplanted.model is None
+    assert embed_with(other, transplanted).shape == (len(TEXTS), 1, other.d_model)  # usable everywhere from then on
+
+
+def embed_with(model: LensModel, *interventions: Any) -> torch.Tensor:
+    from xlens.embeddings import sentence_embeddings
+
+    return sentence_embeddings(model, TEXTS, layers=[1], interventions=interventions, progress=False)
 
 
 def test_bad_interventions_get_one_clear_error(tiny_gpt2: LensModel) -> None:
     hook = tiny_gpt2.mlp_hook(0)
     with pytest.raises(InterventionError, match="unknown hook"):
-        Force({"blocks.99.mlp.hook_post": torch.tensor([0])}, {"blocks.99.mlp.hook_post": torch.tensor([1.0])}).hooks(
-            tiny_gpt2
-        )
+        SetUnits(
+            {"blocks.99.mlp.hook_post": torch.tensor([0])}, {"blocks.99.mlp.hook_post": torch.tensor([1.0])}
+        ).hooks(tiny_gpt2)
     with pytest.raises(InterventionError, match="2 units but 1 values"):
-        Force({hook: torch.tensor([0, 1])}, {hook: torch.tensor([1.0])})
+        SetUnits({hook: torch.tensor([0, 1])}, {hook: torch.tensor([1.0])})
     with pytest.raises(InterventionError, match="listed twice"):
-        Dampen({hook: torch.tensor([3, 3])}, {hook: torch.tensor([0.0, 0.5])})
+        ScaleUnits({hook: torch.tensor([3, 3])}, {hook: torch.tensor([0.0, 0.5])})
     with pytest.raises(InterventionError, match="same hooks"):
-        Force({hook: torch.tensor([0])}, {tiny_gpt2.mlp_hook(1): torch.tensor([1.0])})
+        SetUnits({hook: torch.tensor([0])}, {tiny_gpt2.mlp_hook(1): torch.tensor([1.0])})
     with pytest.raises(InterventionError, match="where must be"):
-        Force({hook: torch.tensor([0])}, {hook: torch.tensor([1.0])}, where="first")  # type: ignore[arg-type]
+        SetUnits({hook: torch.tensor([0])}, {hook: torch.tensor([1.0])}, where="first")  # type: ignore[arg-type]
     with pytest.raises(InterventionError, match="NaN"):
-        Steer(0, torch.tensor([float("nan")] * tiny_gpt2.d_model))
-    with pytest.raises(InterventionError, match="dimensions"), apply(tiny_gpt2, Steer(0, torch.ones(3))):
+        SteeringVector(0, torch.tensor([float("nan")] * tiny_gpt2.d_model))
+    with pytest.raises(InterventionError, match="dimensions"), apply(tiny_gpt2, SteeringVector(0, torch.ones(3))):
         logits(tiny_gpt2)
     with pytest.raises(InterventionError, match="expected an Intervention"):
         apply(tiny_gpt2, "force").__enter__()  # type: ignore[arg-type]

@@ -13,54 +13,42 @@ from typing import Any
 import pytest
 import torch
 
-import xlens.experiment as experiment
+from xlens.config import ExperimentConfig
 from xlens.embeddings import sentence_embeddings
-from xlens.experiment import ExperimentConfig, headline, pair_change_lines, run_experiment
+from xlens.errors import ResultsError
+from xlens.experiment import run_experiment
 from xlens.models import LensModel
 from xlens.report import build_report, run_figures, write_figures, write_report
+from xlens.results import Condition, RunResults, pair_change_lines
 from xlens.viz.export import find_browser
-from xlens.viz.run import Run, RunFolderError
 
 LANGS = ["en", "es", "ja"]
-
-
-def _force_to_median(
-    config: Any, model: Any, scores: Any, responses: Any, find: Any, lang: str, k: int, *_: Any
-) -> Any:
-    """A stand-in for xlens.interventions: the report is under test here, not the intervention."""
-    experts = scores.select(lang, k)
-    hooks = []
-    for hook, rows in experts.by_hook().items():
-        pos, value = experts.positions()[rows], experts.stats["on_p50"][rows]
-
-        def fn(act: torch.Tensor, hook: Any, pos: torch.Tensor = pos, value: torch.Tensor = value) -> torch.Tensor:
-            act = act.clone()
-            act[..., pos] = value.to(act.dtype)
-            return act
-
-        hooks.append((hook, fn))
-    return hooks[0]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    config = ExperimentConfig(
-        model="tiny-gpt2", find_sentences=20, eval_sentences=20, k=[5], languages=LANGS, device="cpu"
+    config = ExperimentConfig.from_dict(
+        {
+            "model": "tiny-gpt2",
+            "languages": LANGS,
+            "find": {"sentences": 20},
+            "intervene": {"k": [5]},
+            "evaluate": {"sentences": 20},
+            "runtime": {"device": "cpu"},
+        }
     )
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(experiment, "build_run_intervention", _force_to_median)
-        run_experiment(config, out, progress=False)
+    run_experiment(config, out, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
 def report(run_dir: Path, tiny_gpt2: LensModel) -> Path:
-    return write_report(run_dir, model=tiny_gpt2)
+    return write_report(RunResults.load(run_dir, model=tiny_gpt2))
 
 
 def test_run_reads_back_the_cached_embeddings(run_dir: Path, tiny_gpt2: LensModel) -> None:
-    run = Run.load(run_dir, model=tiny_gpt2)
+    run = RunResults.load(run_dir, model=tiny_gpt2)
     corpus = run.eval_corpus
     assert corpus is not None and run.languages == ["eng_Latn", "spa_Latn", "jpn_Jpan"]
     texts = [s for lang in run.languages for s in corpus[lang]]
@@ -68,16 +56,17 @@ def test_run_reads_back_the_cached_embeddings(run_dir: Path, tiny_gpt2: LensMode
     baseline = run.embeddings(None)
     assert baseline is not None
     torch.testing.assert_close(baseline, fresh, atol=1e-5, rtol=1e-5)
-    for condition in run.conditions:
+    for condition in run.interventions:
         after = run.embeddings(condition)
         assert after is not None and after.shape == baseline.shape and not torch.equal(after, baseline)
-    assert run.embeddings(("force", "eng_Latn", 999)) is None
+    with pytest.raises(ResultsError, match="condition 'force eng_Latn k=999' is not in these results"):
+        run.embeddings(Condition("force", "eng_Latn", 999))
     assert run.responses is not None and run.find_texts is not None
     assert len(run.find_texts) == run.responses.n_sentences == 60
 
 
 def test_missing_run_folder_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(RunFolderError, match="xlens run --out"):
+    with pytest.raises(ResultsError, match="xlens run --out"):
         write_report(tmp_path)
 
 
@@ -89,7 +78,7 @@ def test_report_is_one_self_contained_page(report: Path, run_dir: Path) -> None:
     assert len(page) > 4_000_000 and page.count("plotly.js v") == 1  # plotly.js inlined once
     for section in ("headline", "retrieval", "alignment", "space", "experts", "tables", "config"):
         assert f'<section id="{section}">' in page
-    h = headline(Run.load(run_dir).results)
+    h = RunResults.load(run_dir).headline()
     for line in pair_change_lines(h):
         assert f"<p>{html.escape(line)}</p>" in page
     assert "best pair improvement: x" in page and "largest pair gain: +" in page
@@ -99,13 +88,13 @@ def test_report_is_one_self_contained_page(report: Path, run_dir: Path) -> None:
 
 def test_report_without_cards_or_embeddings(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("emb-*", "report.html"))
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("embeddings-*", "report.html"))
 
     def no_model(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("cards=False must not load a model")
 
-    monkeypatch.setattr("xlens.models.load_model", no_model)
-    page = build_report(Run.load(copy), cards=False)
+    monkeypatch.setattr("xlens.models.loading.load_model", no_model)
+    page = build_report(RunResults.load(copy), cards=False)
     assert "no cached baseline embeddings" in page
     assert page.count("Plotly.newPlot") == 7 and "neuron_" not in page
 
@@ -114,8 +103,8 @@ def test_cards_survive_a_model_that_cannot_load(run_dir: Path, monkeypatch: pyte
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("hub unreachable")
 
-    monkeypatch.setattr("xlens.models.load_model", broken)
-    _, cards, notes = run_figures(Run.load(run_dir))
+    monkeypatch.setattr("xlens.models.loading.load_model", broken)
+    _, cards, notes = run_figures(RunResults.load(run_dir))
     assert len(cards) == 3 and all(not t.tokens for c in cards for t in c.top)
     assert any("hub unreachable" in n for n in notes)
 

@@ -11,7 +11,8 @@ from sklearn.metrics import average_precision_score
 
 from xlens.activations import Responses, UnitIndex
 from xlens.data.corpus import ParallelCorpus
-from xlens.experts.sets import ExpertScores, ExpertSet, ExpertSetMismatchError, find_experts
+from xlens.errors import ArtifactError, ModelMismatchError
+from xlens.experts.sets import ExpertScores, ExpertSet, find_experts
 from xlens.models import LensModel
 
 LANGS = ["eng_Latn", "spa_Latn", "jpn_Jpan"]
@@ -55,13 +56,13 @@ def test_top_selection_is_the_argsort(scores: ExpertScores) -> None:
     assert spanish.sign.tolist() == [1, 1, 1, 1]
 
 
-def test_per_layer_top_bottom_threshold(scores: ExpertScores) -> None:
-    per_layer = scores.select("ja", 2, method="per-layer")
-    assert sorted(per_layer.counts_per_layer().items()) == [(0, 2), (1, 2)]
+def test_per_block_top_bottom_threshold(scores: ExpertScores) -> None:
+    per_block = scores.select("ja", 2, method="per-block")
+    assert sorted(per_block.counts_per_block().items()) == [(0, 2), (1, 2)]
     order = np.argsort(-scores.ap[2].numpy(), kind="stable").tolist()
     for cols in (range(5), range(5, 10)):
         best = [u for u in order if u in cols][:2]
-        assert set(best) <= set(per_layer.units.tolist())
+        assert set(best) <= set(per_block.units.tolist())
     tb = scores.select("en", 2, method="top-bottom", bottom_k=3)
     assert len(tb) == 5
     assert tb.sign.tolist() == [1, 1, -1, -1, -1]
@@ -75,8 +76,8 @@ def test_per_layer_top_bottom_threshold(scores: ExpertScores) -> None:
 def test_selection_errors(scores: ExpertScores) -> None:
     with pytest.raises(ValueError, match="k=11 is larger than the number of units"):
         scores.select("en", 11)
-    with pytest.raises(ValueError, match="larger than the number of units in layer"):
-        scores.select("en", 6, method="per-layer")
+    with pytest.raises(ValueError, match="larger than the number of units in block"):
+        scores.select("en", 6, method="per-block")
     with pytest.raises(ValueError, match="needs threshold"):
         scores.select("en", method="threshold")
     with pytest.raises(ValueError, match=r"no unit has AP >= 1\.01"):
@@ -108,9 +109,33 @@ def test_save_load_round_trip(scores: ExpertScores, tmp_path: Path) -> None:
     assert torch.equal(back.ap, scores.ap) and back.languages == scores.languages
     # A folder holding another kind of artefact under the expected file names is refused by kind.
     (tmp_path / "scores" / "experts.json").write_text((tmp_path / "scores" / "scores.json").read_text())
-    (tmp_path / "scores" / "experts.safetensors").write_bytes((tmp_path / "scores" / "scores.safetensors").read_bytes())
-    with pytest.raises(ValueError, match=r"holds a 'xlens\.ExpertScores', not a xlens\.ExpertSet"):
+    with pytest.raises(ArtifactError, match=r"holds a 'xlens\.ExpertScores', not a xlens\.ExpertSet"):
         ExpertSet.load(tmp_path / "scores")
+
+
+def test_saving_again_commits_a_whole_new_pair_and_a_kill_keeps_the_old(scores: ExpertScores, tmp_path: Path) -> None:
+    first = scores.select("es", 5)
+    first.save(tmp_path / "es")
+    (old_tensors,) = (tmp_path / "es").glob("experts-*.safetensors")
+    second = scores.select("es", 7)
+    second.save(tmp_path / "es")
+    assert len(ExpertSet.load(tmp_path / "es")) == 7
+    assert not old_tensors.exists()  # the replaced pair's tensors are gone, the new ones are named in the header
+    assert len(list((tmp_path / "es").glob("experts-*.safetensors"))) == 1
+    # A kill after the new tensors were written but before the header: the old pair still loads, whole.
+    from xlens import _io
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    original = _io.write_json
+    _io.write_json = killed  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            scores.select("es", 3).save(tmp_path / "es")
+    finally:
+        _io.write_json = original
+    assert len(ExpertSet.load(tmp_path / "es")) == 7
 
 
 def test_table_and_head(scores: ExpertScores) -> None:
@@ -139,8 +164,11 @@ def test_refuses_another_model(tiny_gpt2: LensModel, tmp_path: Path) -> None:
     from xlens.models import load_model
 
     other = load_model("tiny-cohere", device="cpu")
-    with pytest.raises(ExpertSetMismatchError, match="made for model 'tiny-gpt2', not 'tiny-cohere'"):
+    with pytest.raises(ModelMismatchError, match="was made with model 'tiny-gpt2', not with 'tiny-cohere'"):
         ExpertSet.load(tmp_path / "en", model=other)
+    found.save(tmp_path / "scores")
+    with pytest.raises(ModelMismatchError, match=r"expert scores in .* made with model 'tiny-gpt2'"):
+        ExpertScores.load(tmp_path / "scores", model=other)
 
 
 def test_lape_sets_find_planted_units() -> None:
@@ -154,13 +182,38 @@ def test_lape_sets_find_planted_units() -> None:
     res.pooled["active"] = active
     res.token_counts = tokens
     scores = ExpertScores.from_responses(res)
-    sets = scores.lape_sets(res, top_rate=0.3, filter_quantile=0.5, activation_quantile=0.5)
+    ranked = scores.with_lape(res, top_rate=0.3, filter_quantile=0.5, activation_quantile=0.5)
+    sets = ranked.lape_sets()
     assert {lang: s.units.tolist() for lang, s in sets.items()} == {"eng_Latn": [7], "spa_Latn": [8], "jpn_Jpan": [9]}
     assert sets["spa_Latn"].method == "lape"
     assert torch.equal(sets["spa_Latn"].ap, scores.ap[1, [8]])
+    assert ranked.lape is not None
+    assert sets["spa_Latn"].entropy.tolist() == pytest.approx([float(ranked.lape.entropy[8])])  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="no LAPE ranking"):
+        scores.lape_set("es")
     del res.pooled["active"]
     with pytest.raises(ValueError, match="'active'"):
-        scores.lape_sets(res)
+        scores.with_lape(res)
+
+
+def test_lape_ranking_and_sets_survive_saving(tmp_path: Path) -> None:
+    res = synthetic_responses(per_lang=30)
+    res.pooled["active"] = (res["mean"] > 0).float() * 5
+    res.token_counts = torch.full((90,), 10)
+    ranked = ExpertScores.from_responses(res).with_lape(res, top_rate=0.5, filter_quantile=0.2)
+    ranked.save(tmp_path / "scores")
+    back = ExpertScores.load(tmp_path / "scores")
+    assert back.lape is not None and ranked.lape is not None
+    torch.testing.assert_close(back.lape.entropy, ranked.lape.entropy, equal_nan=True)
+    assert back.lape.top_rate == 0.5 and torch.equal(back.lape.assignment, ranked.lape.assignment)
+    for lang in ranked.languages:
+        expert_set = ranked.lape_set(lang)
+        entropy = expert_set.entropy
+        assert entropy is not None and bool((entropy[1:] >= entropy[:-1]).all())  # lowest entropy first
+        expert_set.save(tmp_path / lang)
+        loaded = ExpertSet.load(tmp_path / lang)
+        assert loaded.units.tolist() == expert_set.units.tolist() == back.lape_set(lang).units.tolist()
+        assert torch.equal(loaded.entropy, entropy)  # type: ignore[arg-type]
 
 
 def test_scoring_against_chosen_negatives() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -18,9 +19,10 @@ from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
 from xlens.activations import Responses, UnitIndex
-from xlens.experiment import headline
+from xlens.config import ExperimentConfig
 from xlens.experts.sets import STAT_NAMES, ExpertScores
 from xlens.models import LensModel
+from xlens.results import Condition, RunResults
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz import export, neuron, space, style
@@ -57,12 +59,13 @@ def synthetic_scores(seed: int = 0, width: int = 8) -> ExpertScores:
     )
 
 
-def synthetic_results(seed: int = 0) -> dict[str, Any]:
+def synthetic_results(seed: int = 0) -> RunResults:
     """Baseline plus two conditions, every pair and layer, random metric values."""
     rng = np.random.default_rng(seed)
     retrieval, alignment = [], []
-    conditions = [("none", None, 0), ("force", "eng_Latn", 5), ("force", "spa_Latn", 5)]
-    for method, lang, k in conditions:
+    conditions = [Condition.baseline(), Condition("force", "eng_Latn", 5), Condition("force", "spa_Latn", 5)]
+    for condition in conditions:
+        method, lang, k = condition.columns().values()
         for layer in LAYERS:
             for i, a in enumerate(LANGS):
                 for j, b in enumerate(LANGS):
@@ -80,7 +83,16 @@ def synthetic_results(seed: int = 0) -> dict[str, Any]:
                             | {"lang_a": a, "lang_b": b}
                             | metrics
                         )
-    return {"experts": {lang: {} for lang in LANGS}, "retrieval": retrieval, "alignment": alignment}
+    return RunResults(
+        config=ExperimentConfig(),
+        languages=list(LANGS),
+        layers=list(LAYERS),
+        provenance={},
+        experts={lang: {} for lang in LANGS},
+        conditions=conditions,
+        retrieval=pd.DataFrame(retrieval),
+        alignment=pd.DataFrame(alignment),
+    )
 
 
 # --- style ---------------------------------------------------------------------------------------------------
@@ -103,8 +115,8 @@ def test_language_colors_are_fixed_and_code_independent() -> None:
 
 def test_expert_counts_match_a_loop() -> None:
     scores = synthetic_scores()
-    counts = vx.expert_counts_per_layer(scores, threshold=0.7)
-    layers = scores.units.layers()
+    counts = vx.expert_counts_per_block(scores, threshold=0.7)
+    layers = scores.units.blocks()
     for li in range(len(LANGS)):
         for j, layer in enumerate(LAYERS):
             expected = sum(1 for u in range(scores.units.n_units) if layers[u] == layer and scores.ap[li, u] >= 0.7)
@@ -114,11 +126,11 @@ def test_expert_counts_match_a_loop() -> None:
     assert list(data(fig)[0].x) == LANGS
 
 
-def test_layer_best_ap_matches_a_loop() -> None:
+def test_block_best_ap_matches_a_loop() -> None:
     scores = synthetic_scores(seed=1)
-    best, where, layers = vx.layer_best_ap(scores)
+    best, where, layers = vx.block_best_ap(scores)
     assert layers == LAYERS
-    unit_layers = scores.units.layers().tolist()
+    unit_layers = scores.units.blocks().tolist()
     for li in range(len(LANGS)):
         for j, layer in enumerate(LAYERS):
             members = [u for u in range(scores.units.n_units) if unit_layers[u] == layer]
@@ -322,11 +334,11 @@ def test_neuron_card_errors() -> None:
 
 def test_alignment_matrices_are_the_rows() -> None:
     results = synthetic_results()
-    cond = ("force", "spa_Latn", 5)
+    cond = "force spa_Latn k=5"
     langs, layers, values = va.alignment_matrices(results, "cka", cond)
     assert langs == LANGS and layers == LAYERS
-    for row in results["alignment"]:
-        if (row["intervention"], row["expert_lang"], row["k"]) == cond:
+    for row in results.alignment.to_dict(orient="records"):
+        if (row["intervention"], row["expert_lang"], row["k"]) == ("force", "spa_Latn", 5):
             a, b = LANGS.index(row["lang_a"]), LANGS.index(row["lang_b"])
             assert values[row["layer"], a, b] == values[row["layer"], b, a] == row["cka"]
     assert np.isnan(values[:, range(3), range(3)]).all()
@@ -336,7 +348,7 @@ def test_alignment_matrices_are_the_rows() -> None:
 
 def test_similarity_heatmaps_before_after_difference() -> None:
     results = synthetic_results()
-    cond = ("force", "eng_Latn", 5)
+    cond = "force eng_Latn k=5"
     fig = va.similarity_heatmaps(results, "cosine_parallel", cond)
     _, _, before = va.alignment_matrices(results, "cosine_parallel")
     _, _, after = va.alignment_matrices(results, "cosine_parallel", cond)
@@ -346,20 +358,21 @@ def test_similarity_heatmaps_before_after_difference() -> None:
         np.testing.assert_allclose(np.asarray(frame.data[2].z, dtype=float), after[slot] - before[slot])
     assert "force eng_Latn k=5" in layout(fig).annotations[1].text
     with pytest.raises(va.ResultsError, match="available: force eng_Latn k=5, force spa_Latn k=5"):
-        va.similarity_heatmaps(results, "cka", ("aura", "eng_Latn", 5))
+        va.similarity_heatmaps(results, "cka", "aura eng_Latn k=5")
 
 
 def test_best_condition_and_curves() -> None:
     results = synthetic_results()
-    ratios = {(c["intervention"], c["expert_lang"], c["k"]): c["best_ratio"] for c in headline(results)["conditions"]}
-    assert va.best_condition(results) == max(ratios, key=ratios.__getitem__)
-    assert va.conditions(results) == [("force", "eng_Latn", 5), ("force", "spa_Latn", 5)]
-    fig = va.retrieval_curves(results, ("force", "spa_Latn", 5))
+    ratios = {c["condition"]: c["best_ratio"] for c in results.headline()["conditions"]}
+    best = results.best_condition()
+    assert best is not None and best.label == max(ratios, key=ratios.__getitem__)
+    assert [c.label for c in results.interventions] == ["force eng_Latn k=5", "force spa_Latn k=5"]
+    fig = va.retrieval_curves(results, "force spa_Latn k=5")
     assert len(data(fig)) == 3 * 2 * 2  # ordered pairs x (before, after)
     first = data(fig)[0]  # eng -> spa, before
     expected = [
         r["top1"]
-        for r in sorted(results["retrieval"], key=lambda r: r["layer"])
+        for r in sorted(results.retrieval.to_dict(orient="records"), key=lambda r: r["layer"])
         if r["intervention"] == "none" and (r["src"], r["tgt"]) == ("eng_Latn", "spa_Latn")
     ]
     np.testing.assert_allclose(np.asarray(first.y, dtype=float), expected)
@@ -369,13 +382,12 @@ def test_best_condition_and_curves() -> None:
 
 def test_improvement_bars_show_means_over_pairs() -> None:
     results = synthetic_results()
-    h = headline(results)
+    h = results.headline()
     fig = va.improvement_bars(results)
-    base_best = np.mean(
-        [r["top1"] for r in results["retrieval"] if r["intervention"] == "none" and r["layer"] == h["best_layer"]]
-    )
+    rows = results.retrieval.to_dict(orient="records")
+    base_best = np.mean([r["top1"] for r in rows if r["intervention"] == "none" and r["layer"] == h["best_layer"]])
     assert data(fig)[0].y[0] == pytest.approx(base_best)
-    eng = [r["top1"] for r in results["retrieval"] if r["expert_lang"] == "eng_Latn" and r["layer"] == h["last_layer"]]
+    eng = [r["top1"] for r in rows if r["expert_lang"] == "eng_Latn" and r["layer"] == h["last_layer"]]
     assert data(fig)[1].y[1] == pytest.approx(np.mean(eng))
     assert [a.text for a in layout(fig).annotations] == [
         f"×{c['best_ratio']:.2f} (L{c['best_ratio_layer']})" for c in h["conditions"]

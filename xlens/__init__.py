@@ -1,3 +1,228 @@
-"""xlens: find language experts in multilingual LMs, intervene on them, measure cross-lingual alignment."""
+"""xlens: find language experts in multilingual LMs, intervene on them, measure cross-lingual alignment.
 
-__version__ = "0.1.0"
+The working set is importable from here::
+
+    import xlens
+
+    model = xlens.load_model()                                    # the embedded Gemma-3-270M, offline
+    corpus = xlens.load_corpus("builtin", langs="en,es,de,fr,ja")
+    scores = xlens.find_experts(model, corpus.sample(100))         # AP/AUROC of every MLP unit, every language
+    spanish = xlens.Force(value="on_p50").build(scores, "es", k=200, model=model)
+    with spanish.apply(model):
+        ...
+
+Names load on first use, so ``import xlens`` is quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from xlens.errors import (
+    ArtifactError,
+    ConfigError,
+    CorpusError,
+    ExpertInputError,
+    FigureExportError,
+    GenerationError,
+    HubError,
+    InputError,
+    InputIndexError,
+    InputTypeError,
+    InspectorError,
+    InterventionError,
+    MetricInputError,
+    ModelLoadError,
+    ModelMismatchError,
+    NeuronCardError,
+    ProjectionError,
+    ResultsError,
+    RunFolderError,
+    SteeringError,
+    UnknownLanguageError,
+    UnsupportedModelError,
+    XlensError,
+)
+
+__version__ = "0.2.0"
+
+_LAZY = {
+    "xlens.models": ("LensModel", "load_model", "model_shape"),
+    "xlens.data": ("ParallelCorpus", "load_corpus", "resolve_language"),
+    "xlens.activations": ("Responses", "UnitIndex", "collect_corpus_responses", "collect_responses"),
+    "xlens.experts.sets": ("ExpertScores", "ExpertSet", "find_experts"),
+    "xlens.interventions": (
+        "Aura",
+        "Damp",
+        "Det0",
+        "DiffMean",
+        "ExpertMethod",
+        "Force",
+        "Intervention",
+        "InterventionSpec",
+        "Lape",
+        "ScaleUnits",
+        "SetUnits",
+        "SteeringVector",
+        "apply",
+        "methods",
+        "register",
+    ),
+    "xlens.embeddings": ("sentence_embeddings",),
+    "xlens.metrics": (
+        "RetrievalScores",
+        "alignment_scores",
+        "centroid_distance",
+        "cka_matrix",
+        "cosine_parallel",
+        "linear_cka",
+        "retrieval",
+        "retrieval_matrix",
+    ),
+    "xlens.config": ("ExperimentConfig",),
+    "xlens.experiment": ("run_experiment",),
+    "xlens.results": ("Condition", "RunResults"),
+    "xlens.generation": ("generate", "language_id", "perplexity"),
+    "xlens.steering": ("prepare_steer", "run_steer"),
+    "xlens.viz": ("embedding_space", "improvement_bars", "neuron_card", "retrieval_curves", "similarity_heatmaps"),
+    "xlens.inspector": ("NeuronInspector",),
+    "xlens.report": ("write_report",),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+__all__ = [
+    "ArtifactError",
+    "Aura",
+    "Condition",
+    "ConfigError",
+    "CorpusError",
+    "Damp",
+    "Det0",
+    "DiffMean",
+    "ExperimentConfig",
+    "ExpertInputError",
+    "ExpertMethod",
+    "ExpertScores",
+    "ExpertSet",
+    "FigureExportError",
+    "Force",
+    "GenerationError",
+    "HubError",
+    "InputError",
+    "InputIndexError",
+    "InputTypeError",
+    "InspectorError",
+    "Intervention",
+    "InterventionError",
+    "InterventionSpec",
+    "Lape",
+    "LensModel",
+    "MetricInputError",
+    "ModelLoadError",
+    "ModelMismatchError",
+    "NeuronCardError",
+    "NeuronInspector",
+    "ParallelCorpus",
+    "ProjectionError",
+    "Responses",
+    "ResultsError",
+    "RetrievalScores",
+    "RunFolderError",
+    "RunResults",
+    "ScaleUnits",
+    "SetUnits",
+    "SteeringError",
+    "SteeringVector",
+    "UnitIndex",
+    "UnknownLanguageError",
+    "UnsupportedModelError",
+    "XlensError",
+    "__version__",
+    "alignment_scores",
+    "apply",
+    "centroid_distance",
+    "cka_matrix",
+    "collect_corpus_responses",
+    "collect_responses",
+    "cosine_parallel",
+    "embedding_space",
+    "find_experts",
+    "generate",
+    "improvement_bars",
+    "language_id",
+    "linear_cka",
+    "load_corpus",
+    "load_model",
+    "methods",
+    "model_shape",
+    "neuron_card",
+    "perplexity",
+    "prepare_steer",
+    "register",
+    "resolve_language",
+    "retrieval",
+    "retrieval_curves",
+    "retrieval_matrix",
+    "run_experiment",
+    "run_steer",
+    "sentence_embeddings",
+    "similarity_heatmaps",
+    "write_report",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from xlens.activations import Responses, UnitIndex, collect_corpus_responses, collect_responses
+    from xlens.config import ExperimentConfig
+    from xlens.data import ParallelCorpus, load_corpus, resolve_language
+    from xlens.embeddings import sentence_embeddings
+    from xlens.experiment import run_experiment
+    from xlens.experts.sets import ExpertScores, ExpertSet, find_experts
+    from xlens.generation import generate, language_id, perplexity
+    from xlens.inspector import NeuronInspector
+    from xlens.interventions import (
+        Aura,
+        Damp,
+        Det0,
+        DiffMean,
+        ExpertMethod,
+        Force,
+        Intervention,
+        InterventionSpec,
+        Lape,
+        ScaleUnits,
+        SetUnits,
+        SteeringVector,
+        apply,
+        methods,
+        register,
+    )
+    from xlens.metrics import (
+        RetrievalScores,
+        alignment_scores,
+        centroid_distance,
+        cka_matrix,
+        cosine_parallel,
+        linear_cka,
+        retrieval,
+        retrieval_matrix,
+    )
+    from xlens.models import LensModel, load_model, model_shape
+    from xlens.report import write_report
+    from xlens.results import Condition, RunResults
+    from xlens.steering import prepare_steer, run_steer
+    from xlens.viz import embedding_space, improvement_bars, neuron_card, retrieval_curves, similarity_heatmaps

@@ -1,14 +1,42 @@
-"""Atomic writes: an interrupted job never leaves a half-written file or folder that a later run would load."""
+"""Files that are never half-written, artefacts that say where they are broken, and the one cache-key function.
+
+Every write goes to a temporary sibling named after the writing process (``.NAME.tmp-PID`` for files,
+``.tmp-NAME-PID-XXXX`` for folders) and is moved into place when complete, so a kill at any point leaves either
+the old file or the new one. :func:`remove_stale_temporaries` deletes what killed writers left behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from torch import Tensor
+
+from xlens.errors import ArtifactError, XlensError
+
+_TEMP = re.compile(r"^\.(?:.+\.tmp-(?P<pid>\d+)|tmp-.+-(?P<dir_pid>\d+)-[^-]+)$")
+
+
+def content_key(*parts: Any) -> str:
+    """A short hex key of JSON-able ``parts``: the one function every cache key in xlens is made with."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
@@ -22,17 +50,140 @@ def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_json(target: Path, payload: Any) -> None:
+    atomic_write(target, lambda p: p.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8"))
+
+
 @contextlib.contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
-    """Build a folder under a temporary name and move it into place only when complete."""
+    """Build a folder under a temporary name and move it into place only when complete.
+
+    ``target`` must not exist yet (artefacts are keyed by content, so an existing one is already complete); if
+    another process commits it first, this one's copy is discarded.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
-        if target.exists():  # another process finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(tmp)  # another process finished first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, *, all_writers: bool = False) -> list[Path]:
+    """Delete temporaries under ``folder`` that no running writer owns; return what was removed.
+
+    With ``all_writers`` (the caller holds the folder's lock, so no one else writes there), every temporary is
+    stale; otherwise only those whose writing process is gone.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*"):
+        match = _TEMP.match(path.name)
+        if match is None:
+            continue
+        pid = int(match.group("pid") or match.group("dir_pid"))
+        if (all_writers or not _alive(pid)) and (path.exists() or path.is_symlink()):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """A safetensors file's tensors; a missing or corrupted file raises ArtifactError naming it and the fix."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError without the file name
+        raise ArtifactError(
+            f"{path} is corrupted ({type(err).__name__}: {err}); delete it and rerun to recompute it"
+        ) from err
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content; a missing or corrupted file raises ArtifactError naming it."""
+    if not path.is_file():
+        raise ArtifactError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path} is corrupted ({err}); delete it and rerun to recompute it") from err
+
+
+def write_pair(folder: Path, stem: str, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
+    """Save tensors and their JSON header as one artefact in ``folder``, committed by the header.
+
+    The tensors go to a new file named after their content (``STEM-HASH.safetensors``); ``STEM.json``, written
+    last and atomically, names it. A kill at any point leaves the old pair or the new one, never a mix; the
+    tensors of the pair that was replaced are removed afterwards.
+    """
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / f".{stem}.staged.tmp-{os.getpid()}"
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(staged))
+        name = f"{stem}-{sha256_file(staged)[:16]}.safetensors"
+        os.replace(staged, folder / name)
+    finally:
+        staged.unlink(missing_ok=True)
+    write_json(folder / f"{stem}.json", {**header, "tensors": name})
+    for old in folder.glob(f"{stem}-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def read_pair(folder: Path, stem: str, kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and header :func:`write_pair` saved; ArtifactError names the file when one is missing, broken
+    or of another kind."""
+    meta = folder / f"{stem}.json"
+    if not meta.is_file():
+        raise ArtifactError(f"no {kind} in {folder}: expected {meta.name}")
+    header = read_json(meta)
+    if header.get("kind") != kind:
+        raise ArtifactError(f"{meta} holds a {header.get('kind')!r}, not a {kind}")
+    # Files written before the header named its tensors used one fixed name.
+    return load_tensors(folder / header.get("tensors", f"{stem}.safetensors")), header
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Inside, an artefact that lacks what its loader expects raises ArtifactError naming ``path`` and the fix."""
+    try:
+        yield
+    except XlensError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ArtifactError(
+            f"{path} does not hold a complete artefact ({type(err).__name__}: {err}); delete it and rerun to "
+            "recompute it"
+        ) from err

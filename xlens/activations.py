@@ -8,8 +8,6 @@ the forward pass stops after the deepest block that is needed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -19,12 +17,11 @@ from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
-from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from xlens._io import atomic_write
-from xlens.models import LensModel, layer_of
+from xlens._io import content_key, read_pair, reading, write_pair
+from xlens.errors import InputError, InputIndexError, InputTypeError
+from xlens.models.lens import ForwardBatch, LensModel, Reader, block_of
 
 Pooling = Literal["mean", "max", "last", "median", "active", "weighted"]
 POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active", "weighted")
@@ -44,9 +41,9 @@ class UnitIndex:
 
     def __post_init__(self) -> None:
         if len(self.hooks) != len(self.widths):
-            raise ValueError("UnitIndex needs one width per hook")
+            raise InputError("UnitIndex needs one width per hook")
         if len(set(self.hooks)) != len(self.hooks):
-            raise ValueError(f"duplicate hook names in {self.hooks}")
+            raise InputError(f"duplicate hook names in {self.hooks}")
 
     @property
     def n_units(self) -> int:
@@ -69,15 +66,15 @@ class UnitIndex:
     def positions(self) -> Int[Tensor, " unit"]:
         return torch.cat([torch.arange(w) for w in self.widths])
 
-    def layers(self) -> Int[Tensor, " unit"]:
-        """Layer of every unit (-1 for hooks outside the blocks)."""
-        per_hook = torch.tensor([-1 if (la := layer_of(h)) is None else la for h in self.hooks])
+    def blocks(self) -> Int[Tensor, " unit"]:
+        """Block of every unit (-1 for hooks outside the blocks)."""
+        per_hook = torch.tensor([-1 if (b := block_of(h)) is None else b for h in self.hooks])
         return per_hook[self.hook_ids()]
 
     def locate(self, unit: int) -> tuple[str, int]:
         """(hook name, position) of flat unit index ``unit``."""
         if not 0 <= unit < self.n_units:
-            raise IndexError(f"unit {unit} out of range [0, {self.n_units})")
+            raise InputIndexError(f"unit {unit} out of range [0, {self.n_units})")
         for hook, offset, width in zip(self.hooks, self.offsets, self.widths, strict=True):
             if unit < offset + width:
                 return hook, unit - offset
@@ -88,9 +85,9 @@ class UnitIndex:
         try:
             j = self.hooks.index(hook)
         except ValueError:
-            raise KeyError(f"hook {hook!r} is not in this index; it has {list(self.hooks)[:5]}...") from None
+            raise InputError(f"hook {hook!r} is not in this index; it has {list(self.hooks)[:5]}...") from None
         if not 0 <= position < self.widths[j]:
-            raise IndexError(f"position {position} out of range for {hook} (width {self.widths[j]})")
+            raise InputIndexError(f"position {position} out of range for {hook} (width {self.widths[j]})")
         return self.offsets[j] + position
 
     def labels(self, units: Sequence[int] | Tensor) -> list[str]:
@@ -98,9 +95,9 @@ class UnitIndex:
         out = []
         for u in torch.as_tensor(units).tolist():
             hook, pos = self.locate(int(u))
-            layer = layer_of(hook)
+            block = block_of(hook)
             short = hook.split(".", 2)[-1].removesuffix(".hook_post").removesuffix(".hook_out")
-            out.append(f"L{layer}.{short}#{pos}" if layer is not None else f"{hook}#{pos}")
+            out.append(f"L{block}.{short}#{pos}" if block is not None else f"{hook}#{pos}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,7 +132,7 @@ class Responses:
         try:
             return self.pooled[pooling]
         except KeyError:
-            raise KeyError(f"pooling {pooling!r} was not collected; have {sorted(self.pooled)}") from None
+            raise InputError(f"pooling {pooling!r} was not collected; have {sorted(self.pooled)}") from None
 
     @property
     def n_sentences(self) -> int:
@@ -143,37 +140,58 @@ class Responses:
 
     def labels_for(self, language: str) -> Bool[Tensor, " sentence"]:
         if self.lang_ids is None:
-            raise ValueError("these responses carry no language labels; collect them from a corpus")
+            raise InputError("these responses carry no language labels; collect them from a corpus")
         return self.lang_ids == self.languages.index(language)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``responses.safetensors`` + ``responses.json`` into folder ``path`` (atomically)."""
+        """Write ``responses.json`` and its tensors into folder ``path`` (one atomic commit, see
+        :func:`xlens._io.write_pair`)."""
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"pooled.{k}": v.contiguous() for k, v in self.pooled.items()}
+        tensors = {f"pooled.{k}": v for k, v in self.pooled.items()}
         tensors["token_counts"] = self.token_counts
         if self.lang_ids is not None:
             tensors["lang_ids"] = self.lang_ids
-        header = {"units": self.units.to_dict(), "languages": self.languages, "meta": self.meta}
-        atomic_write(folder / "responses.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_write(folder / "responses.json", lambda p: p.write_text(json.dumps(header, indent=1)))
+        header = {
+            "kind": "xlens.Responses",
+            "units": self.units.to_dict(),
+            "languages": self.languages,
+            "meta": self.meta,
+        }
+        write_pair(folder, "responses", tensors, header)
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Responses:
-        folder = Path(path)
-        if not (folder / "responses.json").is_file() or not (folder / "responses.safetensors").is_file():
-            raise FileNotFoundError(f"no saved responses in {folder} (need responses.json and .safetensors)")
-        header = json.loads((folder / "responses.json").read_text())
-        tensors = load_file(str(folder / "responses.safetensors"))
-        pooled = {k.removeprefix("pooled."): v for k, v in tensors.items() if k.startswith("pooled.")}
-        return cls(
-            pooled=pooled,
-            units=UnitIndex.from_dict(header["units"]),
-            token_counts=tensors["token_counts"],
-            lang_ids=tensors.get("lang_ids"),
-            languages=list(header["languages"]),
-            meta=header["meta"],
+        tensors, header = read_pair(Path(path), "responses", "xlens.Responses")
+        with reading(Path(path)):
+            pooled = {k.removeprefix("pooled."): v for k, v in tensors.items() if k.startswith("pooled.")}
+            return cls(
+                pooled=pooled,
+                units=UnitIndex.from_dict(header["units"]),
+                token_counts=tensors["token_counts"],
+                lang_ids=tensors.get("lang_ids"),
+                languages=list(header["languages"]),
+                meta=header["meta"],
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Responses({self.n_sentences} sentences x {self.units.n_units} units, poolings {sorted(self.pooled)}, "
+            f"languages {self.languages})"
+        )
+
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card, short_list
+
+        return html_card(
+            "Responses",
+            {
+                "sentences x units": f"{self.n_sentences} x {self.units.n_units}",
+                "poolings": ", ".join(sorted(self.pooled)),
+                "languages": short_list(self.languages),
+                "hooks": short_list(list(self.units.hooks), 3),
+                "model": self.meta.get("model", {}).get("name", "?"),
+            },
         )
 
 
@@ -195,17 +213,17 @@ def resolve_units(model: LensModel, units: UnitSpec = "mlp") -> list[str]:
             pattern = re.compile(units[3:])
             names = [n for n in model.bridge.hook_dict if pattern.fullmatch(n)]
             if not names:
-                raise ValueError(f"no hook name matches {units[3:]!r}")
+                raise InputError(f"no hook name matches {units[3:]!r}")
             return names
-        raise ValueError(f"unknown unit spec {units!r}: use 'mlp', 'linear', 'resid', 're:REGEX' or a list of hooks")
+        raise InputError(f"unknown unit spec {units!r}: use 'mlp', 'linear', 'resid', 're:REGEX' or a list of hooks")
     if callable(units):
         names = [n for n in model.bridge.hook_dict if units(n)]
         if not names:
-            raise ValueError("the unit filter selected no hook")
+            raise InputError("the unit filter selected no hook")
         return names
     names = list(units)
     if not names:
-        raise ValueError("no hook names given")
+        raise InputError("no hook names given")
     model.check_hooks(names)
     return names
 
@@ -239,7 +257,7 @@ def pool(
         return (ordered.gather(1, lo) + ordered.gather(1, hi)).squeeze(1) / 2
     if pooling == "active":
         return ((acts > 0) & m).sum(dim=1).to(acts.dtype)
-    raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
+    raise InputError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
 
 
 def collect_responses(
@@ -269,54 +287,37 @@ def collect_responses(
             batch by batch, so a big model's ``[sentence, unit]`` matrix need not fit in RAM.
     """
     if isinstance(texts, str):
-        raise TypeError("collect_responses takes a sequence of sentences, not a single string")
+        raise InputTypeError("collect_responses takes a sequence of sentences, not a single string")
     if len(texts) == 0:
-        raise ValueError("no sentences to collect responses on")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    poolings = [pooling] if isinstance(pooling, str) else list(pooling)
-    for p in poolings:
-        if p not in POOLINGS:
-            raise ValueError(f"unknown pooling {p!r}; use one of {POOLINGS}")
+        raise InputError("no sentences to collect responses on")
+    poolings = check_poolings(pooling)
     hooks = resolve_units(model, units)
     index = UnitIndex(tuple(hooks), tuple(model.hook_widths(hooks)[h] for h in hooks))
     n = len(texts)
+    ids = None if lang_ids is None else torch.as_tensor(lang_ids, dtype=torch.long)
+    if ids is not None and ids.shape[0] != n:
+        raise InputError(f"lang_ids has {ids.shape[0]} entries for {n} sentences")
     out = {
         p: _storage(n, index.n_units, dtype, None if offload is None else Path(offload) / f"{p}.bin") for p in poolings
     }
     token_counts = torch.empty(n, dtype=torch.long)
 
-    # Tokenize once to sort by length: batches of similar length waste little compute on padding.
-    lengths = [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    order = sorted(range(n), key=lambda i: -lengths[i])
-    offsets = dict(zip(hooks, index.offsets, strict=True))
-    widths = dict(zip(hooks, index.widths, strict=True))
-
-    rows: Tensor = torch.empty(0, dtype=torch.long)
-    mask: Tensor = torch.empty(0, dtype=torch.bool)
-
-    def pooler(hook_name: str) -> Callable[[Tensor, Any], None]:
-        def hook_fn(act: Tensor, hook: Any) -> None:
+    def pooler(start: int, width: int) -> Reader:
+        def read(act: Tensor, batch: ForwardBatch) -> None:
             flat = act.reshape(act.shape[0], act.shape[1], -1).float()
-            start = offsets[hook_name]
             for p in poolings:
-                out[p][rows, start : start + widths[hook_name]] = pool(flat, mask, p).to("cpu", dtype)
+                out[p][batch.row_ids, start : start + width] = pool(flat, batch.mask, p).to("cpu", dtype)
+            token_counts[batch.row_ids] = batch.lengths.cpu()
 
-        return hook_fn
+        return read
 
-    fwd_hooks = [(h, pooler(h)) for h in hooks]
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    for batch_rows in tqdm(batches, desc="pooled responses", unit="batch", disable=not progress):
-        batch = model.tokenize([texts[i] for i in batch_rows], max_length=max_length)
-        rows, mask = torch.tensor(batch_rows), batch.mask
-        token_counts[rows] = batch.lengths.cpu()
-        model.run_hooks(batch, fwd_hooks)
-
-    ids = None if lang_ids is None else torch.as_tensor(lang_ids, dtype=torch.long)
-    if ids is not None and ids.shape[0] != n:
-        raise ValueError(f"lang_ids has {ids.shape[0]} entries for {n} sentences")
+    readers = [(h, pooler(o, w)) for h, o, w in zip(hooks, index.offsets, index.widths, strict=True)]
+    model.forward(
+        texts, readers, batch_size=batch_size, max_length=max_length, progress=progress, desc="pooled responses"
+    )
     info = {
         "model": model.identity(),
+        "numerics": model.numerics(),
         "units": "custom" if callable(units) else units,
         "pooling": poolings,
         "max_length": max_length,
@@ -326,11 +327,33 @@ def collect_responses(
     return Responses(out, index, token_counts, ids, list(languages), info)
 
 
+def check_poolings(pooling: str | Sequence[str]) -> list[str]:
+    poolings = [pooling] if isinstance(pooling, str) else list(pooling)
+    if not poolings:
+        raise InputError(f"no pooling given; use one or more of {POOLINGS}")
+    for p in poolings:
+        if p not in POOLINGS:
+            raise InputError(f"unknown pooling {p!r}; use one of {POOLINGS}")
+    return poolings
+
+
 def _storage(rows: int, cols: int, dtype: torch.dtype, file: Path | None) -> Tensor:
     if file is None:
         return torch.empty((rows, cols), dtype=dtype)
     file.parent.mkdir(parents=True, exist_ok=True)
     return torch.from_file(str(file), shared=True, size=rows * cols, dtype=dtype).view(rows, cols)
+
+
+def corpus_texts(corpus: Any, languages: Sequence[str]) -> tuple[list[str], Int[Tensor, " sentence"]]:
+    """Every sentence of ``languages`` (language after language) and the language index of each."""
+    texts = [s for lang in languages for s in corpus[lang]]
+    return texts, torch.repeat_interleave(torch.arange(len(languages)), len(corpus))
+
+
+def responses_key(model: LensModel, corpus: Any, languages: Sequence[str], settings: dict[str, Any]) -> str:
+    """Cache key of a corpus's responses: the model's identity and numerics, the sentences and the settings
+    that change the numbers (where responses are shown or staged, e.g. progress or offload, is left out)."""
+    return content_key("responses", model.identity(), model.numerics(), corpus.fingerprint(), list(languages), settings)
 
 
 def collect_corpus_responses(
@@ -339,38 +362,51 @@ def collect_corpus_responses(
     languages: Sequence[str] | None = None,
     *,
     cache: str | os.PathLike[str] | None = None,
-    **kwargs: Any,
+    units: UnitSpec = "mlp",
+    pooling: str | Sequence[str] = "mean",
+    batch_size: int = 16,
+    max_length: int | None = 256,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    offload: str | os.PathLike[str] | None = None,
 ) -> Responses:
     """Responses to every sentence of every language of a ``ParallelCorpus`` (sentences grouped by language).
 
-    With ``cache`` (a folder), responses are saved there under a key made of the model identity, the corpus
-    fingerprint and the settings, and a rerun with the same inputs loads them instead of recomputing.
+    With ``cache`` (a folder), responses are saved there under :func:`responses_key` and a rerun with the same
+    inputs loads them instead of recomputing; a corrupted entry is reported and recomputed.
     """
+    from xlens.artifacts import ArtifactStore
+
     langs = list(languages) if languages is not None else list(corpus.languages)
     corpus = corpus.select(langs)
     langs = list(corpus.languages)
-    texts = [s for lang in langs for s in corpus[lang]]
-    lang_ids = torch.repeat_interleave(torch.arange(len(langs)), len(corpus))
-    # Where responses are shown or staged (progress bar, offload folder) does not change them: keep it out of the key.
     settings = {
-        k: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
-        for k, v in kwargs.items()
-        if k not in ("progress", "offload")
+        "units": resolve_units(model, units),  # the hook names themselves: a callable filter keys by what it picks
+        "pooling": check_poolings(pooling),
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "dtype": str(dtype),
     }
-    key_source = {"model": model.identity(), "corpus": corpus.fingerprint(), "languages": langs, **settings}
-    key = hashlib.sha256(json.dumps(key_source, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    if cache is not None:
-        folder = Path(cache) / f"responses-{key}"
-        if (folder / "responses.json").is_file():
-            return Responses.load(folder)
-    responses = collect_responses(
-        model,
-        texts,
-        lang_ids=lang_ids,
-        languages=langs,
-        meta={"corpus": corpus.name, "corpus_fingerprint": corpus.fingerprint(), "cache_key": key},
-        **kwargs,
-    )
-    if cache is not None:
-        responses.save(Path(cache) / f"responses-{key}")
-    return responses
+    key = responses_key(model, corpus, langs, settings)
+
+    def compute() -> Responses:
+        texts, lang_ids = corpus_texts(corpus, langs)
+        meta = {"corpus": corpus.name, "corpus_fingerprint": corpus.fingerprint(), "cache_key": key}
+        return collect_responses(
+            model,
+            texts,
+            units=units,
+            pooling=pooling,
+            batch_size=batch_size,
+            max_length=max_length,
+            dtype=dtype,
+            lang_ids=lang_ids,
+            languages=langs,
+            progress=progress,
+            meta=meta,
+            offload=offload,
+        )
+
+    if cache is None:
+        return compute()
+    return ArtifactStore(Path(cache)).folder("responses", key, compute, Responses.save, Responses.load)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xlens.experiment import ExperimentConfig
+from xlens.config import ExperimentConfig
 
 
 def _peak_rss_mb() -> float:
@@ -67,15 +67,14 @@ def bench_experts(
     """Scoring (ours vs the sklearn per-unit loop of ml-selfcond) and collection (pooled vs plain forward)."""
     from sklearn.metrics import average_precision_score
 
-    from xlens.activations import collect_responses
+    from xlens.activations import collect_responses, corpus_texts
     from xlens.data.loaders import load_corpus
     from xlens.experts.scoring import one_vs_rest
     from xlens.models import load_model
 
     data = load_corpus(corpus, langs=list(languages)).sample(per_lang, seed=seed)
     langs = list(data.languages)
-    texts = [s for lang in langs for s in data[lang]]
-    lang_ids = torch.repeat_interleave(torch.arange(len(langs)), len(data))
+    texts, lang_ids = corpus_texts(data, langs)
     lm = load_model(model, device=device, dtype=dtype)
     dev = lm.device
 
@@ -86,13 +85,8 @@ def bench_experts(
     responses = collect_responses(lm, texts, batch_size=batch_size, lang_ids=lang_ids, languages=langs, progress=False)
     _sync(dev)
     collect_s = time.perf_counter() - start
-    lengths = [len(x) for x in lm.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     start = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(order), batch_size):
-            batch = lm.tokenize([texts[j] for j in order[i : i + batch_size]])
-            lm.bridge(batch.tokens, attention_mask=batch.mask.long())
+    lm.forward(texts, logits=lambda logits, batch: None, batch_size=batch_size)  # a plain pass, unembedding included
     _sync(dev)
     forward_s = time.perf_counter() - start
 
@@ -164,6 +158,7 @@ def bench_retrieval(
     dtype: str | None = None,
     layer: int = 0,
     run_config: ExperimentConfig | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Time the retrieval matrix over every FLORES-200 language at one layer, and an end-to-end run.
 
@@ -175,6 +170,7 @@ def bench_retrieval(
     the issue's setting: the embedded default, en/es/de/fr/ja, experts on 200 NTREX-128 sentences per language
     (found beside the FLORES folder), 500 FLORES devtest sentences per language for evaluation, one k.
     """
+    from xlens.activations import corpus_texts
     from xlens.data.loaders import load_flores
     from xlens.embeddings import sentence_embeddings
     from xlens.experiment import run_experiment
@@ -186,7 +182,7 @@ def bench_retrieval(
     corpus = load_flores(flores)
     langs = corpus.languages
     start = time.perf_counter()
-    texts = [s for lang in langs for s in corpus[lang]]
+    texts, _ = corpus_texts(corpus, langs)
     emb = sentence_embeddings(lm, texts, layers=[layer], batch_size=256, desc="FLORES embeddings")
     embed_s = time.perf_counter() - start
     E = emb[:, 0].view(len(langs), len(corpus), -1).to(lm.device)
@@ -223,27 +219,27 @@ def bench_retrieval(
         },
     }
     if not skip_run:
-        config = run_config or ExperimentConfig(
-            model=model or "gemma-3-270m",
-            languages=["en", "es", "de", "fr", "ja"],
-            find_corpus=f"ntrex:{Path(flores).resolve().parents[1] / 'ntrex128'}",
-            find_sentences=200,
-            eval_corpus=f"flores:{flores}",
-            eval_sentences=500,
-            k=[200],
-            device=device,
-            dtype=dtype,
+        config = run_config or ExperimentConfig.from_dict(
+            {
+                "model": model or "gemma-3-270m",
+                "languages": ["en", "es", "de", "fr", "ja"],
+                "find": {"corpus": f"ntrex:{Path(flores).resolve().parents[1] / 'ntrex128'}", "sentences": 200},
+                "intervene": {"method": "force", "k": [200]},
+                "evaluate": {"corpus": f"flores:{Path(flores).resolve()}", "sentences": 500},
+                "runtime": {"device": device, "dtype": dtype},
+            }
         )
         resumed = (Path(run_out) / "cache").exists()  # a warm cache would make the timing meaningless
         start = time.perf_counter()
-        results = run_experiment(config, run_out, progress=False)
+        same_model = config.model == (model or "gemma-3-270m")
+        results = run_experiment(config, run_out, model=lm if same_model else None, progress=False, force=force)
         experiment_s = time.perf_counter() - start
-        write_report(run_out)  # `xlens run` ends with the report, so the timing does too
+        write_report(results)  # `xlens run` ends with the report, so the timing does too
         report["end_to_end"] = {
-            "config": results["config"],
+            "config": config.to_dict(),
             "wall_s": time.perf_counter() - start,
             "experiment_s": experiment_s,
-            "timings": results["provenance"]["timings"],
+            "timings": results.provenance["timings"],
             "resumed_from_cache": resumed,
             "target_s": 600,
             "peak_rss_mb": _peak_rss_mb(),

@@ -1,37 +1,25 @@
-"""Sentence embeddings at every layer of the residual stream, under any intervention (or none).
+"""Sentence embeddings at every embedding layer of the residual stream, under any intervention (or none).
 
-Layer 0 is the input of the first block (token embeddings, after any embedding scaling), layer ``l`` the residual
-stream after block ``l - 1``: ``n_layers + 1`` layers, as Hugging Face ``hidden_states``. Hidden states are pooled
-over real tokens inside the hooks, so memory grows with sentences x layers x d_model only.
+Embedding layer 0 is the input of block 0 (token embeddings, after any embedding scaling), layer ``l`` the
+residual stream after block ``l - 1``: ``n_layers + 1`` layers, as Hugging Face ``hidden_states``. Hidden states are
+pooled over real tokens inside the hooks, so memory grows with sentences x layers x d_model only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from xlens.activations import pool
-from xlens.models import LensModel
+from xlens.errors import InputError, InputTypeError
+from xlens.models.lens import ForwardBatch, LensModel, Reader
 
 EmbeddingPooling = Literal["mean", "last", "weighted"]
 EMBEDDING_POOLINGS: tuple[str, ...] = ("mean", "last", "weighted")
-
-
-def layer_hooks(model: LensModel) -> list[str]:
-    """Hook of every embedding layer: ``blocks.0.hook_resid_pre``, then each block's ``hook_resid_post``."""
-    return ["blocks.0.hook_resid_pre", *model.resid_hooks]
-
-
-def _intervention_hooks(model: LensModel, interventions: Sequence[Any]) -> list[tuple[str, Callable[..., Any]]]:
-    hooks: list[tuple[str, Callable[..., Any]]] = []
-    for iv in interventions:
-        hooks.extend(iv.hooks(model) if hasattr(iv, "hooks") else [iv])
-    return hooks
 
 
 def sentence_embeddings(
@@ -46,46 +34,43 @@ def sentence_embeddings(
     progress: bool = True,
     desc: str = "embeddings",
 ) -> Float[Tensor, "sentence layer d_model"]:
-    """Pooled residual-stream embeddings of every text at every (or the chosen) layer.
+    """Pooled residual-stream embeddings of every text at every (or the chosen) embedding layer.
 
     Args:
-        layers: embedding layers in ``0..n_layers`` (see module docstring); default all.
+        layers: embedding layers in ``0..n_layers`` (see the module docstring); default all.
         pooling: ``mean`` (default, the paper's), ``last`` or ``weighted`` (position-weighted mean, see
             :func:`xlens.activations.pool`).
-        interventions: objects with ``.hooks(model)`` (xlens.interventions) or raw ``(hook_name, fn)`` pairs; they
-            run before the embedding is read at every hook point.
+        interventions: interventions (xlens.interventions) or raw ``(hook_name, fn)`` pairs; they run before the
+            embedding is read at every hook point.
     Returns:
         float32 tensor on the CPU, rows in the order of ``texts``.
     """
     if isinstance(texts, str):
-        raise TypeError("sentence_embeddings takes a sequence of sentences, not a single string")
+        raise InputTypeError("sentence_embeddings takes a sequence of sentences, not a single string")
     if len(texts) == 0:
-        raise ValueError("no sentences to embed")
+        raise InputError("no sentences to embed")
     if pooling not in EMBEDDING_POOLINGS:
-        raise ValueError(f"unknown embedding pooling {pooling!r}; use one of {EMBEDDING_POOLINGS}")
-    all_hooks = layer_hooks(model)
-    chosen = list(range(len(all_hooks))) if layers is None else list(layers)
-    bad = [layer for layer in chosen if not 0 <= layer < len(all_hooks)]
+        raise InputError(f"unknown embedding pooling {pooling!r}; use one of {EMBEDDING_POOLINGS}")
+    chosen = model.embedding_layers if layers is None else list(layers)
+    bad = [layer for layer in chosen if not 0 <= layer <= model.n_layers]
     if bad or not chosen:
-        raise ValueError(f"layers {bad or chosen} out of range: embedding layers are 0..{len(all_hooks) - 1}")
-    n = len(texts)
-    out = torch.empty((n, len(chosen), model.d_model), dtype=torch.float32)
-    rows: Tensor = torch.empty(0, dtype=torch.long)
-    mask: Tensor = torch.empty(0, dtype=torch.bool)
+        raise InputError(f"layers {bad or chosen} out of range: embedding layers are 0..{model.n_layers}")
+    out = torch.empty((len(texts), len(chosen), model.d_model), dtype=torch.float32)
 
-    def reader(slot: int) -> Callable[[Tensor, Any], None]:
-        def read(act: Tensor, hook: Any) -> None:
-            out[rows, slot] = pool(act.float(), mask, pooling).cpu()
+    def reader(slot: int) -> Reader:
+        def read(act: Tensor, batch: ForwardBatch) -> None:
+            out[batch.row_ids, slot] = pool(act.float(), batch.mask, pooling).cpu()
 
         return read
 
-    hooks = _intervention_hooks(model, interventions)
-    hooks += [(all_hooks[layer], reader(slot)) for slot, layer in enumerate(chosen)]
-    lengths = [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    order = sorted(range(n), key=lambda i: -lengths[i])
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    for batch_rows in tqdm(batches, desc=desc, unit="batch", disable=not progress):
-        batch = model.tokenize([texts[i] for i in batch_rows], max_length=max_length)
-        rows, mask = torch.tensor(batch_rows), batch.mask
-        model.run_hooks(batch, hooks)
+    readers = [(model.embedding_hook(layer), reader(slot)) for slot, layer in enumerate(chosen)]
+    model.forward(
+        texts,
+        readers,
+        interventions=interventions,
+        batch_size=batch_size,
+        max_length=max_length,
+        progress=progress,
+        desc=desc,
+    )
     return out

@@ -19,8 +19,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from xlens.errors import GenerationError
 from xlens.interventions import Hook, Intervention, TokenPositions, apply, token_positions
-from xlens.models import LensModel
+from xlens.models.lens import ForwardBatch, LensModel, TokenBatch
 
 UNKNOWN_LANGUAGE = "und"
 
@@ -59,10 +60,6 @@ BUILTIN_PROMPTS: tuple[str, ...] = (
 )
 
 
-class GenerationError(ValueError):
-    """Generation, perplexity or language identification asked with bad input."""
-
-
 def load_prompts(spec: str | os.PathLike[str] | Sequence[str] = "builtin") -> list[str]:
     """Prompts from ``"builtin"`` (:data:`BUILTIN_PROMPTS`), a text file (one prompt per line, blank lines
     skipped), or a list of strings."""
@@ -82,6 +79,20 @@ def load_prompts(spec: str | os.PathLike[str] | Sequence[str] = "builtin") -> li
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise GenerationError("prompts must be a non-empty list of non-empty strings")
     return prompts
+
+
+def check_generation(
+    max_new_tokens: int, batch_size: int, greedy: bool, temperature: float, top_p: float | None
+) -> None:
+    """Generation settings, checked before any model runs."""
+    if max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if batch_size < 1:
+        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
+    if not greedy and temperature <= 0:
+        raise GenerationError(f"temperature must be > 0 for sampling, got {temperature} (or use greedy=True)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise GenerationError(f"top_p must lie in (0, 1], got {top_p}")
 
 
 def generate(
@@ -111,48 +122,33 @@ def generate(
     if isinstance(prompts, str):
         raise GenerationError("generate takes a list of prompts; wrap a single prompt in a list")
     prompts = load_prompts(list(prompts))
-    if max_new_tokens < 0:
-        raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if batch_size < 1:
-        raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
-    if not greedy and temperature <= 0:
-        raise GenerationError(f"temperature must be > 0 for sampling, got {temperature} (or use greedy=True)")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise GenerationError(f"top_p must lie in (0, 1], got {top_p}")
+    check_generation(max_new_tokens, batch_size, greedy, temperature, top_p)
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    out: list[str] = []
-    for start in range(0, len(prompts), batch_size):
+    out: list[str] = [""] * len(prompts)
+    # Batches of similar length (left-padded) from the model's batcher; each row goes back to its prompt's place.
+    for batch in model.batches(prompts, batch_size=batch_size, max_length=None, padding="left"):
         rows = _generate_batch(
             model,
-            prompts[start : start + batch_size],
+            batch,
             max_new_tokens,
             interventions,
             None if greedy else (temperature, top_p, generator),
             stop_at_eos,
         )
-        out.extend(model.tokenizer.decode(ids, skip_special_tokens=True) for ids in rows)
+        for i, ids in zip(batch.row_ids.tolist(), rows, strict=True):
+            out[i] = model.tokenizer.decode(ids, skip_special_tokens=True)
     return out
-
-
-def _left_padded(model: LensModel, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    batch = model.tokenize(prompts)
-    lengths = batch.lengths
-    width = batch.tokens.shape[1]
-    # Row i's real tokens move to the right end: shift each row by its padding.
-    shift = (width - lengths).unsqueeze(1)
-    source = (torch.arange(width, device=lengths.device).unsqueeze(0) - shift) % width
-    return batch.tokens.gather(1, source), batch.mask.gather(1, source)
 
 
 def _generate_batch(
     model: LensModel,
-    prompts: Sequence[str],
+    batch: ForwardBatch,
     max_new_tokens: int,
     interventions: Sequence[Intervention | Hook],
     sampling: tuple[float, float | None, torch.Generator] | None,
     stop_at_eos: bool,
 ) -> list[list[int]]:
-    tokens, mask = _left_padded(model, prompts)
+    tokens, mask = batch.tokens, batch.mask
     n, width = tokens.shape
     eos = model.tokenizer.eos_token_id if stop_at_eos else None
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
@@ -164,8 +160,7 @@ def _generate_batch(
         token_positions(TokenPositions.generating(width, n)),
     ):
         for _ in range(max_new_tokens):
-            logits = model.bridge(tokens, attention_mask=mask.long(), logits_to_keep=1)[:, -1].float()
-            next_ids = _pick(logits, sampling)
+            next_ids = _pick(model.logits_at_last(TokenBatch(tokens, mask)), sampling)
             for row in (~finished).nonzero().squeeze(1).tolist():
                 new[row].append(int(next_ids[row]))
             if eos is not None:
@@ -204,30 +199,27 @@ def perplexity(
     """Perplexity of ``texts``: exp of the mean negative log-likelihood over all predicted tokens (token-weighted).
 
     Every real token after the first of its text is predicted; the first (BOS where the model prepends one) has no
-    context and is not. Interventions are active with prompt = the text's real tokens, last = its last real token.
+    context and is not. Interventions are active with prompt = the text's real tokens, last = its last real token
+    (set by :meth:`xlens.models.LensModel.forward`).
     """
     if isinstance(texts, str) or len(texts) == 0:
         raise GenerationError("perplexity takes a non-empty list of texts")
     if batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
-    # Batches of similar lengths waste little compute on padding; the total does not depend on the order.
-    lengths = [len(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     total = torch.zeros((), dtype=torch.float64)
-    count = 0
-    with torch.inference_mode(), apply(model, *interventions):
-        for start in range(0, len(order), batch_size):
-            batch = model.tokenize([texts[i] for i in order[start : start + batch_size]], max_length=max_length)
-            with token_positions(batch.mask):
-                logits = model.bridge(batch.tokens, attention_mask=batch.mask.long())
-            targets = batch.tokens[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
-            predicted = batch.mask[:, 1:]
-            total += nll[predicted].double().sum().cpu()
-            count += int(predicted.sum())
-    if count == 0:
+    count = [0]
+
+    def score(logits: Tensor, batch: ForwardBatch) -> None:
+        targets = batch.tokens[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
+        predicted = batch.mask[:, 1:]
+        total.add_(nll[predicted].double().sum().cpu())
+        count[0] += int(predicted.sum())
+
+    model.forward(texts, logits=score, interventions=interventions, batch_size=batch_size, max_length=max_length)
+    if count[0] == 0:
         raise GenerationError("no text has a token to predict (every text is a single token)")
-    return math.exp(float(total) / count)
+    return math.exp(float(total) / count[0])
 
 
 # --- language identification -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """An interactive neuron inspector for Jupyter (JupyterLab and the classic notebook): ipywidgets + plotly.
 
-Pick a language, a layer and a unit from the dropdowns, or click a cell of the best-AP heatmap (layer x language),
+Pick a language, a block and a unit from the dropdowns, or click a cell of the best-AP heatmap (block x language),
 and the unit's card appears: AP/AUROC per language, its pooled responses on the language vs the rest, and its
 top-activating sentences with per-token activations. Type any text to see the unit's activation on each token.
 
@@ -10,26 +10,22 @@ built only when the inspector is displayed (:meth:`NeuronInspector.widget`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from xlens.activations import Responses
+from xlens.errors import InspectorError
 from xlens.experts.sets import ExpertScores
-from xlens.models import LensModel
-from xlens.viz.experts import best_ap_heatmap, layer_best_ap
+from xlens.models.lens import LensModel
+from xlens.viz.experts import best_ap_heatmap, block_best_ap
 from xlens.viz.neuron import ActivatedText, NeuronCard, neuron_card, token_html, unit_token_activations
-
-
-class InspectorError(ValueError):
-    """A selection the inspector cannot show (unknown layer or unit, no model for free text, ...)."""
 
 
 @dataclass(frozen=True)
 class Selection:
     language: str
-    layer: int
+    block: int
     unit: int
 
 
@@ -56,49 +52,48 @@ class NeuronInspector:
         self.top = top
         self.units_listed = units_listed
         self.max_length = max_length
-        self._best, self._where, self.layers = layer_best_ap(scores)
-        self._unit_layers = scores.units.layers()
+        self._best, self._where, self.blocks = block_best_ap(scores)
+        self._unit_blocks = scores.units.blocks()
         self._widgets: dict[str, Any] | None = None
         self._syncing = False
         lang = scores.languages[scores.lang_index(language) if language else 0]
         li = scores.languages.index(lang)
-        layer = self.layers[int(self._best[li].argmax())]
-        self.selection = Selection(lang, layer, self.best_unit(lang, layer))
+        block = self.blocks[int(self._best[li].argmax())]
+        self.selection = Selection(lang, block, self.best_unit(lang, block))
         self.card: NeuronCard = self._make_card()
 
     @classmethod
-    def from_run(
-        cls, run_dir: str | os.PathLike[str], *, model: Any = None, load_model: bool = True
-    ) -> NeuronInspector:
-        """An inspector over a finished run's experts; loads the run's model unless ``load_model=False``."""
-        from xlens.viz.run import Run
+    def from_run(cls, results: Any, *, load_model: bool = True) -> NeuronInspector:
+        """An inspector over a finished run's experts (its RunResults or folder); with ``load_model`` the run's
+        model fills in per-token activations."""
+        from xlens.results import RunResults
 
-        run = Run.load(run_dir, model=model)
+        run = results if isinstance(results, RunResults) else RunResults.load(results)
         if run.scores is None:
-            raise InspectorError(f"{run.path} holds no expert scores (experts/scores): nothing to inspect")
+            raise InspectorError(f"{run.folder} holds no expert scores: nothing to inspect")
         return cls(
             run.scores,
             responses=run.responses,
             texts=run.find_texts,
             model=run.model if load_model else None,
-            max_length=run.config.get("max_length", 128),
+            max_length=run.config.runtime.max_length,
         )
 
     # --- state -------------------------------------------------------------------------------------------
 
-    def _layer_slot(self, layer: int) -> int:
-        if layer not in self.layers:
-            raise InspectorError(f"layer {layer} has no scored units; layers: {self.layers}")
-        return self.layers.index(layer)
+    def _block_slot(self, block: int) -> int:
+        if block not in self.blocks:
+            raise InspectorError(f"block {block} has no scored units; blocks: {self.blocks}")
+        return self.blocks.index(block)
 
-    def best_unit(self, language: str, layer: int) -> int:
-        """The unit of ``layer`` with the best AP for ``language``."""
-        return int(self._where[self.scores.lang_index(language), self._layer_slot(layer)])
+    def best_unit(self, language: str, block: int) -> int:
+        """The unit of ``block`` with the best AP for ``language``."""
+        return int(self._where[self.scores.lang_index(language), self._block_slot(block)])
 
-    def unit_options(self, language: str, layer: int, include: int | None = None) -> list[tuple[str, int]]:
-        """``(label, unit)`` of the ``units_listed`` best units of ``layer`` for ``language``, best first, plus
+    def unit_options(self, language: str, block: int, include: int | None = None) -> list[tuple[str, int]]:
+        """``(label, unit)`` of the ``units_listed`` best units of ``block`` for ``language``, best first, plus
         unit ``include`` (the current one) at the end if it is not among them."""
-        members = (self._unit_layers == layer).nonzero().squeeze(1)
+        members = (self._unit_blocks == block).nonzero().squeeze(1)
         li = self.scores.lang_index(language)
         order = self.scores.ap[li, members].argsort(descending=True, stable=True)[: self.units_listed]
         units = members[order].tolist()
@@ -107,20 +102,20 @@ class NeuronInspector:
         labels = self.scores.units.labels(units)
         return [(f"{label} (AP {self.scores.ap[li, u]:.3f})", u) for label, u in zip(labels, units, strict=True)]
 
-    def select(self, language: str | None = None, layer: int | None = None, unit: int | None = None) -> NeuronCard:
-        """Change the selection and return the new card. A new language or layer without a unit selects that
-        layer's best unit for the language; a unit alone moves to its layer."""
+    def select(self, language: str | None = None, block: int | None = None, unit: int | None = None) -> NeuronCard:
+        """Change the selection and return the new card. A new language or block without a unit selects that
+        block's best unit for the language; a unit alone moves to its block."""
         lang = self.selection.language if language is None else self.scores.languages[self.scores.lang_index(language)]
         if unit is not None:
             if not 0 <= int(unit) < self.scores.ap.shape[1]:
                 raise InspectorError(f"unit {unit} out of range (0..{self.scores.ap.shape[1] - 1})")
-            unit_layer = int(self._unit_layers[int(unit)])
-            if layer is not None and int(layer) != unit_layer:
-                raise InspectorError(f"unit {unit} is in layer {unit_layer}, not {layer}")
-            new = Selection(lang, unit_layer, int(unit))
+            unit_block = int(self._unit_blocks[int(unit)])
+            if block is not None and int(block) != unit_block:
+                raise InspectorError(f"unit {unit} is in block {unit_block}, not {block}")
+            new = Selection(lang, unit_block, int(unit))
         else:
-            target_layer = self.selection.layer if layer is None else int(layer)
-            new = Selection(lang, target_layer, self.best_unit(lang, target_layer))
+            target_block = self.selection.block if block is None else int(block)
+            new = Selection(lang, target_block, self.best_unit(lang, target_block))
         if new != self.selection:
             self.selection = new
             self.card = self._make_card()
@@ -128,10 +123,10 @@ class NeuronInspector:
         return self.card
 
     def on_heatmap_click(self, trace: Any, points: Any, selector: Any = None) -> None:
-        """FigureWidget click callback of the heatmap: x is the language, y the layer of the clicked cell."""
+        """FigureWidget click callback of the heatmap: x is the language, y the block of the clicked cell."""
         if not getattr(points, "point_inds", None):
             return
-        self.select(language=str(points.xs[0]), layer=int(points.ys[0]))
+        self.select(language=str(points.xs[0]), block=int(points.ys[0]))
 
     def _make_card(self) -> NeuronCard:
         return neuron_card(
@@ -176,9 +171,9 @@ class NeuronInspector:
         cells.on_click(self.on_heatmap_click)
         sel = self.selection
         language = w.Dropdown(options=list(self.scores.languages), value=sel.language, description="language")
-        layer = w.Dropdown(options=self.layers, value=sel.layer, description="layer")
+        block = w.Dropdown(options=self.blocks, value=sel.block, description="block")
         unit = w.Dropdown(
-            options=self.unit_options(sel.language, sel.layer, include=sel.unit), value=sel.unit, description="unit"
+            options=self.unit_options(sel.language, sel.block, include=sel.unit), value=sel.unit, description="unit"
         )
         card = go.FigureWidget(self.card.figure())
         card_text = w.HTML(self.card.html())
@@ -195,16 +190,16 @@ class NeuronInspector:
             return handler
 
         language.observe(guarded(lambda v: self.select(language=v)), "value")
-        layer.observe(guarded(lambda v: self.select(layer=v)), "value")
+        block.observe(guarded(lambda v: self.select(block=v)), "value")
         unit.observe(guarded(lambda v: self.select(unit=v)), "value")
         run.on_click(lambda _: self._show_text())
-        controls = w.VBox([language, layer, unit])
+        controls = w.VBox([language, block, unit])
         box = w.VBox([w.HBox([heatmap, controls]), card, card_text, w.HBox([text, run]), result])
         return {
             "box": box,
             "heatmap": heatmap,
             "language": language,
-            "layer": layer,
+            "block": block,
             "unit": unit,
             "card": card,
             "card_text": card_text,
@@ -221,8 +216,8 @@ class NeuronInspector:
         self._syncing = True
         try:
             ws["language"].value = sel.language
-            ws["layer"].value = sel.layer
-            ws["unit"].options = self.unit_options(sel.language, sel.layer, include=sel.unit)
+            ws["block"].value = sel.block
+            ws["unit"].options = self.unit_options(sel.language, sel.block, include=sel.unit)
             ws["unit"].value = sel.unit
             fresh = self.card.figure()
             fig = ws["card"]

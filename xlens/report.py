@@ -6,23 +6,23 @@ e-mail attachment or a CI artifact, with nothing to fetch.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from xlens.experiment import headline, pair_change_lines, results_tables
+from xlens.errors import InputError
+from xlens.results import RunResults, pair_change_lines
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz.export import PlotlyJs, figure_div, save_figures
 from xlens.viz.neuron import NeuronCard, neuron_card
-from xlens.viz.run import Run
 from xlens.viz.space import embedding_space
 
 MAX_SPACE_SENTENCES = 200  # per language in the embedding-space figure: enough to see clusters, small pages
@@ -44,23 +44,22 @@ pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 12px; }
 """
 
 
-def run_figures(run: Run, *, cards: bool = True) -> tuple[dict[str, go.Figure], list[NeuronCard], list[str]]:
+def run_figures(results: RunResults, *, cards: bool = True) -> tuple[dict[str, go.Figure], list[NeuronCard], list[str]]:
     """Every figure of a run by name, the neuron cards (best unit of each language) and notes on what is missing."""
-    results = run.results
     figures: dict[str, go.Figure] = {}
     notes: list[str] = []
-    best = va.best_condition(results)
+    best = results.best_condition()
     figures["improvement"] = va.improvement_bars(results)
     figures["retrieval"] = va.retrieval_curves(results, best)
     figures["cka"] = va.similarity_heatmaps(results, "cka", best)
     figures["cosine"] = va.similarity_heatmaps(results, "cosine_parallel", best)
-    before = run.embeddings(None)
+    before = results.embeddings(None)
     if before is None:
         notes.append("embedding space: no cached baseline embeddings in the run's cache folder")
     else:
-        after = run.embeddings(best) if best is not None else None
-        corpus = run.eval_corpus
-        langs = run.languages
+        after = results.embeddings(best) if best is not None else None
+        corpus = results.eval_corpus
+        langs = results.languages
         per_lang = before.shape[0] // len(langs)
         keep = min(per_lang, MAX_SPACE_SENTENCES)
         rows = [li * per_lang + i for li in range(len(langs)) for i in range(keep)]
@@ -69,40 +68,40 @@ def run_figures(run: Run, *, cards: bool = True) -> tuple[dict[str, go.Figure], 
             before[rows],
             None if after is None else after[rows],
             languages=langs,
-            layers=run.layers,
+            layers=results.layers,
             ids=corpus.ids[:keep] if corpus is not None else None,
             texts=texts,
-            after_label=f"after {va.condition_label(best)}" if best is not None else "after",
+            after_label=f"after {best.label}" if best is not None else "after",
         )
         if corpus is None:
             notes.append("embedding space: the evaluation corpus is not readable here, so hover shows no text")
     neuron_cards: list[NeuronCard] = []
-    scores = run.scores
+    scores = results.scores
     if scores is None:
-        notes.append("experts: no expert scores in experts/scores")
+        notes.append("experts: no expert scores in the run folder")
         return figures, neuron_cards, notes
     figures["expert_counts"] = vx.expert_counts(scores)
     figures["ap_distribution"] = vx.ap_distribution(scores)
-    k = max(int(x) for x in run.config["k"])
+    k = max(results.config.intervene.k_values, default=100)
     figures["expert_overlap"] = vx.expert_overlap(scores, min(k, scores.ap.shape[1]))
     if not cards:
         return figures, neuron_cards, notes
     model = None
     try:
-        model = run.model
+        model = results.model
     except Exception as err:  # the report is still useful without per-token activations
-        notes.append(f"neuron cards: model {run.config['model']!r} could not be loaded ({err}); no token view")
-    texts = run.find_texts
+        notes.append(f"neuron cards: model {results.config.model!r} could not be loaded ({err}); no token view")
+    texts = results.find_texts
     for li, lang in enumerate(scores.languages):
         unit = int(scores.ap[li].argmax())
         card = neuron_card(
             scores,
             unit,
             language=lang,
-            responses=run.responses,
+            responses=results.responses,
             texts=texts,
             model=model,
-            max_length=run.config.get("max_length", 128),
+            max_length=results.config.runtime.max_length,
         )
         neuron_cards.append(card)
         figures[f"neuron_{lang}"] = card.figure()
@@ -119,8 +118,8 @@ def _pivot(table: pd.DataFrame, pair: list[str], value: str) -> pd.DataFrame:
     return frame.pivot_table(index=["intervention", "expert_lang", "k", *pair], columns="layer", values=value)
 
 
-def _headline_html(results: dict[str, Any]) -> str:
-    h = headline(results)
+def _headline_html(results: RunResults) -> str:
+    h = results.headline()
     parts = [
         f"<p>Best layer (highest baseline mean top-1): <b>{h['best_layer']}</b>; last layer: "
         f"<b>{h['last_layer']}</b>.</p>",
@@ -130,34 +129,35 @@ def _headline_html(results: dict[str, Any]) -> str:
         _table(pd.DataFrame(h["baseline_pairs"])),
     ]
     if h["conditions"]:
-        parts += ["<h3>After intervention (means over pairs)</h3>", _table(pd.DataFrame(h["conditions"]))]
+        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k"])
+        parts += ["<h3>After intervention (means over pairs)</h3>", _table(shown)]
     parts += [f"<p>{html.escape(line)}</p>" for line in pair_change_lines(h)]
     return "\n".join(parts)
 
 
-def _full_tables_html(results: dict[str, Any]) -> str:
-    tables = results_tables(results)
+def _full_tables_html(results: RunResults) -> str:
     parts = []
     for metric in va.RETRIEVAL_METRICS:
         parts.append(
             f"<details><summary>retrieval {metric} per layer</summary>"
-            + _table(_pivot(tables["retrieval"], ["src", "tgt"], metric), index=True)
+            + _table(_pivot(results.retrieval, ["src", "tgt"], metric), index=True)
             + "</details>"
         )
     for metric in va.ALIGNMENT_METRICS:
         parts.append(
             f"<details><summary>alignment {metric} per layer</summary>"
-            + _table(_pivot(tables["alignment"], ["lang_a", "lang_b"], metric), index=True)
+            + _table(_pivot(results.alignment, ["lang_a", "lang_b"], metric), index=True)
             + "</details>"
         )
     return "\n".join(parts)
 
 
-def _config_html(results: dict[str, Any]) -> str:
-    config = pd.DataFrame(
-        [{"key": k, "value": json.dumps(v) if not isinstance(v, str) else v} for k, v in results["config"].items()]
-    )
-    prov = json.dumps(results["provenance"], indent=1, default=str)
+def _config_html(results: RunResults) -> str:
+    from xlens._schema import flatten
+
+    flat = flatten(results.config.to_dict())
+    config = pd.DataFrame([{"key": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in flat.items()])
+    prov = json.dumps(results.provenance, indent=1, default=str)
     return (
         _table(config)
         + "<details><summary>provenance (model, corpora and their sha256, versions, machine, timings)</summary>"
@@ -172,12 +172,14 @@ def _figure(figures: dict[str, go.Figure], name: str, note: str = "") -> str:
     return f'<div class="figure" id="fig-{name}">{figure_div(figures[name], div_id=f"plot-{name}")}</div>{extra}'
 
 
-def build_report(run: Run, *, cards: bool = True) -> str:
-    """The report page of ``run`` as one HTML string."""
-    results = run.results
-    figures, neuron_cards, notes = run_figures(run, cards=cards)
-    cfg = results["config"]
-    title = f"xlens report: {cfg['model']} · {', '.join(run.languages)} · {cfg['method']} k={cfg['k']}"
+def build_report(results: RunResults, *, cards: bool = True) -> str:
+    """The report page of ``results`` as one HTML string."""
+    figures, neuron_cards, notes = run_figures(results, cards=cards)
+    cfg = results.config
+    title = (
+        f"xlens report: {cfg.model} · {', '.join(results.languages)} · {cfg.intervene.method} "
+        f"k={cfg.intervene.k_values}"
+    )
     cards_html = "".join(
         f'<div class="card">{_figure(figures, f"neuron_{c.language}")}'
         f'<details class="card-text"><summary>top sentences of {html.escape(c.label)} as text</summary>'
@@ -221,7 +223,7 @@ def build_report(run: Run, *, cards: bool = True) -> str:
 <title>{html.escape(title)}</title><style>{_CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script></head>
 <body><header><h1>{html.escape(title)}</h1>
-<p class="note">Run folder {html.escape(str(run.path))}; report written {stamp}.</p>
+<p class="note">Run folder {html.escape(str(results.folder))}; report written {stamp}.</p>
 <nav>{nav}</nav>{notes_html}</header>
 {body}
 </body></html>
@@ -229,28 +231,34 @@ def build_report(run: Run, *, cards: bool = True) -> str:
 
 
 def write_report(
-    run_dir: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None, model: Any = None, cards: bool = True
+    results: RunResults | str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None, cards: bool = True
 ) -> Path:
-    """Write the report of the run in ``run_dir`` to ``out`` (default ``run_dir/report.html``) and return its path.
+    """Write the report of a run (its results, or its folder) to ``out`` (default ``FOLDER/report.html``).
 
-    ``model`` (a loaded :class:`xlens.models.LensModel`) saves loading the run's model again for the neuron cards'
-    per-token activations; ``cards=False`` leaves the cards out and never loads a model.
+    The neuron cards' per-token activations use the results' model (the run's own when the results came from
+    :func:`xlens.run_experiment`, else loaded once); ``cards=False`` leaves the cards out and loads no model.
     """
     from xlens._io import atomic_write
+    from xlens.runfolder import RunFolder
 
-    run = Run.load(run_dir, model=model)
-    target = Path(out) if out is not None else run.path / "report.html"
-    page = build_report(run, cards=cards)
-    atomic_write(target, lambda p: p.write_text(page, encoding="utf-8"))
+    if not isinstance(results, RunResults):
+        results = RunResults.load(results)
+    if out is None and results.folder is None:
+        raise InputError("these results have no run folder: pass out= for the report")
+    target = Path(out) if out is not None else Path(str(results.folder)) / "report.html"
+    page = build_report(results, cards=cards)
+    inside = results.folder is not None and target.resolve().parent == Path(results.folder).resolve()
+    # Writing into the run folder holds its lock: no other run may be replacing the folder meanwhile.
+    with RunFolder.writing(Path(str(results.folder))) if inside else contextlib.nullcontext():
+        atomic_write(target, lambda p: p.write_text(page, encoding="utf-8"))
     return target
 
 
 def write_figures(
-    run_dir: str | os.PathLike[str],
+    results: RunResults | str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     formats: tuple[str, ...] = ("html", "png"),
     *,
-    model: Any = None,
     cards: bool = True,
     plotlyjs: PlotlyJs = "directory",
 ) -> list[Path]:
@@ -258,6 +266,8 @@ def write_figures(
 
     HTML figures share one ``plotly.min.js`` beside them by default (see :func:`xlens.viz.export.save_figure`).
     """
-    figures, _, _ = run_figures(Run.load(run_dir, model=model), cards=cards)
+    if not isinstance(results, RunResults):
+        results = RunResults.load(results)
+    figures, _, _ = run_figures(results, cards=cards)
     jobs = [(fig, Path(out_dir) / f"{name}.{fmt}") for name, fig in figures.items() for fmt in formats]
     return save_figures([fig for fig, _ in jobs], [path for _, path in jobs], plotlyjs=plotlyjs)

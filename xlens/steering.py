@@ -1,8 +1,9 @@
 """Steering runs: what an intervention on a language's experts does to generation and to perplexity.
 
 :func:`run_steer` continues prompts with and without the intervention at several strengths (``k`` experts, or
-``alpha`` for a residual steering vector) and reports, as a JSON-ready dict, the rate of continuations in the target
-language, the language mix, perplexity per language on held-out parallel sentences, and example continuations.
+``alpha`` for a method without k, such as diffmean) and reports, as a JSON-ready dict, the rate of continuations in
+the target language, the language mix, perplexity per language on held-out parallel sentences, and example
+continuations. The intervention is built by the method's spec, exactly as in ``xlens run``.
 """
 
 from __future__ import annotations
@@ -11,47 +12,178 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xlens.errors import SteeringError
 from xlens.generation import generate, language_id, load_prompts, perplexity
-from xlens.interventions import METHODS, Intervention, Steer, Where, build_intervention
+from xlens.interventions import ExpertMethod, Intervention, InterventionSpec, SteeringVector, spec_class
+from xlens.models.lens import check_same_model
 
 if TYPE_CHECKING:
     from xlens.data.corpus import ParallelCorpus
     from xlens.experts.sets import ExpertScores, ExpertSet
-    from xlens.models import LensModel
-
-STEER_METHODS: tuple[str, ...] = METHODS
+    from xlens.models.lens import LensModel
 
 
-class SteeringError(ValueError):
-    """A steering run asked with inputs that do not fit together."""
+def load_experts(
+    experts: str | os.PathLike[str] | ExpertScores | ExpertSet, model: Any, lang: str, *, lape: bool = False
+) -> ExpertScores | ExpertSet:
+    """ExpertScores (or an ExpertSet) from an ``xlens experts`` or ``xlens run`` folder, or the object itself.
 
-
-def load_experts(experts: str | os.PathLike[str] | ExpertScores | ExpertSet, model: Any, lang: str) -> Any:
-    """ExpertScores (or an ExpertSet) from an ``xlens experts`` output folder, or the object itself.
-
-    The folder layout is ``DIR/scores`` (ExpertScores) and ``DIR/experts/<lang>`` (ExpertSets of a fixed k);
-    scores are preferred because they allow any k. Both are checked against ``model``.
+    Layouts: ``DIR/results.json`` (a run: its scores), ``DIR/scores`` (ExpertScores, any k), ``DIR/experts/<lang>``
+    (an ExpertSet of a fixed k) and, for LAPE, ``DIR/lape/<lang>``. Scores are preferred because they allow any k.
+    With ``model``, experts made with another model are refused.
     """
     from xlens.data.languages import flores_code
     from xlens.experts.sets import ExpertScores, ExpertSet
 
     if isinstance(experts, ExpertScores | ExpertSet):
+        check_same_model(experts.model, model, "these experts")
         return experts
     folder = Path(experts)
-    if (folder / "scores" / "scores.json").is_file():
-        return ExpertScores.load(folder / "scores", model=model)
-    if (folder / "scores.json").is_file():
-        return ExpertScores.load(folder, model=model)
-    set_dir = folder / "experts" / flores_code(lang)
+    if (folder / "results.json").is_file():
+        from xlens.results import RunResults
+
+        scores = RunResults.load(folder).scores
+        if scores is None:
+            raise SteeringError(f"the run in {folder} has no expert scores on disk")
+        check_same_model(scores.model, model, f"the expert scores of {folder}")
+        return scores
+    for candidate in (folder / "scores", folder):
+        if (candidate / "scores.json").is_file():
+            scores = ExpertScores.load(candidate, model=model)
+            if not lape or scores.lape is not None:
+                return scores
+    set_dir = folder / ("lape" if lape else "experts") / flores_code(lang)
     if (set_dir / "experts.json").is_file():
         return ExpertSet.load(set_dir, model=model)
     raise SteeringError(
         f"no expert scores in {folder}: expected {folder}/scores (ExpertScores) or {set_dir} (an ExpertSet), as "
-        "written by `xlens experts --out DIR`"
+        f"written by `xlens experts --out DIR{' --lape' if lape else ''}`"
     )
+
+
+@dataclass
+class SteerPlan:
+    """A steering run with everything checked that can be checked without the model (see :func:`prepare_steer`);
+    :meth:`run` generates and measures."""
+
+    spec: InterventionSpec
+    target: str
+    strengths: list[Any]
+    prompts: list[str]
+    langs: list[str]
+    held_out: ParallelCorpus
+    vector_rows: ParallelCorpus
+    source: ExpertScores | ExpertSet | None
+    max_new_tokens: int
+    n_examples: int
+    generation: dict[str, Any]
+
+    def run(self, model: LensModel) -> dict[str, Any]:
+        if self.source is not None:
+            check_same_model(self.source.model, model, "these experts")
+        started = time.perf_counter()
+        sweep = _sweep(self.spec, self.strengths, self.source, self.target, model, self.vector_rows)
+        baseline = self.measure(model, None)
+        runs: list[dict[str, Any]] = []
+        for strength, intervention in sweep:
+            row = {**strength, **self.measure(model, intervention)}
+            row["perplexity_ratio"] = {c: row["perplexity"][c] / baseline["perplexity"][c] for c in self.langs}
+            runs.append(row)
+        return {
+            "config": self.config(),
+            "model": model.identity(),
+            "baseline": baseline,
+            "runs": runs,
+            "seconds": time.perf_counter() - started,
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "method": self.spec.name,
+            "spec": self.spec.to_dict(),
+            "lang": self.target,
+            "k_values" if self.spec.takes_k else "alphas": self.strengths,
+            "prompts": len(self.prompts),
+            "max_new_tokens": self.max_new_tokens,
+            **self.generation,
+            "eval_corpus": self.held_out.name,
+            "eval_sentences": len(self.held_out),
+            "eval_langs": self.langs,
+        }
+
+    def measure(self, model: LensModel, intervention: Intervention | None) -> dict[str, Any]:
+        tick = time.perf_counter()
+        ivs = [] if intervention is None else [intervention]
+        texts = generate(model, self.prompts, self.max_new_tokens, interventions=ivs, **self.generation)
+        found = language_id(texts)
+        counts = Counter(found)
+        generated = time.perf_counter()
+        batch = self.generation["batch_size"]
+        ppl = {c: perplexity(model, self.held_out[c], interventions=ivs, batch_size=batch) for c in self.langs}
+        return {
+            "target_rate": counts[self.target] / len(texts),
+            "languages": {code: n / len(texts) for code, n in counts.most_common()},
+            "perplexity": ppl,
+            "intervention": None if intervention is None else intervention.describe(),
+            "examples": [
+                {"prompt": p, "continuation": t, "language": f}
+                for p, t, f in list(zip(self.prompts, texts, found, strict=True))[: self.n_examples]
+            ],
+            "seconds": {"generate": generated - tick, "total": time.perf_counter() - tick},
+        }
+
+
+def prepare_steer(
+    experts: str | os.PathLike[str] | ExpertScores | ExpertSet | None,
+    lang: str,
+    k_values: Sequence[int] = (0, 50, 200, 1000),
+    method: str | InterventionSpec = "force",
+    prompts: str | os.PathLike[str] | Sequence[str] = "builtin",
+    eval_corpus: str | ParallelCorpus = "builtin",
+    *,
+    eval_langs: Sequence[str] | None = None,
+    eval_sentences: int = 50,
+    max_new_tokens: int = 20,
+    alphas: Sequence[float] = (0.0, 1.0, 2.0, 4.0),
+    vector_sentences: int = 100,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    seed: int = 0,
+    n_examples: int = 3,
+    batch_size: int = 16,
+) -> SteerPlan:
+    """Check a steering run's inputs without a model: the method and its strengths, the prompts, the perplexity
+    sentences, the experts and every k against them. See :func:`run_steer` for the arguments."""
+    from xlens.data.languages import flores_code
+    from xlens.generation import check_generation
+
+    spec = method if isinstance(method, InterventionSpec) else spec_class(method)()
+    target = flores_code(lang)
+    strengths = _strengths(spec, k_values, alphas)
+    generation = {"greedy": greedy, "temperature": temperature, "top_p": top_p, "seed": seed, "batch_size": batch_size}
+    check_generation(max_new_tokens, batch_size, greedy, temperature, top_p)
+    langs = list(dict.fromkeys(flores_code(code) for code in (eval_langs or [target, "eng_Latn"])))
+    held_out, rest = _held_out(eval_corpus, spec, target, langs, eval_sentences, seed)
+    source = None
+    if "experts" in spec.needs:
+        if experts is None:
+            raise SteeringError(
+                f"method {spec.name!r} needs experts (an `xlens experts` folder, ExpertScores or ExpertSet)"
+            )
+        source = load_experts(experts, None, target, lape="lape" in spec.needs)
+        if isinstance(spec, ExpertMethod):
+            for k in strengths:  # every k against the experts there are, before any generation
+                if k:
+                    spec.experts(source, target, k)
+    return SteerPlan(
+        spec, target, strengths, load_prompts(prompts), langs, held_out, rest.head(vector_sentences), source,
+        max_new_tokens, n_examples, generation,
+    )  # fmt: skip
 
 
 def run_steer(
@@ -59,206 +191,89 @@ def run_steer(
     experts: str | os.PathLike[str] | ExpertScores | ExpertSet | None,
     lang: str,
     k_values: Sequence[int] = (0, 50, 200, 1000),
-    method: str = "force",
+    method: str | InterventionSpec = "force",
     prompts: str | os.PathLike[str] | Sequence[str] = "builtin",
     eval_corpus: str | ParallelCorpus = "builtin",
-    *,
-    eval_langs: Sequence[str] | None = None,
-    eval_sentences: int = 50,
-    max_new_tokens: int = 20,
-    value: str = "on_p50",
-    alpha: float | None = None,
-    alphas: Sequence[float] = (0.0, 1.0, 2.0, 4.0),
-    layer: int | None = None,
-    source_lang: str = "eng_Latn",
-    diffmean_sentences: int = 100,
-    where: Where = "all",
-    greedy: bool = True,
-    temperature: float = 1.0,
-    top_p: float | None = None,
-    seed: int = 0,
-    n_examples: int = 3,
-    batch_size: int = 16,
+    **options: Any,
 ) -> dict[str, Any]:
     """Generate with and without the intervention of ``method`` on language ``lang`` and measure its effect.
 
     Args:
-        experts: an ``xlens experts`` folder, ExpertScores or an ExpertSet (not needed for ``diffmean``).
-        k_values: numbers of experts for force / aura / det0 / damp; ``0`` is the baseline (no intervention),
-            which is always run. For ``diffmean`` the sweep is over ``alphas`` instead (``0`` = baseline).
+        experts: an ``xlens experts`` or ``xlens run`` folder, ExpertScores or an ExpertSet (not needed for methods
+            without experts, such as diffmean).
+        k_values: numbers of experts, for methods that take k; ``0`` is the baseline (no intervention), which is
+            always run. For methods without k the sweep is over ``alphas`` instead (``0`` = baseline).
+        method: a registered method's name (its default settings) or a spec with settings, e.g.
+            ``Force(value="on_mean")``.
         prompts: ``"builtin"`` (English openings), a text file with one prompt per line, or a list.
         eval_corpus: parallel sentences for perplexity (a ParallelCorpus or a corpus spec). ``eval_sentences``
-            rows are sampled (seeded) for perplexity; for ``diffmean`` the steering vector comes from up to
-            ``diffmean_sentences`` OTHER rows of it. Use a corpus the experts were not found on to keep the
+            rows are sampled (seeded) for perplexity; a method that needs sentences (diffmean's vector) gets up to
+            ``vector_sentences`` OTHER rows of it. Use a corpus the experts were not found on to keep the
             perplexity sentences held out.
-        eval_langs: languages to measure perplexity on (default: ``lang`` and English).
-        value: what force sets the experts to (``on_p50``, ``on_mean``, ``zero``, ...).
-        alpha: the factor of ``damp``.
-        layer, source_lang: ``diffmean`` adds ``alpha * (mean(lang) - mean(source_lang))`` after block ``layer``
-            (default: the middle block).
-        where: tokens the intervention acts on: ``all``, ``prompt`` or ``last`` (see xlens.interventions).
+        options: ``eval_langs`` (languages to measure perplexity on; default ``lang`` and English),
+            ``eval_sentences``, ``max_new_tokens``, ``alphas``, ``vector_sentences``, ``greedy``, ``temperature``,
+            ``top_p``, ``seed``, ``n_examples``, ``batch_size`` (see :func:`prepare_steer`).
 
     Returns:
         ``{"config", "model", "baseline", "runs", "seconds"}``; ``baseline`` and every entry of ``runs`` hold
         ``target_rate``, ``languages`` (identified language -> share), ``perplexity`` (per eval language),
         ``perplexity_ratio`` (vs baseline; runs only), ``intervention`` (its description) and ``examples``.
     """
+    return prepare_steer(experts, lang, k_values, method, prompts, eval_corpus, **options).run(model)
+
+
+def _sweep(
+    spec: InterventionSpec,
+    strengths: list[Any],
+    source: ExpertScores | ExpertSet | None,
+    target: str,
+    model: LensModel,
+    rows: ParallelCorpus,
+) -> list[tuple[dict[str, Any], Intervention]]:
+    """Every intervention of the sweep, built before anything is generated, so a bad k fails at once."""
+    if spec.takes_k:
+        return [({"k": k}, spec.build(source, target, k, model=model)) for k in strengths if k != 0]
+    direction = spec.build(None, target, model=model, corpus=rows)
+    if not isinstance(direction, SteeringVector):
+        raise SteeringError(f"method {spec.name!r} has no k and no scale to sweep: give it k, or use `xlens run`")
+    return [({"alpha": a}, direction.scaled(a)) for a in strengths if a != 0]
+
+
+def _strengths(spec: InterventionSpec, k_values: Sequence[int], alphas: Sequence[float]) -> list[Any]:
+    strengths = [int(k) for k in k_values] if spec.takes_k else [float(a) for a in alphas]
+    if any(s < 0 for s in strengths):
+        raise SteeringError(f"k / alpha values must be >= 0, got {strengths}")
+    return strengths
+
+
+def _held_out(
+    eval_corpus: str | ParallelCorpus,
+    spec: InterventionSpec,
+    target: str,
+    langs: list[str],
+    eval_sentences: int,
+    seed: int,
+) -> tuple[ParallelCorpus, ParallelCorpus]:
+    """The perplexity sentences (sampled rows of the eval corpus) and the other rows (for methods that need
+    sentences of their own)."""
     from xlens.data.languages import flores_code
     from xlens.data.loaders import load_corpus
 
-    if method not in STEER_METHODS:
-        raise SteeringError(f"unknown steering method {method!r}; use one of {', '.join(STEER_METHODS)}")
-    target = flores_code(lang)
-    source = flores_code(source_lang)
-    langs = [flores_code(code) for code in (eval_langs or [target, "eng_Latn"])]
-    langs = list(dict.fromkeys(langs))
-    strengths = [float(a) for a in alphas] if method == "diffmean" else [int(k) for k in k_values]
-    if any(s < 0 for s in strengths):
-        raise SteeringError(f"k / alpha values must be >= 0, got {strengths}")
-    prompt_list = load_prompts(prompts)
-    needed = langs + ([target, source] if method == "diffmean" else [])
+    sources = [flores_code(s) for s in spec.params().get("source") or []]
+    needs_rows = "corpus" in spec.needs
+    needed = list(dict.fromkeys(langs + ([target, *sources] if needs_rows else [])))
     corpus = load_corpus(eval_corpus) if isinstance(eval_corpus, str) else eval_corpus
-    missing = [code for code in dict.fromkeys(needed) if code not in corpus]
+    missing = [code for code in needed if code not in corpus]
     if missing:
         raise SteeringError(f"the eval corpus {corpus.name!r} lacks {missing}; it has {corpus.languages}")
-    corpus = corpus.select(list(dict.fromkeys(needed)))
-    spare = 1 if method == "diffmean" else 0  # diffmean's vector needs rows outside the held-out ones
+    corpus = corpus.select(needed)
+    spare = 1 if needs_rows else 0
     if not 1 <= eval_sentences <= len(corpus) - spare:
         raise SteeringError(
             f"eval_sentences={eval_sentences} must lie in 1..{len(corpus) - spare} for the {len(corpus)}-row eval "
-            f"corpus{' (diffmean needs other rows for its vector)' if spare else ''}"
+            f"corpus{f' ({spec.name} needs other rows for itself)' if spare else ''}"
         )
     held_out = corpus.sample(eval_sentences, seed=seed)
-    held_ids = set(held_out.ids)
-    rest_rows = [i for i, row_id in enumerate(corpus.ids) if row_id not in held_ids]
-    if method == "diffmean":
-        source_experts = None
-    elif method == "lape":
-        source_experts = load_lape_set(_required(experts, method), model, target)
-    else:
-        source_experts = load_experts(_required(experts, method), model, target)
-    started = time.perf_counter()
-
-    def measure(intervention: Intervention | None) -> dict[str, Any]:
-        tick = time.perf_counter()
-        ivs = [] if intervention is None else [intervention]
-        texts = generate(
-            model,
-            prompt_list,
-            max_new_tokens,
-            interventions=ivs,
-            greedy=greedy,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            batch_size=batch_size,
-        )
-        found = language_id(texts)
-        counts = Counter(found)
-        generated = time.perf_counter()
-        ppl = {code: perplexity(model, held_out[code], interventions=ivs, batch_size=batch_size) for code in langs}
-        return {
-            "target_rate": counts[target] / len(texts),
-            "languages": {code: n / len(texts) for code, n in counts.most_common()},
-            "perplexity": ppl,
-            "intervention": None if intervention is None else intervention.describe(),
-            "examples": [
-                {"prompt": p, "continuation": t, "language": f}
-                for p, t, f in list(zip(prompt_list, texts, found, strict=True))[:n_examples]
-            ],
-            "seconds": {"generate": generated - tick, "total": time.perf_counter() - tick},
-        }
-
-    baseline = measure(None)
-    direction = None
-    if method == "diffmean":  # one vector, scaled by each alpha
-        direction = build_intervention(
-            "diffmean",
-            model=model,
-            corpus=corpus.subset(rest_rows[:diffmean_sentences]),
-            language=target,
-            source_language=source,
-            layer=layer,
-            where=where,
-        )
-    runs: list[dict[str, Any]] = []
-    for strength in strengths:
-        if strength == 0:
-            continue
-        if isinstance(direction, Steer):
-            iv: Intervention = Steer(direction.layer, direction.vector, strength, where)
-            row: dict[str, Any] = {"alpha": strength}
-        else:
-            # LAPE deactivation zeroes the language's k lowest-entropy LAPE units: det0 on the LAPE set.
-            iv_method = "det0" if method == "lape" else method
-            iv = _expert_intervention(iv_method, source_experts, target, int(strength), value, alpha, where)
-            row = {"k": int(strength)}
-        row.update(measure(iv))
-        row["perplexity_ratio"] = {code: row["perplexity"][code] / baseline["perplexity"][code] for code in langs}
-        runs.append(row)
-
-    return {
-        "config": {
-            "method": method,
-            "lang": target,
-            "k_values" if method != "diffmean" else "alphas": strengths,
-            "value": value if method == "force" else None,
-            "alpha": alpha,
-            "layer": (model.n_layers // 2 if layer is None else layer) if method == "diffmean" else None,
-            "source_lang": source if method == "diffmean" else None,
-            "where": where,
-            "prompts": len(prompt_list),
-            "max_new_tokens": max_new_tokens,
-            "greedy": greedy,
-            "temperature": temperature,
-            "top_p": top_p,
-            "seed": seed,
-            "eval_corpus": corpus.name,
-            "eval_sentences": len(held_out),
-            "eval_langs": langs,
-        },
-        "model": model.identity(),
-        "baseline": baseline,
-        "runs": runs,
-        "seconds": time.perf_counter() - started,
-    }
-
-
-def load_lape_set(experts: str | os.PathLike[str] | ExpertSet, model: Any, lang: str) -> ExpertSet:
-    """The LAPE units of ``lang`` (lowest entropy first) written by ``xlens experts --lape --out DIR``."""
-    from xlens.data.languages import flores_code
-    from xlens.experts.sets import ExpertSet
-
-    if isinstance(experts, ExpertSet):
-        if experts.method != "lape":
-            raise SteeringError(f"method 'lape' needs a LAPE unit set, got a {experts.method!r} expert set")
-        return experts
-    if not isinstance(experts, str | os.PathLike):
-        raise SteeringError("method 'lape' needs an `xlens experts --lape` folder or a LAPE ExpertSet")
-    set_dir = Path(experts) / "lape" / flores_code(lang)
-    if not (set_dir / "experts.json").is_file():
-        raise SteeringError(f"no LAPE units in {set_dir}: run `xlens experts --lape --out DIR` first")
-    return ExpertSet.load(set_dir, model=model)
-
-
-def _required(experts: Any, method: str) -> Any:
-    if experts is None:
-        raise SteeringError(f"method {method!r} needs experts (an `xlens experts` folder, ExpertScores or ExpertSet)")
-    return experts
-
-
-def _expert_intervention(
-    method: str, source: Any, lang: str, k: int, value: str, alpha: float | None, where: Where
-) -> Intervention:
-    from xlens.experts.sets import ExpertSet
-
-    if isinstance(source, ExpertSet):
-        if source.language != lang:
-            raise SteeringError(f"the expert set is for {source.language}, not {lang}")
-        if k > len(source):
-            raise SteeringError(
-                f"k={k} is more than the {len(source)} experts saved for {lang}; pass the folder's scores "
-                "(DIR/scores) to select any k"
-            )
-        return build_intervention(method, experts=source, k=k, value=value, alpha=alpha, where=where)
-    return build_intervention(method, scores=source, language=lang, k=k, value=value, alpha=alpha, where=where)
+    held = set(held_out.ids)
+    rest = [i for i, row_id in enumerate(corpus.ids) if row_id not in held]
+    return held_out, (corpus.subset(rest) if rest else held_out)

@@ -1,10 +1,9 @@
 """Parallel corpora and language codes: load N-way aligned sentences keyed by FLORES-200 code."""
 
-from xlens.data.corpus import CorpusError, OnDuplicate, ParallelCorpus, duplicate_rows
-from xlens.data.languages import Language, UnknownLanguageError, all_languages, flores_code, resolve_language
+from xlens.data.corpus import OnDuplicate, ParallelCorpus, duplicate_rows
+from xlens.data.languages import Language, all_languages, flores_code, resolve_language
 from xlens.data.loaders import (
     CORPUS_SPEC_FORMS,
-    HubError,
     load_builtin,
     load_corpus,
     load_dir,
@@ -12,7 +11,9 @@ from xlens.data.loaders import (
     load_hf,
     load_ntrex,
     load_tsv,
+    resolve_spec_paths,
 )
+from xlens.errors import CorpusError, HubError, UnknownLanguageError
 
 __all__ = [
     "CORPUS_SPEC_FORMS",
@@ -33,4 +34,5 @@ __all__ = [
     "load_ntrex",
     "load_tsv",
     "resolve_language",
+    "resolve_spec_paths",
 ]

@@ -9,6 +9,7 @@ from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from xlens.data.languages import flores_code
+from xlens.errors import CorpusError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,10 +20,6 @@ OnDuplicate = Literal["error", "drop"]
 _V = TypeVar("_V")
 
 _MAX_LISTED = 5  # problems quoted in one error message; the rest are counted
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be built or used as asked (misaligned, empty or repeated sentences, ...)."""
 
 
 def duplicate_rows(sentences: Mapping[str, Sequence[str]]) -> list[int]:
@@ -53,7 +50,7 @@ def _listing(problems: list[str]) -> str:
     return shown + (f"; and {more} more" if more > 0 else "")
 
 
-@dataclass
+@dataclass(repr=False)
 class ParallelCorpus:
     """Sentences aligned across languages: ``sentences[lang][i]`` translate each other for every ``i``.
 
@@ -283,6 +280,40 @@ class ParallelCorpus:
                 digest.update(data)
             digest.update(b"\xff" * 8)  # end of one language
         return digest.hexdigest()
+
+    def sentence_hashes(self) -> dict[str, list[str]]:
+        """Per language, a hash of each sentence (whitespace-normalised): content to compare corpora by."""
+        return {
+            lang: [hashlib.sha256(" ".join(s.split()).encode("utf-8")).hexdigest()[:20] for s in sents]
+            for lang, sents in self.sentences.items()
+        }
+
+    def overlapping_rows(self, other: ParallelCorpus) -> list[int]:
+        """Positions of this corpus's rows that share a sentence, in any language both have, with ``other``."""
+        theirs = other.sentence_hashes()
+        ours = self.sentence_hashes()
+        shared = [lang for lang in ours if lang in theirs]
+        seen = {lang: set(theirs[lang]) for lang in shared}
+        return [i for i in range(len(self)) if any(ours[lang][i] in seen[lang] for lang in shared)]
+
+    def __repr__(self) -> str:
+        return (
+            f"ParallelCorpus({self.name!r}, {len(self)} sentences x {len(self.languages)} languages: "
+            f"{', '.join(self.languages[:8])}{', ...' if len(self.languages) > 8 else ''})"
+        )
+
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card, short_list
+
+        first = {lang: _quote(sents[0], 70) for lang, sents in list(self.sentences.items())[:3]}
+        return html_card(
+            f"ParallelCorpus {self.name}",
+            {
+                "sentences per language": len(self),
+                "languages": short_list(self.languages, 10),
+                **{f"first ({lang})": text for lang, text in first.items()},
+            },
+        )
 
     def to_pandas(self) -> pd.DataFrame:
         """Tidy table with columns ``id`` (source line index), ``lang`` (FLORES code) and ``text``."""

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
+from xlens.errors import UnknownLanguageError
+
 __all__ = [
     "Language",
     "UnknownLanguageError",
@@ -62,10 +64,6 @@ class Language:
     name: str
     script: str
     in_flores200: bool = True
-
-
-class UnknownLanguageError(ValueError):
-    """A language code that no row of the language table matches."""
 
 
 # Region subtags that decide the Chinese script when none is given.

@@ -14,6 +14,7 @@ lines. The ids of the dropped rows are in ``corpus.dropped_ids``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,15 +22,16 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from xlens.data.corpus import CorpusError, OnDuplicate, ParallelCorpus
-from xlens.data.languages import UnknownLanguageError, flores_code
+from xlens.data.corpus import OnDuplicate, ParallelCorpus
+from xlens.data.languages import flores_code
+from xlens.errors import CorpusError, HubError, UnknownLanguageError
+from xlens.hub import hub_offline_by_env, hub_reachable, unreachable
 
 if TYPE_CHECKING:
     import datasets
 
 __all__ = [
     "CORPUS_SPEC_FORMS",
-    "HubError",
     "load_builtin",
     "load_corpus",
     "load_dir",
@@ -37,6 +39,7 @@ __all__ = [
     "load_hf",
     "load_ntrex",
     "load_tsv",
+    "resolve_spec_paths",
 ]
 
 Langs = str | Sequence[str] | None
@@ -56,10 +59,6 @@ _REGION = re.compile(r"-([A-Za-z]{2}|\d{3})$")
 _FLORES_CODE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 # Split picked when a dataset has several and none was asked for: the evaluation split FLORES uses first.
 _SPLIT_PREFERENCE = ("devtest", "test", "validation", "dev", "train")
-
-
-class HubError(CorpusError):
-    """A Hugging Face dataset could not be fetched: hub unreachable, not cached, gated or missing."""
 
 
 class _Readable(Protocol):
@@ -317,7 +316,7 @@ def _hub_errors(dataset: str) -> Iterator[None]:
 
     try:
         yield
-    except CorpusError:
+    except (CorpusError, HubError):
         raise
     except Exception as e:
         chain = _causes(e)
@@ -471,6 +470,12 @@ def load_hf(
             else:
                 loaded = datasets.load_dataset(str(local), config)
             found, ids = _table_sentences(_pick_split(loaded, split, name), name)
+        elif not hub_reachable() and not hub_offline_by_env():
+            raise unreachable(
+                f"dataset {dataset!r}",
+                "Set HF_HUB_OFFLINE=1 to read it from the local Hugging Face cache, or load a local copy "
+                "(flores:PATH, hf:FOLDER).",
+            )
         elif config is None and _has_language_configs(dataset):
             found, ids = _per_language_configs(dataset, split, requested, name)
         else:
@@ -555,3 +560,28 @@ def load_corpus(spec: str = "builtin", langs: Langs = None, on_duplicate: OnDupl
         return load_hf(dataset, config or None, split or None, langs, on_duplicate)
     listing = "\n  ".join(CORPUS_SPEC_FORMS)
     raise CorpusError(f"unknown corpus spec {spec!r}; accepted forms:\n  {listing}")
+
+
+def resolve_spec_paths(spec: str, base: str | os.PathLike[str]) -> str:
+    """``spec`` with a relative path made absolute against ``base`` (a config file's folder), so a config means the
+    same corpus wherever it is run from. ``builtin`` and hub dataset ids are returned as they are."""
+    text = spec.strip()
+    scheme, _, rest = text.partition(":")
+    kind = scheme.casefold()
+    root = Path(base)
+    if kind not in ("flores", "ntrex", "dir", "tsv", "hf") or not rest:
+        return text
+    suffix = ""
+    path = rest
+    if kind == "hf":
+        path, _, tail = rest.partition(":")
+        suffix = f":{tail}" if tail else ""
+        if Path(path).expanduser().is_absolute() or not (root / path).exists():
+            return text  # a hub id (or an absolute folder)
+    elif kind == "flores" and ":" in rest and not (root / rest).exists() and not Path(rest).exists():
+        path, split = rest.rsplit(":", 1)
+        suffix = f":{split}"
+    resolved = Path(path).expanduser()
+    if not resolved.is_absolute():
+        resolved = Path(os.path.abspath(root / resolved))
+    return f"{scheme}:{resolved}{suffix}"

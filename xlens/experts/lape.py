@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from xlens.experts.scoring import ExpertInputError
+from xlens.errors import ExpertInputError
 
 
 @dataclass
@@ -48,6 +48,27 @@ class LapeResult:
     assignment: Bool[Tensor, "lang unit"]
     filter_threshold: float
     activation_threshold: float
+    top_rate: float = 0.01
+
+    def units_ranked(self, lang_index: int) -> Int[Tensor, " k"]:
+        """The units of language ``lang_index``, lowest entropy first (ties: lower unit index first)."""
+        units = self.units_for(lang_index)
+        return units[self.entropy[units].argsort(stable=True)]
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {
+            "probability": self.probability,
+            "entropy": self.entropy,
+            "selected": self.selected,
+            "assignment": self.assignment,
+        }
+
+    def settings(self) -> dict[str, float]:
+        return {
+            "filter_threshold": self.filter_threshold,
+            "activation_threshold": self.activation_threshold,
+            "top_rate": self.top_rate,
+        }
 
     def units_for(self, lang_index: int) -> Int[Tensor, " k"]:
         """Sorted indices of the units assigned to language ``lang_index``."""
@@ -160,7 +181,7 @@ def lape(
     selected = order[:n_keep]
     assignment = torch.zeros_like(probability, dtype=torch.bool)
     assignment[:, selected] = probability[:, selected] > activation_threshold
-    return LapeResult(probability, entropy, selected, assignment, filter_threshold, activation_threshold)
+    return LapeResult(probability, entropy, selected, assignment, filter_threshold, activation_threshold, top_rate)
 
 
 def _order_statistic(values: Tensor, quantile: float) -> float:

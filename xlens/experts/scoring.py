@@ -17,9 +17,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-
-class ExpertInputError(ValueError):
-    """Responses, labels or language ids that cannot be scored."""
+from xlens.errors import ExpertInputError
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,26 +10,26 @@ from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from xlens._io import atomic_write
+from xlens._io import read_pair, reading, write_pair
 from xlens.activations import Responses, UnitIndex
+from xlens.errors import ExpertInputError
+from xlens.experts.lape import LapeResult
 from xlens.experts.scoring import one_vs_rest, unit_statistics
+from xlens.models.lens import check_same_model
 
 STAT_NAMES = ("on_p50", "on_mean", "off_p50", "off_mean", "on_p90")
-Selection = Literal["top", "per-layer", "top-bottom", "threshold"]
-
-
-class ExpertSetMismatchError(ValueError):
-    """An expert set was made for another model than the one it is used with."""
+Selection = Literal["top", "per-block", "top-bottom", "threshold"]
+SELECTIONS: tuple[str, ...] = ("top", "per-block", "top-bottom", "threshold")
 
 
 @dataclass
 class ExpertScores:
     """AP, AUROC and response statistics of every unit for every language (one language vs the rest).
 
-    Tensors are ``[lang, unit]``; ``languages[i]`` is the FLORES code of row i.
+    Tensors are ``[lang, unit]``; ``languages[i]`` is the FLORES code of row i. ``lape`` is the LAPE ranking of
+    the same units when computed (:meth:`with_lape`), saved with the scores.
     """
 
     ap: Float[Tensor, "lang unit"]
@@ -40,6 +39,7 @@ class ExpertScores:
     languages: list[str]
     model: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    lape: LapeResult | None = None
 
     @classmethod
     def from_responses(
@@ -54,9 +54,9 @@ class ExpertScores:
         describe the negatives used.
         """
         if responses.lang_ids is None or not responses.languages:
-            raise ValueError("responses carry no language labels: collect them with collect_corpus_responses")
+            raise ExpertInputError("responses carry no language labels: collect them with collect_corpus_responses")
         if len(responses.languages) < 2:
-            raise ValueError(
+            raise ExpertInputError(
                 f"need at least two languages to score experts (one vs the rest), got {responses.languages}"
             )
         from xlens.data.languages import resolve_language
@@ -90,7 +90,7 @@ class ExpertScores:
 
         code = resolve_language(language).flores
         if code not in self.languages:
-            raise ValueError(f"language {code} was not scored; scored languages: {', '.join(self.languages)}")
+            raise ExpertInputError(f"language {code} was not scored; scored languages: {', '.join(self.languages)}")
         return self.languages.index(code)
 
     def select(
@@ -106,7 +106,7 @@ class ExpertScores:
 
         Methods:
             ``top``: the ``k`` units with the highest AP over all hooks and layers;
-            ``per-layer``: the ``k`` best units of every layer;
+            ``per-block``: the ``k`` best units of every block;
             ``top-bottom``: the ``k`` highest-AP units plus the ``bottom_k`` (default ``k``) lowest-AP units,
             as Kojima et al. 2024 (bottom units respond *less* to the language than to others);
             ``threshold``: every unit with AP >= ``threshold``.
@@ -114,19 +114,19 @@ class ExpertScores:
         li = self.lang_index(language)
         ap = self.ap[li]
         n = ap.shape[0]
-        if method in ("top", "per-layer", "top-bottom") and (k is None or k < 1):
-            raise ValueError(f"method {method!r} needs k >= 1, got {k}")
+        if method in ("top", "per-block", "top-bottom") and (k is None or k < 1):
+            raise ExpertInputError(f"method {method!r} needs k >= 1, got {k}")
         count = int(k or 0)
         sign = None
         if method == "top":
             _check_k(count, n, "units")
             chosen = _top(ap, count)
-        elif method == "per-layer":
-            layers = self.units.layers()
+        elif method == "per-block":
+            blocks = self.units.blocks()
             chosen_parts = []
-            for layer in layers.unique().tolist():
-                members = (layers == layer).nonzero().squeeze(1)
-                _check_k(count, len(members), f"units in layer {layer}")
+            for block in blocks.unique().tolist():
+                members = (blocks == block).nonzero().squeeze(1)
+                _check_k(count, len(members), f"units in block {block}")
                 chosen_parts.append(members[_top(ap[members], count)])
             chosen = torch.cat(chosen_parts)
             chosen = chosen[ap[chosen].argsort(descending=True, stable=True)]
@@ -139,15 +139,15 @@ class ExpertScores:
             sign = torch.cat([torch.ones(count, dtype=torch.long), -torch.ones(bk, dtype=torch.long)])
         elif method == "threshold":
             if threshold is None:
-                raise ValueError("method 'threshold' needs threshold=<AP value in [0, 1]>")
+                raise ExpertInputError("method 'threshold' needs threshold=<AP value in [0, 1]>")
             chosen = (ap >= threshold).nonzero().squeeze(1)
             chosen = chosen[ap[chosen].argsort(descending=True, stable=True)]
             if len(chosen) == 0:
-                raise ValueError(
+                raise ExpertInputError(
                     f"no unit has AP >= {threshold} for {self.languages[li]} (best AP {ap.max().item():.4f})"
                 )
         else:
-            raise ValueError(f"unknown selection method {method!r}; use top, per-layer, top-bottom or threshold")
+            raise ExpertInputError(f"unknown selection method {method!r}; use one of {', '.join(SELECTIONS)}")
         return self.expert_set(
             language, chosen, method, sign=sign, meta={"k": k, "bottom_k": bottom_k, "threshold": threshold}
         )
@@ -159,6 +159,7 @@ class ExpertScores:
         method: str,
         sign: Int[Tensor, " k"] | None = None,
         meta: dict[str, Any] | None = None,
+        entropy: Float[Tensor, " k"] | None = None,
     ) -> ExpertSet:
         """An ExpertSet of the given units of ``language``, carrying their scores and statistics."""
         li = self.lang_index(language)
@@ -174,28 +175,59 @@ class ExpertScores:
             model=self.model,
             method=method,
             meta={**self.meta, **(meta or {}), "languages": self.languages},
+            entropy=entropy,
         )
 
-    def lape_sets(self, responses: Responses, **lape_kwargs: Any) -> dict[str, ExpertSet]:
-        """Language-specific units by LAPE (Tang et al. 2024), one ExpertSet per language (method ``lape``).
+    def with_lape(
+        self,
+        responses: Responses,
+        top_rate: float = 0.01,
+        filter_quantile: float = 0.95,
+        activation_quantile: float = 0.95,
+    ) -> ExpertScores:
+        """These scores with the LAPE ranking of their units (Tang et al. 2024, see :func:`xlens.experts.lape.lape`),
+        computed from ``responses`` collected with the ``active`` pooling on the same units and sentences."""
+        from dataclasses import replace
 
-        Needs responses collected with the ``active`` pooling on the same units and sentences as these scores.
-        """
         from xlens.experts.lape import lape
 
         if "active" not in responses.pooled:
-            raise ValueError("LAPE needs responses collected with pooling including 'active'")
+            raise ExpertInputError("LAPE needs responses collected with pooling including 'active'")
         if responses.units != self.units or responses.languages != self.languages:
-            raise ValueError("responses and scores differ in units or languages: collect them together")
+            raise ExpertInputError("responses and scores differ in units or languages: collect them together")
         assert responses.lang_ids is not None
         result = lape(
-            responses["active"], responses.token_counts, responses.lang_ids, len(self.languages), **lape_kwargs
+            responses["active"],
+            responses.token_counts,
+            responses.lang_ids,
+            len(self.languages),
+            top_rate=top_rate,
+            filter_quantile=filter_quantile,
+            activation_quantile=activation_quantile,
         )
-        sets = {}
-        for li, lang in enumerate(self.languages):
-            units = result.units_for(li)
-            sets[lang] = self.expert_set(lang, units, "lape", meta={"k": len(units), "lape": lape_kwargs})
-        return sets
+        return replace(self, lape=result)
+
+    def lape_set(self, language: str, top_rate: float | None = None) -> ExpertSet:
+        """The LAPE units of ``language``, lowest entropy first (``head(k)`` takes the k most specific)."""
+        if self.lape is None:
+            raise ExpertInputError(
+                "these scores carry no LAPE ranking: compute it with scores.with_lape(responses), from responses "
+                "collected with the 'active' pooling (xlens experts --lape)"
+            )
+        if top_rate is not None and top_rate != self.lape.top_rate:
+            raise ExpertInputError(
+                f"the scores' LAPE ranking keeps top_rate={self.lape.top_rate}, not {top_rate}: recompute it with "
+                f"with_lape(responses, top_rate={top_rate})"
+            )
+        li = self.lang_index(language)
+        units = self.lape.units_ranked(li)
+        entropy = self.lape.entropy[units].float()
+        meta = {"k": len(units), "lape": self.lape.settings()}
+        return self.expert_set(language, units, "lape", meta=meta, entropy=entropy)
+
+    def lape_sets(self) -> dict[str, ExpertSet]:
+        """:meth:`lape_set` of every language."""
+        return {lang: self.lape_set(lang) for lang in self.languages}
 
     def summary(self) -> Any:
         """A pandas table: per language, the best AP and the number of units above AP 0.9 / 0.95 / 0.99."""
@@ -219,33 +251,61 @@ class ExpertScores:
         return pd.DataFrame(rows)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``scores.json`` and its tensors into folder ``path`` (one atomic commit)."""
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {"ap": self.ap, "auroc": self.auroc, **{f"stats.{k}": v for k, v in self.stats.items()}}
-        header = {
+        header: dict[str, Any] = {
             "kind": "xlens.ExpertScores",
             "units": self.units.to_dict(),
             "languages": self.languages,
             "model": self.model,
             "meta": self.meta,
         }
-        _write_pair(folder, "scores", tensors, header)
+        if self.lape is not None:
+            tensors.update({f"lape.{k}": v for k, v in self.lape.tensors().items()})
+            header["lape"] = self.lape.settings()
+        write_pair(folder, "scores", tensors, header)
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Any = None) -> ExpertScores:
-        tensors, header = _read_pair(Path(path), "scores", "xlens.ExpertScores")
-        if model is not None:
-            check_model(header["model"], model, Path(path))
-        return cls(
-            ap=tensors["ap"],
-            auroc=tensors["auroc"],
-            stats={k.removeprefix("stats."): v for k, v in tensors.items() if k.startswith("stats.")},
-            units=UnitIndex.from_dict(header["units"]),
-            languages=list(header["languages"]),
-            model=header["model"],
-            meta=header["meta"],
+        """Load scores; with ``model``, refuse scores made with a different model."""
+        tensors, header = read_pair(Path(path), "scores", "xlens.ExpertScores")
+        with reading(Path(path)):
+            check_same_model(header["model"], model, f"the expert scores in {path}")
+            lape = None
+            if "lape" in header:
+                parts = {k.removeprefix("lape."): v for k, v in tensors.items() if k.startswith("lape.")}
+                lape = LapeResult(**parts, **header["lape"])  # type: ignore[arg-type]
+            return cls(
+                ap=tensors["ap"],
+                auroc=tensors["auroc"],
+                stats={k.removeprefix("stats."): v for k, v in tensors.items() if k.startswith("stats.")},
+                units=UnitIndex.from_dict(header["units"]),
+                languages=list(header["languages"]),
+                model=header["model"],
+                meta=header["meta"],
+                lape=lape,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"ExpertScores({len(self.languages)} languages x {self.units.n_units} units, "
+            f"model {self.model.get('name')!r}, negatives {self.meta.get('negatives') or 'the rest'}"
+            + (", with LAPE" if self.lape is not None else "")
+            + ")"
         )
+
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card, html_frame
+
+        facts = {
+            "languages x units": f"{len(self.languages)} x {self.units.n_units}",
+            "model": self.model.get("name"),
+            "scored against": ", ".join(self.meta.get("negatives") or []) or "the other languages",
+            "LAPE ranking": "yes" if self.lape is not None else "no",
+        }
+        return html_card("ExpertScores", facts, html_frame(self.summary()))
 
 
 def _against_negatives(
@@ -258,10 +318,10 @@ def _against_negatives(
     for code in negatives:
         flores = resolve_language(code).flores
         if flores not in languages:
-            raise ValueError(f"negative language {flores} is not among the collected languages {languages}")
+            raise ExpertInputError(f"negative language {flores} is not among the collected languages {languages}")
         negative_ids.append(languages.index(flores))
     if not negative_ids:
-        raise ValueError("negatives is empty: give at least one language, or None for one vs the rest")
+        raise ExpertInputError("negatives is empty: give at least one language, or None for one vs the rest")
     rows_ap, rows_auroc, rows_stats = [], [], {name: [] for name in STAT_NAMES}
     for li in range(len(languages)):
         against = [j for j in negative_ids if j != li] or [j for j in range(len(languages)) if j != li]
@@ -281,7 +341,7 @@ def _against_negatives(
 
 def _check_k(k: int, available: int, what: str) -> None:
     if k > available:
-        raise ValueError(f"k={k} is larger than the number of {what} ({available}); choose k <= {available}")
+        raise ExpertInputError(f"k={k} is larger than the number of {what} ({available}); choose k <= {available}")
 
 
 def _top(values: Tensor, k: int) -> Int[Tensor, " k"]:
@@ -293,8 +353,9 @@ def _top(values: Tensor, k: int) -> Int[Tensor, " k"]:
 class ExpertSet:
     """The experts of one language: which units, their scores, and the statistics interventions use.
 
-    ``units`` are flat indices into ``unit_index`` (hook, position); ``sign`` is +1 for units selected for a high
-    AP and -1 for bottom units (top-bottom selection).
+    ``units`` are flat indices into ``unit_index`` (hook, position), best first; ``sign`` is +1 for units selected
+    for a high AP and -1 for bottom units (top-bottom selection). LAPE sets (``method="lape"``) are ordered by
+    ``entropy``, lowest first, so ``head(k)`` takes the k most language-specific units.
     """
 
     language: str
@@ -307,12 +368,13 @@ class ExpertSet:
     model: dict[str, Any]
     method: str = "top"
     meta: dict[str, Any] = field(default_factory=dict)
+    entropy: Float[Tensor, " k"] | None = None
 
     def __len__(self) -> int:
         return int(self.units.shape[0])
 
     def head(self, k: int) -> ExpertSet:
-        """The first ``k`` experts (the best ones for ``top``-style sets)."""
+        """The first ``k`` experts (the best ones for ``top``-style sets, the lowest-entropy ones for LAPE)."""
         _check_k(k, len(self), f"experts in this set for {self.language}")
         return self._subset(torch.arange(k))
 
@@ -328,6 +390,7 @@ class ExpertSet:
             model=self.model,
             method=self.method,
             meta={**self.meta, "k": len(rows)},
+            entropy=None if self.entropy is None else self.entropy[rows],
         )
 
     def by_hook(self) -> dict[str, Int[Tensor, " rows"]]:
@@ -338,37 +401,38 @@ class ExpertSet:
     def positions(self) -> Int[Tensor, " k"]:
         return self.unit_index.positions()[self.units]
 
-    def layers(self) -> Int[Tensor, " k"]:
-        return self.unit_index.layers()[self.units]
+    def blocks(self) -> Int[Tensor, " k"]:
+        """The block of each expert."""
+        return self.unit_index.blocks()[self.units]
 
-    def counts_per_layer(self) -> dict[int, int]:
-        values, counts = self.layers().unique(return_counts=True)
+    def counts_per_block(self) -> dict[int, int]:
+        values, counts = self.blocks().unique(return_counts=True)
         return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
     def to_pandas(self) -> Any:
-        """One row per expert: rank, unit label, layer, hook, position, AP, AUROC, statistics, sign."""
+        """One row per expert: rank, unit label, block, hook, position, AP, AUROC, statistics, sign (, entropy)."""
         import pandas as pd
 
         hooks = [self.unit_index.locate(int(u))[0] for u in self.units]
-        return pd.DataFrame(
-            {
-                "rank": range(len(self)),
-                "unit": self.units.tolist(),
-                "label": self.unit_index.labels(self.units),
-                "layer": self.layers().tolist(),
-                "hook": hooks,
-                "position": self.positions().tolist(),
-                "ap": self.ap.tolist(),
-                "auroc": self.auroc.tolist(),
-                **{k: v.tolist() for k, v in self.stats.items()},
-                "sign": self.sign.tolist(),
-            }
-        )
+        columns = {
+            "rank": range(len(self)),
+            "unit": self.units.tolist(),
+            "label": self.unit_index.labels(self.units),
+            "block": self.blocks().tolist(),
+            "hook": hooks,
+            "position": self.positions().tolist(),
+            "ap": self.ap.tolist(),
+            "auroc": self.auroc.tolist(),
+            **{k: v.tolist() for k, v in self.stats.items()},
+            "sign": self.sign.tolist(),
+        }
+        if self.entropy is not None:
+            columns["entropy"] = self.entropy.tolist()
+        return pd.DataFrame(columns)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``experts.safetensors`` + ``experts.json`` into folder ``path``."""
+        """Write ``experts.json`` and its tensors into folder ``path`` (one atomic commit)."""
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {
             "units": self.units,
             "ap": self.ap,
@@ -376,6 +440,8 @@ class ExpertSet:
             "sign": self.sign,
             **{f"stats.{k}": v for k, v in self.stats.items()},
         }
+        if self.entropy is not None:
+            tensors["entropy"] = self.entropy
         header = {
             "kind": "xlens.ExpertSet",
             "language": self.language,
@@ -384,58 +450,46 @@ class ExpertSet:
             "method": self.method,
             "meta": self.meta,
         }
-        _write_pair(folder, "experts", tensors, header)
+        write_pair(folder, "experts", tensors, header)
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Any = None) -> ExpertSet:
-        """Load an expert set; with ``model``, refuse one made for a different model."""
-        tensors, header = _read_pair(Path(path), "experts", "xlens.ExpertSet")
-        if model is not None:
-            check_model(header["model"], model, Path(path))
-        return cls(
-            language=header["language"],
-            units=tensors["units"],
-            unit_index=UnitIndex.from_dict(header["unit_index"]),
-            ap=tensors["ap"],
-            auroc=tensors["auroc"],
-            stats={k.removeprefix("stats."): v for k, v in tensors.items() if k.startswith("stats.")},
-            sign=tensors["sign"],
-            model=header["model"],
-            method=header["method"],
-            meta=header["meta"],
+        """Load an expert set; with ``model``, refuse one made with a different model (interventions built from
+        the set check again when applied)."""
+        tensors, header = read_pair(Path(path), "experts", "xlens.ExpertSet")
+        with reading(Path(path)):
+            check_same_model(header["model"], model, f"the expert set in {path}")
+            return cls(
+                language=header["language"],
+                units=tensors["units"],
+                unit_index=UnitIndex.from_dict(header["unit_index"]),
+                ap=tensors["ap"],
+                auroc=tensors["auroc"],
+                stats={k.removeprefix("stats."): v for k, v in tensors.items() if k.startswith("stats.")},
+                sign=tensors["sign"],
+                model=header["model"],
+                method=header["method"],
+                meta=header["meta"],
+                entropy=tensors.get("entropy"),
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"ExpertSet({self.language}, {len(self)} {self.method} experts of model {self.model.get('name')!r}, "
+            f"blocks {sorted(self.counts_per_block())})"
         )
 
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card, html_frame
 
-def check_model(saved: dict[str, Any], model: Any, where: Path) -> None:
-    """Raise ExpertSetMismatchError unless ``model`` is the model ``saved`` describes."""
-    current = model.identity() if hasattr(model, "identity") else dict(model)
-    keys = ("architecture", "n_layers", "d_model", "d_mlp", "name", "revision")
-    diffs = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
-    if diffs:
-        detail = "; ".join(f"{k}: saved {a!r} vs model {b!r}" for k, (a, b) in diffs.items())
-        raise ExpertSetMismatchError(
-            f"{where} was made for model {saved.get('name')!r}, not {current.get('name')!r} ({detail}). "
-            "Find experts again with this model."
-        )
-
-
-def _write_pair(folder: Path, stem: str, tensors: dict[str, Tensor], header: dict[str, Any]) -> None:
-    atomic_write(
-        folder / f"{stem}.safetensors",
-        lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)),
-    )
-    atomic_write(folder / f"{stem}.json", lambda p: p.write_text(json.dumps(header, indent=1, default=str)))
-
-
-def _read_pair(folder: Path, stem: str, kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    meta, data = folder / f"{stem}.json", folder / f"{stem}.safetensors"
-    if not meta.is_file() or not data.is_file():
-        raise FileNotFoundError(f"no {kind} in {folder}: expected {meta.name} and {data.name}")
-    header = json.loads(meta.read_text())
-    if header.get("kind") != kind:
-        raise ValueError(f"{meta} holds a {header.get('kind')!r}, not a {kind}")
-    return load_file(str(data)), header
+        facts = {
+            "language": self.language,
+            "experts": f"{len(self)} ({self.method})",
+            "model": self.model.get("name"),
+            "per block": " ".join(f"L{b}:{n}" for b, n in sorted(self.counts_per_block().items())),
+        }
+        return html_card("ExpertSet", facts, html_frame(self.to_pandas(), max_rows=5))
 
 
 def find_experts(
@@ -446,14 +500,20 @@ def find_experts(
     units: Any = "mlp",
     pooling: str = "mean",
     negatives: Sequence[str] | None = None,
+    lape_top_rate: float | None = None,
     cache: str | os.PathLike[str] | None = None,
     **collect_kwargs: Any,
 ) -> ExpertScores:
     """Collect pooled responses on ``corpus`` and score every unit for every language (one vs the rest, or
-    against ``negatives``: see :meth:`ExpertScores.from_responses`)."""
+    against ``negatives``: see :meth:`ExpertScores.from_responses`); with ``lape_top_rate``, also rank the units
+    by LAPE (:meth:`ExpertScores.with_lape`). ``collect_kwargs`` go to
+    :func:`xlens.activations.collect_corpus_responses` (``batch_size``, ``max_length``, ``progress``, ...); with
+    ``cache``, the responses are cached there."""
     from xlens.activations import collect_corpus_responses
 
+    poolings = [pooling] if lape_top_rate is None else [pooling, "active"]
     responses = collect_corpus_responses(
-        model, corpus, languages, cache=cache, units=units, pooling=pooling, **collect_kwargs
+        model, corpus, languages, cache=cache, units=units, pooling=poolings, **collect_kwargs
     )
-    return ExpertScores.from_responses(responses, pooling=pooling, negatives=negatives)
+    scores = ExpertScores.from_responses(responses, pooling=pooling, negatives=negatives)
+    return scores if lape_top_rate is None else scores.with_lape(responses, top_rate=lape_top_rate)

@@ -1,8 +1,8 @@
 """Figures of a run's results: alignment heatmaps, retrieval per layer, and the before/after summary.
 
-Every function takes the results dict of :func:`xlens.experiment.run_experiment` (or its ``results.json`` loaded).
-A *condition* is one intervention of the run: ``(method, expert_lang, k)``; the default is the condition with the
-best mean top-1 improvement ratio (:func:`xlens.experiment.headline`).
+Every function takes the :class:`xlens.results.RunResults` of :func:`xlens.run_experiment` (or
+``RunResults.load(folder)``). A condition is given as a :class:`xlens.results.Condition` or its label
+(``"force spa_Latn k=200"``); the default is the condition with the best mean top-1 improvement ratio.
 """
 
 from __future__ import annotations
@@ -10,84 +10,33 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from xlens.experiment import headline, results_tables
+from xlens.errors import ResultsError
+from xlens.results import Condition, RunResults
 from xlens.viz.style import DIVERGING, SEQUENTIAL, TEMPLATE, language_color, layer_slider, nan_to_none
 
-Condition = tuple[str, str, int]
 ALIGNMENT_METRICS = ("cosine_parallel", "cosine_random", "cosine_gap", "cka", "cka_debiased", "centroid_distance")
 RETRIEVAL_METRICS = ("top1", "top5", "mrr")
 
 
-class ResultsError(ValueError):
-    """A results dict that does not hold what a figure needs."""
-
-
-def conditions(results: dict[str, Any]) -> list[Condition]:
-    """Every intervention condition of a run, in the order the run made them."""
-    seen: dict[Condition, None] = {}
-    for row in results["retrieval"]:
-        if row["intervention"] != "none":
-            seen[(row["intervention"], row["expert_lang"], int(row["k"]))] = None
-    return list(seen)
-
-
-def condition_label(condition: Condition) -> str:
-    method, lang, k = condition
-    return f"{method} {lang} k={k}"
-
-
-def best_condition(results: dict[str, Any]) -> Condition | None:
-    """The condition with the highest best-layer improvement ratio of mean top-1 (None: baseline only)."""
-    entries = headline(results)["conditions"]
-    if not entries:
-        return None
-    best = max(entries, key=lambda e: e["best_ratio"])
-    return (best["intervention"], best["expert_lang"], int(best["k"]))
-
-
-def _resolve(results: dict[str, Any], condition: Condition | None) -> Condition | None:
-    if condition is None:
-        return best_condition(results)
-    condition = (condition[0], condition[1], int(condition[2]))
-    available = conditions(results)
-    if condition not in available:
-        listed = ", ".join(condition_label(c) for c in available) or "none (baseline only)"
-        raise ResultsError(f"condition {condition_label(condition)} is not in these results; available: {listed}")
-    return condition
-
-
-def _select(table: pd.DataFrame, condition: Condition | None) -> pd.DataFrame:
-    if condition is None:
-        return table.loc[table["intervention"] == "none"]
-    method, lang, k = condition
-    return table.loc[(table["intervention"] == method) & (table["expert_lang"] == lang) & (table["k"] == k)]
-
-
-def _languages(results: dict[str, Any]) -> list[str]:
-    langs = list(results.get("experts") or {})
-    if langs:
-        return langs
-    seen: dict[str, None] = {}
-    for row in results["retrieval"]:
-        seen.setdefault(row["src"], None)
-    return list(seen)
+def _resolve(results: RunResults, condition: Condition | str | None) -> Condition | None:
+    """The condition asked for, or the best one when None (None again for a baseline-only run)."""
+    return results.best_condition() if condition is None else results.condition(condition)
 
 
 def alignment_matrices(
-    results: dict[str, Any], metric: str = "cka", condition: Condition | None = None
+    results: RunResults, metric: str = "cka", condition: Condition | str | None = None
 ) -> tuple[list[str], list[int], np.ndarray]:
     """``(languages, layers, values [layer, lang, lang])`` of one alignment metric under one condition
     (``None``: the baseline). The matrices are symmetric with a NaN diagonal (pairs of distinct languages only)."""
     if metric not in ALIGNMENT_METRICS:
         raise ResultsError(f"unknown alignment metric {metric!r}; use one of {ALIGNMENT_METRICS}")
-    table = _select(results_tables(results)["alignment"], condition)
+    table = results.table("alignment", condition)
     if table.empty:
-        raise ResultsError(f"no alignment rows for {'the baseline' if condition is None else condition}")
-    langs = _languages(results)
+        raise ResultsError(f"no alignment rows for {results.condition(condition).label}")
+    langs = results.languages
     layers = sorted(int(x) for x in table["layer"].unique())
     pos = {lang: i for i, lang in enumerate(langs)}
     slot = {layer: s for s, layer in enumerate(layers)}
@@ -99,7 +48,7 @@ def alignment_matrices(
 
 
 def similarity_heatmaps(
-    results: dict[str, Any], metric: str = "cka", condition: Condition | None = None, layer: int | None = None
+    results: RunResults, metric: str = "cka", condition: Condition | str | None = None, layer: int | None = None
 ) -> go.Figure:
     """Language x language heatmaps of ``metric`` before, after ``condition`` and their difference, with a layer
     slider (default: the best condition, starting at the last layer)."""
@@ -110,7 +59,7 @@ def similarity_heatmaps(
         _, after_layers, after = alignment_matrices(results, metric, cond)
         if after_layers != layers:
             raise ResultsError(f"baseline layers {layers} differ from the intervention's {after_layers}")
-        panels += [(f"after ({condition_label(cond)})", after), ("after − before", after - before)]
+        panels += [(f"after ({cond.label})", after), ("after − before", after - before)]
     finite = np.concatenate([p[np.isfinite(p)] for _, p in panels[:2]])
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     diff = panels[2][1] if len(panels) == 3 else None
@@ -161,14 +110,13 @@ def _domain_end(fig: go.Figure, axis: str) -> float:
     return float(layout[axis].domain[1])
 
 
-def retrieval_curves(results: dict[str, Any], condition: Condition | None = None, metric: str = "top1") -> go.Figure:
+def retrieval_curves(results: RunResults, condition: Condition | str | None = None, metric: str = "top1") -> go.Figure:
     """Retrieval ``metric`` per layer for every ordered pair: one panel per source language, one colour per target
     language, dotted before and solid after ``condition`` (default: the best one)."""
     if metric not in RETRIEVAL_METRICS:
         raise ResultsError(f"unknown retrieval metric {metric!r}; use one of {RETRIEVAL_METRICS}")
     cond = _resolve(results, condition)
-    table = results_tables(results)["retrieval"]
-    langs = _languages(results)
+    langs = results.languages
     cols = min(len(langs), 3)
     rows = -(-len(langs) // cols)
     fig = make_subplots(
@@ -178,9 +126,9 @@ def retrieval_curves(results: dict[str, Any], condition: Condition | None = None
         subplot_titles=[f"from {lang}" for lang in langs],
         vertical_spacing=0.12,
     )
-    parts = [("before", _select(table, None), "dot")]
+    parts = [("before", results.table("retrieval"), "dot")]
     if cond is not None:
-        parts.append((f"after ({condition_label(cond)})", _select(table, cond), "solid"))
+        parts.append((f"after ({cond.label})", results.table("retrieval", cond), "solid"))
     in_legend: set[str] = set()
     for i, src in enumerate(langs):
         r, c = divmod(i, cols)
@@ -204,7 +152,7 @@ def retrieval_curves(results: dict[str, Any], condition: Condition | None = None
                     col=c + 1,
                 )
                 in_legend.add(tgt)  # one legend entry per target; the title explains the dash styles
-    subtitle = "dotted: before" + (f", solid: after {condition_label(cond)}" if cond else "")
+    subtitle = "dotted: before" + (f", solid: after {cond.label}" if cond else "")
     fig.update_layout(
         template=TEMPLATE,
         title=f"Retrieval {metric} per layer ({subtitle})",
@@ -212,19 +160,19 @@ def retrieval_curves(results: dict[str, Any], condition: Condition | None = None
         legend={"title": "target"},
     )
     fig.update_yaxes(range=[0, 1.02] if metric != "mrr" else None)
-    n_layers = int(table["layer"].nunique())
+    n_layers = len(results.layers)
     fig.update_xaxes(dtick=max(1, -(-n_layers // 10)))  # whole layers only
     fig.update_xaxes(title_text="layer", row=rows)
     return fig
 
 
-def improvement_bars(results: dict[str, Any]) -> go.Figure:
+def improvement_bars(results: RunResults) -> go.Figure:
     """Mean top-1 over pairs at the best and the last layer, baseline vs every condition, each condition annotated
     with its best improvement ratio (x after/before at its best layer)."""
-    h = headline(results)
+    h = results.headline()
     base = h["baseline_mean_top1_by_layer"]
     best, last = h["best_layer"], h["last_layer"]
-    labels = ["baseline"] + [condition_label((c["intervention"], c["expert_lang"], c["k"])) for c in h["conditions"]]
+    labels = ["baseline"] + [c["condition"] for c in h["conditions"]]
     at_best = [base[best]] + [c["top1_best_layer"] for c in h["conditions"]]
     at_last = [base[last]] + [c["top1_last_layer"] for c in h["conditions"]]
     fig = go.Figure(

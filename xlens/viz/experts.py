@@ -1,4 +1,4 @@
-"""Figures of expert scores: where the experts are (layer x language), how AP is distributed, how sets overlap."""
+"""Figures of expert scores: where the experts are (block x language), how AP is distributed, how sets overlap."""
 
 from __future__ import annotations
 
@@ -12,22 +12,22 @@ from xlens.experts.sets import ExpertScores
 from xlens.viz.style import SEQUENTIAL, TEMPLATE, language_color
 
 
-def _layers(scores: ExpertScores) -> tuple[Int[Tensor, " unit"], list[int]]:
-    unit_layers = scores.units.layers()
-    return unit_layers, sorted(unit_layers.unique().tolist())
+def _blocks(scores: ExpertScores) -> tuple[Int[Tensor, " unit"], list[int]]:
+    unit_blocks = scores.units.blocks()
+    return unit_blocks, sorted(unit_blocks.unique().tolist())
 
 
-def expert_counts_per_layer(scores: ExpertScores, threshold: float = 0.95) -> Int[Tensor, "lang layer"]:
-    """Units with AP >= ``threshold`` per language and layer (layers in ascending order, -1 first if any)."""
-    unit_layers, layers = _layers(scores)
+def expert_counts_per_block(scores: ExpertScores, threshold: float = 0.95) -> Int[Tensor, "lang block"]:
+    """Units with AP >= ``threshold`` per language and block (blocks in ascending order, -1 first if any)."""
+    unit_blocks, blocks = _blocks(scores)
     above = scores.ap >= threshold
-    return torch.stack([above[:, unit_layers == layer].sum(dim=1) for layer in layers], dim=1)
+    return torch.stack([above[:, unit_blocks == block].sum(dim=1) for block in blocks], dim=1)
 
 
 def expert_counts(scores: ExpertScores, threshold: float = 0.95) -> go.Figure:
-    """Heatmap layer x language of the number of units whose AP is at least ``threshold``."""
-    counts = expert_counts_per_layer(scores, threshold)
-    _, layers = _layers(scores)
+    """Heatmap block x language of the number of units whose AP is at least ``threshold``."""
+    counts = expert_counts_per_block(scores, threshold)
+    _, layers = _blocks(scores)
     z = counts.T.numpy()
     fig = go.Figure(
         go.Heatmap(
@@ -38,33 +38,33 @@ def expert_counts(scores: ExpertScores, threshold: float = 0.95) -> go.Figure:
             texttemplate="%{text}",
             colorscale=SEQUENTIAL,
             colorbar={"title": "units"},
-            hovertemplate="%{x} layer %{y}: %{z} units<extra></extra>",
+            hovertemplate="%{x} block %{y}: %{z} units<extra></extra>",
         )
     )
     fig.update_layout(
         template=TEMPLATE,
-        title=f"Experts per layer (units with AP ≥ {threshold:g})",
+        title=f"Experts per block (units with AP ≥ {threshold:g})",
         xaxis={"title": "language", "type": "category"},
-        yaxis={"title": "layer", "type": "category"},
+        yaxis={"title": "block", "type": "category"},
     )
     return fig
 
 
-def layer_best_ap(scores: ExpertScores) -> tuple[Float[Tensor, "lang layer"], Int[Tensor, "lang layer"], list[int]]:
-    """Best AP of each language in each layer, the flat index of the unit that has it, and the layers."""
-    unit_layers, layers = _layers(scores)
-    best = torch.empty(len(scores.languages), len(layers))
-    where = torch.empty(len(scores.languages), len(layers), dtype=torch.long)
-    for j, layer in enumerate(layers):
-        members = (unit_layers == layer).nonzero().squeeze(1)
+def block_best_ap(scores: ExpertScores) -> tuple[Float[Tensor, "lang block"], Int[Tensor, "lang block"], list[int]]:
+    """Best AP of each language in each block, the flat index of the unit that has it, and the blocks."""
+    unit_blocks, blocks = _blocks(scores)
+    best = torch.empty(len(scores.languages), len(blocks))
+    where = torch.empty(len(scores.languages), len(blocks), dtype=torch.long)
+    for j, block in enumerate(blocks):
+        members = (unit_blocks == block).nonzero().squeeze(1)
         values, rows = scores.ap[:, members].max(dim=1)
         best[:, j], where[:, j] = values, members[rows]
-    return best, where, layers
+    return best, where, blocks
 
 
 def best_ap_heatmap(scores: ExpertScores) -> go.Figure:
-    """Heatmap layer x language of the best unit's AP; hover names the unit (click it in the inspector)."""
-    best, where, layers = layer_best_ap(scores)
+    """Heatmap block x language of the best unit's AP; hover names the unit (click it in the inspector)."""
+    best, where, layers = block_best_ap(scores)
     labels = np.array([scores.units.labels(row) for row in where.T])
     fig = go.Figure(
         go.Heatmap(
@@ -76,14 +76,14 @@ def best_ap_heatmap(scores: ExpertScores) -> go.Figure:
             colorscale=SEQUENTIAL,
             colorbar={"title": "AP"},
             customdata=labels,
-            hovertemplate="%{x} layer %{y}: best AP %{z:.3f} (%{customdata})<extra></extra>",
+            hovertemplate="%{x} block %{y}: best AP %{z:.3f} (%{customdata})<extra></extra>",
         )
     )
     fig.update_layout(
         template=TEMPLATE,
-        title="Best AP per layer (click a cell to inspect its unit)",
+        title="Best AP per block (click a cell to inspect its unit)",
         xaxis={"title": "language", "type": "category"},
-        yaxis={"title": "layer", "type": "category"},
+        yaxis={"title": "block", "type": "category"},
     )
     return fig
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from xlens.errors import FigureExportError, InputError
+
 IMAGE_FORMATS = ("png", "svg", "pdf", "jpeg", "webp")
 PlotlyJs = Literal["inline", "directory", "cdn"]
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -54,10 +56,6 @@ LINK_TRANSLATIONS_JS = """
   });
 })();
 """
-
-
-class FigureExportError(RuntimeError):
-    """A figure could not be written in the asked format; the message says what to install or change."""
 
 
 def find_browser() -> str | None:
@@ -125,14 +123,14 @@ def save_figures(
     """Write each figure to its path (see :func:`save_figure`); images share one browser session, which is
     much faster than one kaleido call per figure."""
     if plotlyjs not in ("inline", "directory", "cdn"):
-        raise ValueError(f"plotlyjs must be 'inline', 'directory' or 'cdn', got {plotlyjs!r}")
+        raise InputError(f"plotlyjs must be 'inline', 'directory' or 'cdn', got {plotlyjs!r}")
     if len(figs) != len(paths):
-        raise ValueError(f"{len(figs)} figures for {len(paths)} paths")
+        raise InputError(f"{len(figs)} figures for {len(paths)} paths")
     targets = [Path(p) for p in paths]
     formats = [t.suffix.lower().lstrip(".") for t in targets]
     for target, fmt in zip(targets, formats, strict=True):
         if fmt != "html" and fmt not in IMAGE_FORMATS:
-            raise ValueError(f"cannot write {target.name}: use .html or one of .{', .'.join(IMAGE_FORMATS)}")
+            raise InputError(f"cannot write {target.name}: use .html or one of .{', .'.join(IMAGE_FORMATS)}")
         target.parent.mkdir(parents=True, exist_ok=True)
     images = [(fig, t, f) for fig, t, f in zip(figs, targets, formats, strict=True) if f != "html"]
     if images:

@@ -18,16 +18,13 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from xlens.activations import Responses
+from xlens.errors import NeuronCardError
 from xlens.experts.sets import ExpertScores
-from xlens.models import LensModel
+from xlens.models.lens import ForwardBatch, LensModel
 from xlens.viz.style import DIVERGING, TEMPLATE, language_color, nan_to_none, plotly_text
 
 MAX_HEATMAP_TOKENS = 32  # per sentence in the card figure; the HTML version shows every token
 _NEGATIVE = "#7F7F7F"
-
-
-class NeuronCardError(ValueError):
-    """A neuron card was asked for with inputs that do not fit together."""
 
 
 @dataclass
@@ -74,25 +71,25 @@ def unit_token_activations(
     """Activation of flat unit ``unit`` on every token of every text (one batched hooked forward pass)."""
     units = scores_or_units.units if isinstance(scores_or_units, ExpertScores) else scores_or_units
     hook, position = units.locate(int(unit))
-    batch = model.tokenize(list(texts), max_length=max_length)
-    captured: dict[str, Tensor] = {}
+    rows: list[tuple[list[int], list[float]]] = [([], [])] * len(texts)
 
-    def read(act: Tensor, hook: Any) -> None:
-        captured["acts"] = act.reshape(act.shape[0], act.shape[1], -1)[:, :, position].float().cpu()
+    def read(act: Tensor, batch: ForwardBatch) -> None:
+        values = act.reshape(act.shape[0], act.shape[1], -1)[:, :, position].float().cpu()
+        for r, i in enumerate(batch.row_ids.tolist()):
+            n = int(batch.lengths[r])
+            rows[i] = (batch.tokens[r, :n].tolist(), values[r, :n].tolist())
 
-    model.run_hooks(batch, [(hook, read)])
+    model.forward(list(texts), [(hook, read)], max_length=max_length, batch_size=len(texts))
     tok = model.tokenizer
     bos = tok.bos_token_id if model.prepend_bos else None
     out = []
-    for row, text in enumerate(texts):
-        n = int(batch.lengths[row])
-        ids = batch.tokens[row, :n].tolist()
+    for text, (ids, values) in zip(texts, rows, strict=True):
         start = 1 if bos is not None and ids and ids[0] == bos else 0
         out.append(
             ActivatedText(
                 text=text,
                 tokens=[tok.decode([i]) for i in ids[start:]],
-                values=captured["acts"][row, start:n].numpy().astype(float),
+                values=np.asarray(values[start:], dtype=float),
             )
         )
     return out
@@ -227,6 +224,12 @@ class NeuronCard:
         )
         fig.update_yaxes(autorange="reversed", type="category", row=2, col=1)
         fig.update_xaxes(title_text="token", row=2, col=1)
+
+    def __repr__(self) -> str:
+        return f"NeuronCard({self.title}; {len(self.top)} top sentences)"
+
+    def _repr_html_(self) -> str:
+        return self.html()
 
     def html(self) -> str:
         """A header and the top sentences as coloured tokens (HTML; no figure)."""

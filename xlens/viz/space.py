@@ -16,13 +16,10 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from xlens.errors import ProjectionError
 from xlens.viz.style import TEMPLATE, language_color, layer_slider, plotly_text
 
 Projection = Literal["pca", "umap"]
-
-
-class ProjectionError(ValueError):
-    """Embeddings that cannot be projected as asked."""
 
 
 def pca_fit(X: np.ndarray, n_components: int = 2, max_iter: int = 300) -> tuple[np.ndarray, np.ndarray]:

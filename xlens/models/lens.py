@@ -1,0 +1,401 @@
+"""``LensModel``: a TransformerBridge, what xlens needs to know about it, and the one batched forward engine.
+
+Two meanings of "layer" are kept apart by name everywhere in xlens:
+
+- a **block** is a transformer block, ``0..n_layers - 1`` (TransformerLens' ``blocks.{b}``): units, hooks,
+  interventions and steering vectors live at blocks;
+- an **embedding layer** is a point of the residual stream where sentence embeddings are read, ``0..n_layers``
+  (as Hugging Face ``hidden_states``): layer 0 is the input of block 0 (token embeddings), layer ``l`` the output of
+  block ``l - 1``.
+
+:meth:`LensModel.forward` is the only loop in xlens that tokenizes, sorts by length, batches and runs hooked
+forward passes: pooled responses, embeddings, perplexity, mean residuals, neuron cards and the benchmarks all
+call it; generation takes its batches from :meth:`LensModel.batches`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from xlens.errors import InputError, InputTypeError, ModelMismatchError
+
+if TYPE_CHECKING:
+    from xlens.interventions import Hook, Intervention
+
+Padding = Literal["right", "left"]
+IDENTITY_FIELDS = ("name", "revision", "architecture", "n_layers", "d_model", "d_mlp")
+
+
+@dataclass
+class TokenBatch:
+    """Padded token ids with their mask (True on real tokens)."""
+
+    tokens: Int[Tensor, "batch pos"]
+    mask: Bool[Tensor, "batch pos"]
+
+    @property
+    def lengths(self) -> Int[Tensor, " batch"]:
+        return self.mask.sum(dim=1)
+
+
+@dataclass
+class ForwardBatch(TokenBatch):
+    """One batch of :meth:`LensModel.forward`: ``rows[i]`` is the position in the caller's texts of row ``i``."""
+
+    rows: Int[Tensor, " batch"] | None = None
+
+    @property
+    def row_ids(self) -> Int[Tensor, " batch"]:
+        assert self.rows is not None
+        return self.rows
+
+
+Reader = Callable[[Tensor, ForwardBatch], None]
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass early."""
+
+
+def _raise_stop(act: Tensor, hook: Any) -> None:
+    raise _StopForward
+
+
+def _truncate(ids: list[list[int]], max_length: int | None) -> list[list[int]]:
+    return [seq[:max_length] for seq in ids] if max_length is not None else ids
+
+
+def block_of(hook_name: str) -> int | None:
+    """Block index of a ``blocks.{b}.…`` hook name, else None (e.g. ``hook_embed``)."""
+    parts = hook_name.split(".")
+    if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields in which two model identities differ. A shared revision (content hash or hub commit) settles the
+    weights even when the names differ (``gemma-3-270m`` and ``embedded`` are one model)."""
+    keys = [k for k in IDENTITY_FIELDS if k not in ("name", "revision")]
+    if saved.get("revision") is not None and current.get("revision") is not None:
+        keys.append("revision")
+    else:
+        keys.append("name")
+    return {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
+
+
+def check_same_model(saved: dict[str, Any] | None, model: Any, what: str) -> None:
+    """Raise ModelMismatchError unless ``model`` is the model ``saved`` (an identity dict) describes."""
+    if not saved or model is None:
+        return
+    current = model.identity() if hasattr(model, "identity") else dict(model)
+    diffs = identity_differences(saved, current)
+    if diffs:
+        detail = "; ".join(f"{k}: made with {a!r}, used with {b!r}" for k, (a, b) in diffs.items())
+        raise ModelMismatchError(
+            f"{what} was made with model {saved.get('name')!r}, not with {current.get('name')!r} ({detail}). "
+            "Find the experts again with this model, or pass check_model=False if you mean to transplant them."
+        )
+
+
+@dataclass
+class LensModel:
+    """A TransformerBridge plus what xlens needs to know about it.
+
+    Attributes:
+        bridge: the TransformerLens ``TransformerBridge`` (hooks, ``run_with_cache``, ``run_with_hooks``, ...).
+        name: what the model was loaded as (hub name, path, ``gemma-3-270m``, ``tiny-gpt2``).
+        source: ``embedded``, ``tiny``, ``local``, ``gguf``, ``hub`` or ``hub-cache``.
+        revision: hub commit or a content hash of the local weights, for provenance and identity checks.
+    """
+
+    bridge: Any
+    name: str
+    source: str
+    revision: str | None = None
+
+    # --- sizes and hook names -----------------------------------------------------------------------------
+
+    @property
+    def cfg(self) -> Any:
+        return self.bridge.cfg
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.bridge.tokenizer
+
+    @property
+    def n_layers(self) -> int:
+        """Number of blocks (TransformerLens' name)."""
+        return int(self.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.cfg.d_model)
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.cfg.d_mlp)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.cfg.architecture)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.cfg.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.bridge.parameters()).dtype
+
+    @property
+    def prepend_bos(self) -> bool:
+        return bool(getattr(self.cfg, "default_prepend_bos", True))
+
+    @property
+    def embedding_layers(self) -> list[int]:
+        """Embedding layers ``0..n_layers`` (see the module docstring)."""
+        return list(range(self.n_layers + 1))
+
+    def mlp_hook(self, block: int) -> str:
+        """Hook of block ``block``'s MLP neurons (the input of the down projection), ``[batch, pos, d_mlp]``."""
+        return f"blocks.{block}.mlp.hook_post"
+
+    def resid_hook(self, block: int) -> str:
+        """Hook of the residual stream after block ``block``, ``[batch, pos, d_model]``."""
+        return f"blocks.{block}.hook_resid_post"
+
+    def embedding_hook(self, layer: int) -> str:
+        """Hook where embedding layer ``layer`` is read: the input of block 0, then each block's output."""
+        if not 0 <= layer <= self.n_layers:
+            raise InputError(f"embedding layer {layer} out of range: embedding layers are 0..{self.n_layers}")
+        return "blocks.0.hook_resid_pre" if layer == 0 else self.resid_hook(layer - 1)
+
+    @property
+    def mlp_hooks(self) -> list[str]:
+        return [self.mlp_hook(block) for block in range(self.n_layers)]
+
+    @property
+    def resid_hooks(self) -> list[str]:
+        return [self.resid_hook(block) for block in range(self.n_layers)]
+
+    def linear_hooks(self) -> list[str]:
+        """Outputs of every linear layer (attention q/k/v/o, MLP in/gate/out), as ml-selfcond and Kojima et al."""
+        names = self.bridge.hook_dict.keys()
+        suffixes = (
+            "attn.q.hook_out",
+            "attn.k.hook_out",
+            "attn.v.hook_out",
+            "attn.o.hook_out",
+            "mlp.in.hook_out",
+            "mlp.gate.hook_out",
+            "mlp.out.hook_out",
+        )
+        return [
+            f"blocks.{block}.{suffix}"
+            for block in range(self.n_layers)
+            for suffix in suffixes
+            if f"blocks.{block}.{suffix}" in names
+        ]
+
+    def check_hooks(self, hook_names: Sequence[str]) -> None:
+        unknown = [n for n in hook_names if n not in self.bridge.hook_dict]
+        if unknown:
+            raise InputError(
+                f"unknown hook name(s) {unknown[:5]}; see LensModel.bridge.hook_dict for the available ones"
+            )
+
+    def hook_widths(self, hook_names: Sequence[str]) -> dict[str, int]:
+        """Units at each hook: the product of the dimensions after ``pos`` (heads x d_head count as units)."""
+        self.check_hooks(hook_names)
+        widths: dict[str, int] = {}
+
+        def recorder(name: str) -> Reader:
+            # Alias hooks report their canonical name, so remember the name that was asked for.
+            def record(act: Tensor, batch: ForwardBatch) -> None:
+                widths[name] = int(torch.tensor(act.shape[2:]).prod().item())
+
+            return record
+
+        self.forward(["a"], [(n, recorder(n)) for n in hook_names])
+        return {n: widths[n] for n in hook_names}
+
+    # --- identity ----------------------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """Which weights these are: what experts, scores and interventions made with this model must match."""
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "architecture": self.architecture,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "d_mlp": self.d_mlp,
+        }
+
+    def numerics(self) -> dict[str, str]:
+        """How the weights compute (dtype and device kind): part of every cache key, not of the identity."""
+        return {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type}
+
+    def check_identity(self, saved: dict[str, Any] | None, what: str) -> None:
+        """Raise ModelMismatchError unless ``saved`` (an identity) describes this model."""
+        check_same_model(saved, self, what)
+
+    # --- tokenization and the forward engine ----------------------------------------------------------------
+
+    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of every text with the model's BOS convention, not truncated."""
+        if isinstance(texts, str):
+            raise InputTypeError("pass a sequence of strings; wrap a single text in a list")
+        if not texts:
+            raise InputError("no texts given")
+        empty = [i for i, t in enumerate(texts) if not t.strip()]
+        if empty:
+            raise InputError(f"empty text at position(s) {empty[:10]}: remove empty sentences first")
+        tok = self.tokenizer
+        ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+        if self.prepend_bos and tok.bos_token_id is not None:
+            ids = [[tok.bos_token_id, *seq] for seq in ids]
+        return ids
+
+    def _pad(self, ids: Sequence[Sequence[int]], padding: Padding) -> tuple[Tensor, Tensor]:
+        tok = self.tokenizer
+        width = max(len(seq) for seq in ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.bool)
+        for row, seq in enumerate(ids):
+            cols = slice(0, len(seq)) if padding == "right" else slice(width - len(seq), width)
+            tokens[row, cols] = torch.tensor(seq, dtype=torch.long)
+            mask[row, cols] = True
+        return tokens.to(self.device), mask.to(self.device)
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None, padding: Padding = "right") -> TokenBatch:
+        """Tokenize with the model's BOS convention, pad, and return the mask.
+
+        Right padding keeps every real token at the same position as in an unbatched pass, so with the mask the
+        activations of real tokens do not depend on the batch. Left padding puts every row's last token in the
+        last column (for generation).
+        """
+        return TokenBatch(*self._pad(_truncate(self._token_ids(texts), max_length), padding))
+
+    def batches(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 16,
+        max_length: int | None = 256,
+        padding: Padding = "right",
+    ) -> Iterator[ForwardBatch]:
+        """The texts tokenized once, sorted by length (longest first, ties in input order) and cut into batches:
+        batches of similar lengths waste little compute on padding."""
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        ids = self._token_ids(texts)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # by full length, before truncation
+        ids = _truncate(ids, max_length)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            tokens, mask = self._pad([ids[i] for i in rows], padding)
+            yield ForwardBatch(tokens, mask, torch.tensor(rows, dtype=torch.long))
+
+    def forward(
+        self,
+        texts: Sequence[str],
+        readers: Sequence[tuple[str, Reader]] = (),
+        *,
+        interventions: Sequence[Intervention | Hook] = (),
+        logits: Reader | None = None,
+        batch_size: int = 16,
+        max_length: int | None = 256,
+        progress: bool = False,
+        desc: str = "forward",
+    ) -> None:
+        """Run every text through the model in sorted, right-padded batches, under ``interventions``.
+
+        ``readers`` are ``(hook_name, fn)`` pairs; ``fn(activation, batch)`` sees each batch's activation at that
+        hook (after the interventions) and the :class:`ForwardBatch` it belongs to, so it can pool over
+        ``batch.mask`` and store by ``batch.rows``. Without ``logits`` the pass stops right after the deepest block
+        a reader needs (collecting activations never needs the unembedding, which on Gemma-3 outweighs the whole
+        body); with ``logits``, ``logits(logits, batch)`` gets every batch's output logits.
+
+        Interventions see ``token_positions`` of each batch: prompt = the real tokens, last = the last real token.
+        """
+        from xlens.interventions import apply, token_positions
+
+        if not readers and logits is None:
+            raise InputError("forward needs readers or a logits callback: otherwise nothing is read")
+        self.check_hooks([name for name, _ in readers])
+        current: list[ForwardBatch] = []
+
+        def bound(read: Reader) -> Callable[[Tensor, Any], None]:
+            def hook_fn(act: Tensor, hook: Any) -> None:
+                read(act, current[0])
+
+            return hook_fn
+
+        hooks: list[tuple[str, Any]] = [(name, bound(read)) for name, read in readers]
+        stop = None if logits is not None else self._stop_hook([name for name, _ in readers])
+        if stop is not None:
+            hooks.append((stop, _raise_stop))
+        batches = list(self.batches(texts, batch_size=batch_size, max_length=max_length))
+        with torch.inference_mode(), apply(self, *interventions), self.bridge.hooks(fwd_hooks=hooks):
+            for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress):
+                current[:] = [batch]
+                with token_positions(batch.mask), contextlib.suppress(_StopForward):
+                    out = self.bridge(
+                        batch.tokens,
+                        attention_mask=batch.mask.long(),
+                        return_type="logits" if logits is not None else None,
+                    )
+                    if logits is not None:
+                        logits(out, batch)
+
+    def _stop_hook(self, hook_names: Sequence[str]) -> str | None:
+        blocks = [block_of(name) for name in hook_names]
+        if any(block is None for block in blocks):
+            return None  # e.g. ln_final or the unembedding itself: run the whole model
+        deepest = max(int(block) for block in blocks if block is not None)
+        block_inputs = {f"blocks.{deepest}.hook_resid_pre", f"blocks.{deepest}.hook_in"}
+        if all(name in block_inputs for name, block in zip(hook_names, blocks, strict=True) if block == deepest):
+            return f"blocks.{deepest}.hook_in"  # only the block's input is read: do not run the block
+        return f"blocks.{deepest}.hook_out"
+
+    def logits_at_last(self, batch: TokenBatch) -> Float[Tensor, "batch vocab"]:
+        """Next-token logits at the last column of a left-padded batch (only that position is unembedded)."""
+        out = self.bridge(batch.tokens, attention_mask=batch.mask.long(), logits_to_keep=1)
+        return out[:, -1].float()
+
+    # --- display -----------------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"LensModel({self.name!r}, source={self.source!r}, arch={self.architecture}, "
+            f"n_layers={self.n_layers}, d_model={self.d_model}, d_mlp={self.d_mlp}, "
+            f"device={self.device}, dtype={self.dtype})"
+        )
+
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card
+
+        return html_card(
+            f"LensModel {self.name}",
+            {
+                "source": self.source,
+                "architecture": self.architecture,
+                "blocks": self.n_layers,
+                "d_model": self.d_model,
+                "d_mlp (units per block)": self.d_mlp,
+                "device / dtype": f"{self.device} / {str(self.dtype).removeprefix('torch.')}",
+                "revision": self.revision or "–",
+            },
+        )

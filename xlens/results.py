@@ -1,0 +1,437 @@
+"""What a run produced, as objects: the conditions it measured and :class:`RunResults`.
+
+A :class:`Condition` is one setting the embedding space was measured under: the baseline (no intervention) or one
+method for one language's experts with one k. In the tables its columns are ``intervention`` (the method, or
+``none``), ``expert_lang`` (null for the baseline) and ``k`` (0 for the baseline and for methods without k).
+
+``results.json`` (``schema_version`` 2) holds:
+
+- ``config`` (the nested :class:`xlens.config.ExperimentConfig`), ``languages`` and ``layers`` (embedding layers);
+- ``provenance``: model identity and numerics, corpus specs, files and sha256, corpus fingerprints, the find/eval
+  split and its measured overlap (0 for a valid run), package versions, machine, timings;
+- ``experts``: per language, best AP and the experts per block at the largest k; ``scores``: the scores' folder;
+- ``conditions``: every condition with its cached ``[sentence, layer, d_model]`` embeddings file (sentences
+  grouped by language in config order), relative to the run folder;
+- ``retrieval``: rows ``{intervention, expert_lang, k, layer, src, tgt, top1, top5, mrr}`` for every ordered
+  pair src != tgt;
+- ``alignment``: rows ``{intervention, expert_lang, k, layer, lang_a, lang_b, cosine_parallel, cosine_random,
+  cosine_gap, cka, cka_debiased, centroid_distance}`` for every unordered pair lang_a < lang_b;
+- ``tables``: the parquet copies of both tables and their sha256.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import pandas as pd
+from jaxtyping import Float
+from torch import Tensor
+
+from xlens.errors import ResultsError
+
+if TYPE_CHECKING:
+    from xlens.config import ExperimentConfig
+    from xlens.data.corpus import ParallelCorpus
+    from xlens.experts.sets import ExpertScores
+    from xlens.interventions.specs import InterventionSpec
+    from xlens.models.lens import LensModel
+
+SCHEMA_VERSION = 2
+RESULTS_FILE = "results.json"
+TABLES = ("retrieval", "alignment")
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_thawed(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One measured setting: the baseline, or ``method`` with its ``params`` on ``language``'s experts at ``k``."""
+
+    method: str = "none"
+    language: str | None = None
+    k: int | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def baseline(cls) -> Condition:
+        return cls()
+
+    @classmethod
+    def of(cls, spec: InterventionSpec, language: str, k: int | None) -> Condition:
+        return cls(spec.name, language, k, tuple(sorted((n, _frozen(v)) for n, v in spec.params().items())))
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method == "none"
+
+    def spec(self) -> InterventionSpec:
+        """The method's spec (from the registry)."""
+        from xlens.interventions.specs import spec_class
+
+        if self.is_baseline:
+            raise ResultsError("the baseline has no intervention spec")
+        return spec_class(self.method).from_dict({n: _thawed(v) for n, v in self.params})
+
+    @property
+    def label(self) -> str:
+        if self.is_baseline:
+            return "baseline"
+        return f"{self.method} {self.language}" + ("" if self.k is None else f" k={self.k}")
+
+    def columns(self) -> dict[str, Any]:
+        """The condition's columns in the results tables."""
+        return {"intervention": self.method, "expert_lang": self.language, "k": 0 if self.k is None else self.k}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "language": self.language, "k": self.k, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Condition:
+        params = tuple(sorted((n, _frozen(v)) for n, v in data.get("params", {}).items()))
+        return cls(data["method"], data.get("language"), data.get("k"), params)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with missing values as None (JSON null), not NaN."""
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
+
+
+def select(table: pd.DataFrame, condition: Condition) -> pd.DataFrame:
+    """The rows of a results table that belong to ``condition``."""
+    cols = condition.columns()
+    keep = (table["intervention"] == cols["intervention"]) & (table["k"] == cols["k"])
+    keep &= table["expert_lang"].isna() if cols["expert_lang"] is None else table["expert_lang"] == cols["expert_lang"]
+    return cast(pd.DataFrame, table.loc[keep])
+
+
+@dataclass
+class RunResults:
+    """A finished run: its config, provenance, conditions and tables, and (lazily) what the run folder holds.
+
+    Tables are pandas DataFrames (see the module docstring for their columns). :meth:`embeddings`,
+    :attr:`scores`, :attr:`responses`, :attr:`find_texts` and :attr:`eval_corpus` read the run folder when asked;
+    :attr:`model` loads the run's model on first use (or is the model the run was given).
+    """
+
+    config: ExperimentConfig
+    languages: list[str]
+    layers: list[int]
+    provenance: dict[str, Any]
+    experts: dict[str, Any]
+    conditions: list[Condition]
+    retrieval: pd.DataFrame
+    alignment: pd.DataFrame
+    embedding_files: dict[Condition, str] = field(default_factory=dict)
+    scores_folder: str | None = None
+    folder: Path | None = None
+    _model: Any = field(default=None, repr=False)
+
+    # --- reading and writing -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "config": self.config.to_dict(),
+            "languages": self.languages,
+            "layers": self.layers,
+            "provenance": self.provenance,
+            "experts": self.experts,
+            "scores": self.scores_folder,
+            "conditions": [{**c.to_dict(), "embeddings": self.embedding_files.get(c)} for c in self.conditions],
+            "retrieval": _records(self.retrieval),
+            "alignment": _records(self.alignment),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], folder: Path | None = None, model: Any = None) -> RunResults:
+        from xlens.config import ExperimentConfig
+
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ResultsError(
+                f"results of schema version {version} (this xlens reads {SCHEMA_VERSION}): rerun the experiment "
+                "with this version into a new folder"
+            )
+        conditions = [Condition.from_dict(c) for c in data["conditions"]]
+        return cls(
+            config=ExperimentConfig.from_dict(data["config"]),
+            languages=list(data["languages"]),
+            layers=[int(x) for x in data["layers"]],
+            provenance=data["provenance"],
+            experts=data["experts"],
+            conditions=conditions,
+            retrieval=pd.DataFrame(data["retrieval"]),
+            alignment=pd.DataFrame(data["alignment"]),
+            embedding_files={c: e["embeddings"] for c, e in zip(conditions, data["conditions"], strict=True)},
+            scores_folder=data.get("scores"),
+            folder=folder,
+            _model=model,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: Any = None) -> RunResults:
+        """The results of the run in folder ``path`` (its tables checked against the hashes results.json keeps)."""
+        from xlens.runfolder import read_manifest
+
+        folder = Path(path)
+        if not (folder / RESULTS_FILE).is_file():
+            raise ResultsError(f"{folder} holds no {RESULTS_FILE}: run `xlens run --out {folder}` first")
+        return cls.from_dict(read_manifest(folder, RESULTS_FILE), folder, model)
+
+    # --- what the run measured ---------------------------------------------------------------------------
+
+    @property
+    def interventions(self) -> list[Condition]:
+        """Every condition but the baseline, in the order the run made them."""
+        return [c for c in self.conditions if not c.is_baseline]
+
+    def condition(self, label_or_condition: str | Condition | None) -> Condition:
+        """A condition of this run by its label (``"force spa_Latn k=200"``), itself, or None for the baseline."""
+        if label_or_condition is None:
+            return Condition.baseline()
+        if isinstance(label_or_condition, Condition):
+            if label_or_condition in self.conditions:
+                return label_or_condition
+            wanted = label_or_condition.label
+        else:
+            wanted = label_or_condition
+        for c in self.conditions:
+            if c.label == wanted:
+                return c
+        listed = ", ".join(c.label for c in self.interventions) or "none (baseline only)"
+        raise ResultsError(f"condition {wanted!r} is not in these results; available: {listed}")
+
+    def table(self, name: str, condition: Condition | str | None = None) -> pd.DataFrame:
+        """The ``retrieval`` or ``alignment`` rows of one condition (None: the baseline)."""
+        if name not in TABLES:
+            raise ResultsError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
+        return select(getattr(self, name), self.condition(condition))
+
+    def embeddings(self, condition: Condition | str | None = None) -> Float[Tensor, "sentence layer d_model"] | None:
+        """The cached evaluation embeddings of one condition (None: the baseline), or None if not on disk."""
+        from xlens._io import load_tensors
+
+        file = self.embedding_files.get(self.condition(condition))
+        if file is None or self.folder is None or not (self.folder / file).is_file():
+            return None
+        return load_tensors(self.folder / file)["embeddings"]
+
+    def headline(self) -> dict[str, Any]:
+        """The numbers the paper reports (see :func:`headline`)."""
+        return headline(self)
+
+    def summary(self) -> str:
+        """A plain-text report of the headline for the terminal."""
+        return summarize(self)
+
+    def best_condition(self) -> Condition | None:
+        """The condition with the highest best-layer improvement ratio of mean top-1 (None: baseline only)."""
+        entries = self.headline()["conditions"]
+        if not entries:
+            return None
+        best = max(entries, key=lambda e: e["best_ratio"])
+        return self.condition(best["condition"])
+
+    # --- the run folder's other contents -----------------------------------------------------------------
+
+    @cached_property
+    def scores(self) -> ExpertScores | None:
+        from xlens.experts.sets import ExpertScores
+
+        if self.folder is None or self.scores_folder is None or not (self.folder / self.scores_folder).is_dir():
+            return None
+        return ExpertScores.load(self.folder / self.scores_folder)
+
+    @cached_property
+    def responses(self) -> Any:
+        """The pooled responses the experts were scored on (from the run's cache), or None."""
+        from xlens.activations import Responses
+        from xlens.artifacts import ArtifactStore
+        from xlens.runfolder import CACHE
+
+        key = (self.scores.meta if self.scores is not None else {}).get("cache_key")
+        if self.folder is None or not key:
+            return None
+        path = ArtifactStore(self.folder / CACHE).path("responses", key)
+        return Responses.load(path) if path.is_dir() else None
+
+    @cached_property
+    def _splits(self) -> Any:
+        from xlens.experiment import load_splits
+
+        try:
+            return load_splits(self.config)
+        except (OSError, ValueError):  # the corpus is not on this machine any more
+            return None
+
+    def _split(self, which: str) -> ParallelCorpus | None:
+        if self._splits is None:
+            return None
+        corpus = getattr(self._splits, which)
+        # Texts shown must be the ones measured: a changed corpus file must not slip in.
+        recorded = self.provenance[f"{which}_corpus"]["fingerprint"]
+        return corpus if corpus.fingerprint() == recorded else None
+
+    @property
+    def find_texts(self) -> list[str] | None:
+        """Texts of the responses' rows (language after language), or None."""
+        from xlens.activations import corpus_texts
+
+        find, responses = self._split("find"), self.responses
+        if find is None or responses is None:
+            return None
+        return corpus_texts(find, responses.languages)[0]
+
+    @property
+    def eval_corpus(self) -> ParallelCorpus | None:
+        return self._split("eval")
+
+    @property
+    def model(self) -> LensModel:
+        """The run's model: the one it was given, else loaded on first use."""
+        if self._model is None:
+            from xlens.models.loading import load_model
+
+            runtime = self.config.runtime
+            self._model = load_model(self.config.model, device=runtime.device, dtype=runtime.dtype)
+        return self._model
+
+    # --- display -----------------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (
+            f"RunResults({self.config.model}, {len(self.languages)} languages, {len(self.interventions)} "
+            f"interventions + baseline, {len(self.layers)} layers, folder={self.folder})"
+        )
+
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card, short_list
+
+        h = self.headline()
+        base = h["baseline_mean_top1_by_layer"]
+        facts = {
+            "model": self.config.model,
+            "languages": short_list(self.languages),
+            "conditions": f"baseline + {len(self.interventions)}",
+            "baseline mean top-1": f"best layer {h['best_layer']}: {base[h['best_layer']]:.3f}; last layer "
+            f"{h['last_layer']}: {base[h['last_layer']]:.3f}",
+            "folder": self.folder or "–",
+        }
+        body = ""
+        if h["conditions"]:
+            frame = pd.DataFrame(h["conditions"])[["condition", "top1_best_layer", "top1_last_layer", "best_ratio"]]
+            body = frame.to_html(index=False, border=0, float_format=lambda x: f"{x:.3f}")
+        return html_card("RunResults", facts, body)
+
+
+def headline(results: RunResults) -> dict[str, Any]:
+    """The numbers the paper reports: baseline top-1 per pair at the best and last layer, each intervention's
+    top-1 there, the best improvement ratio, and how cosine and CKA moved (means over language pairs)."""
+    # pandas' stubs type column access too loosely for this arithmetic: the frames are used untyped here.
+    ret: Any = results.retrieval
+    ali: Any = results.alignment
+    base: Any = results.table("retrieval")
+    by_layer: Any = base.groupby("layer")["top1"].mean()
+    best_layer, last_layer = int(by_layer.idxmax()), int(by_layer.index.max())
+    pairs = (
+        base[base["layer"].isin([best_layer, last_layer])]
+        .pivot_table(index=["src", "tgt"], columns="layer", values="top1")
+        .rename(columns={best_layer: "baseline_best_layer", last_layer: "baseline_last_layer"})
+    )
+    align_base: Any = results.table("alignment")
+    conditions, pairs_changed = [], []
+    for condition in results.interventions:
+        group: Any = select(ret, condition)
+        mean_by_layer: Any = group.groupby("layer")["top1"].mean()
+        ratio = mean_by_layer / by_layer.loc[mean_by_layer.index]
+        align: Any = select(ali, condition)
+        entry: dict[str, Any] = {
+            "condition": condition.label,
+            **condition.columns(),
+            "top1_best_layer": float(mean_by_layer.loc[best_layer]),
+            "top1_last_layer": float(mean_by_layer.loc[last_layer]),
+            "best_ratio": float(ratio.max()),
+            "best_ratio_layer": int(ratio.idxmax()),
+        }
+        for metric in ("cosine_parallel", "cosine_gap", "cka"):
+            for name, layer in (("best", best_layer), ("last", last_layer)):
+                after = align[align["layer"] == layer][metric].mean()
+                before = align_base[align_base["layer"] == layer][metric].mean()
+                entry[f"delta_{metric}_{name}_layer"] = float(after - before)
+        conditions.append(entry)
+        merged = group.merge(base, on=["layer", "src", "tgt"], suffixes=("", "_base"))
+        pairs_changed += [
+            {
+                "condition": condition.label,
+                "layer": int(row.layer),
+                "src": row.src,
+                "tgt": row.tgt,
+                "before": float(row.top1_base),
+                "after": float(row.top1),
+            }
+            for row in cast(Any, merged).itertuples()
+        ]
+    # Per-pair changes: the largest ratio (a near-zero baseline inflates it, so before/after come with it) and the
+    # largest absolute gain in top-1.
+    with_ratio = [{**p, "ratio": p["after"] / p["before"]} for p in pairs_changed if p["before"] > 0]
+    best_gain = max(pairs_changed, key=lambda p: p["after"] - p["before"], default=None)
+    return {
+        "best_layer": best_layer,
+        "last_layer": last_layer,
+        "baseline_mean_top1_by_layer": {int(k): float(v) for k, v in by_layer.items()},
+        "baseline_pairs": pairs.reset_index().to_dict(orient="records"),
+        "conditions": conditions,
+        "best_pair_ratio": max(with_ratio, key=lambda p: p["ratio"], default=None),
+        "best_pair_gain": None
+        if best_gain is None
+        else {**best_gain, "gain": best_gain["after"] - best_gain["before"]},
+    }
+
+
+def pair_change_lines(h: dict[str, Any]) -> list[str]:
+    """The best per-pair ratio and the largest per-pair gain of a :func:`headline`, one line each, with the
+    top-1 before and after (none without interventions)."""
+    lines = []
+    for title, key in (("best pair improvement", "best_pair_ratio"), ("largest pair gain", "best_pair_gain")):
+        if b := h[key]:
+            change = f"x{b['ratio']:.2f}" if key == "best_pair_ratio" else f"+{b['gain']:.3f}"
+            lines.append(
+                f"{title}: {change}, top-1 {b['before']:.3f} -> {b['after']:.3f} ({b['src']}->{b['tgt']}, "
+                f"layer {b['layer']}, {b['condition']})"
+            )
+    return lines
+
+
+def summarize(results: RunResults) -> str:
+    """A plain-text report of :func:`headline` for the terminal."""
+    h = headline(results)
+    lines = [
+        "baseline mean top-1 by layer: "
+        + " ".join(f"L{k}:{v:.3f}" for k, v in h["baseline_mean_top1_by_layer"].items()),
+        f"best layer {h['best_layer']}, last layer {h['last_layer']}",
+        "",
+        "baseline top-1 per pair:",
+        pd.DataFrame(h["baseline_pairs"]).to_string(index=False, float_format="%.3f"),
+    ]
+    if h["conditions"]:
+        lines += ["", "after intervention (mean over pairs):"]
+        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k"])
+        lines.append(shown.to_string(index=False, float_format="%.3f"))
+    changes = pair_change_lines(h)
+    if changes:
+        lines += ["", *changes]
+    return "\n".join(lines)
