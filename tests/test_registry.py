@@ -37,7 +37,7 @@ def test_the_toy_method_is_registered_and_built_in_python(tiny_gpt2: LensModel, 
     assert chosen == set(scores.select("es", 5).units.tolist())
     with pytest.raises(ConfigError, match=r"intervene.scale = 'big' \(str\): must be a number"):
         spec_class("negate").from_dict({"scale": "big"})
-    with pytest.raises(ValueError, match="method .negate. is already registered by toy_method.Negate"):
+    with pytest.raises(ValueError, match=r"method .negate. is already registered by toy_method\.Negate"):
 
         @register
         class Other(Negate):  # another class cannot take the name
