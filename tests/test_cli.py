@@ -150,7 +150,7 @@ def test_run_loads_the_model_once_and_refuses_another_config(tmp_path: Path, mon
     result = runner.invoke(app, [*args, "--set", "intervene.value=on_mean"])
     assert result.exit_code == 0, result.output
     assert loads == ["tiny-gpt2"]  # the report's neuron cards use the run's model
-    assert (tmp_path / "report.html").is_file() and "force spa_Latn k=4" in result.output
+    assert (tmp_path / "report.html").is_file() and "force(value=on_mean) spa_Latn k=4" in result.output
     again = runner.invoke(app, [*args, "--set", "intervene.value=on_p50"])
     assert again.exit_code == 2
     assert "another config: intervene.value: 'on_mean' -> 'on_p50'" in again.output and "--force" in again.output

@@ -483,6 +483,8 @@ def test_every_method_builds_through_the_registry(tiny_gpt2: LensModel, gpt2_sco
     assert DiffMean(block=0, source=["de"]).to_dict() == {
         "method": "diffmean",
         "where": "all",
+        "control": "none",
+        "seed": 0,
         "alpha": 1.0,
         "block": 0,
         "source": ["de"],

@@ -58,8 +58,9 @@ def test_the_toy_method_runs_through_run_experiment(tiny_gpt2: LensModel, tmp_pa
         }
     )
     results = run_experiment(config, tmp_path, progress=False)
-    assert [c.label for c in results.interventions] == ["negate eng_Latn k=6", "negate spa_Latn k=6"]
-    assert dict(results.interventions[0].params) == {"where": "all", "scale": -3.0}
+    labels = ["negate(scale=-3.0) eng_Latn k=6", "negate(scale=-3.0) spa_Latn k=6"]
+    assert [c.label for c in results.interventions] == labels
+    assert dict(results.interventions[0].params) == {**Negate().params(), "scale": -3.0}
     # The run's embeddings are those of the spec built by hand on the run's own scores and sentences.
     assert results.scores is not None and results.eval_corpus is not None
     built = Negate(scale=-3.0).build(results.scores, "es", 6)
@@ -68,14 +69,14 @@ def test_the_toy_method_runs_through_run_experiment(tiny_gpt2: LensModel, tmp_pa
     expected = sentence_embeddings(
         tiny_gpt2, texts, interventions=[built], max_length=128, batch_size=16, progress=False
     )
-    torch.testing.assert_close(results.embeddings("negate spa_Latn k=6"), expected)
+    torch.testing.assert_close(results.embeddings("negate(scale=-3.0) spa_Latn k=6"), expected)
     cli = runner.invoke(
         app,
         ["--plugin", "toy_method", "run", "--model", "tiny-gpt2", "--langs", "en,es", "--method", "negate", "--k", "4",
          "--find-sentences", "10", "--eval-sentences", "8", "--out", str(tmp_path / "cli"), "--no-figures"],
     )  # fmt: skip
     assert cli.exit_code == 0, cli.output
-    assert "negate spa_Latn k=4" in cli.output
+    assert "negate spa_Latn k=4" in cli.output  # default settings: the label is the method's name
 
 
 def test_the_toy_method_runs_through_steer(scores: ExpertScores, tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_the_toy_method_runs_through_steer(scores: ExpertScores, tmp_path: Path)
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert report["config"]["spec"] == {"method": "negate", "where": "all", "scale": -0.5}
+    assert report["config"]["spec"] == {**Negate(scale=-0.5).to_dict(), "method": "negate", "scale": -0.5}
     assert report["runs"][0]["intervention"] == Negate(scale=-0.5).build(scores, "es", 3).describe()
     bad = runner.invoke(app, ["--plugin", "no_such_module_here", "info"])
     assert bad.exit_code == 2 and "--plugin no_such_module_here" in bad.output

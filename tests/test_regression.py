@@ -74,7 +74,7 @@ def test_lape_reference_and_its_silent_truncation(tmp_path: Path) -> None:
     English gets the same two units zeroed, and its rows (and the baseline's) equal the reference's k=8 rows."""
     reference = json.loads((REFERENCE / "lape.json").read_text())
     config = nested_config(reference["config"])
-    with pytest.raises(ExpertInputError, match=r"LAPE assigned fewer units to \{'eng_Latn': 2\}"):
+    with pytest.raises(ExpertInputError, match=r"eng_Latn k=8: k=8: LAPE gave eng_Latn only 2 units"):
         run_experiment(config, tmp_path / "k8", progress=False)
     results = run_experiment(config.override({"intervene.k": [2]}), tmp_path / "k2", progress=False)
     results.retrieval.loc[results.retrieval["k"] == 2, "k"] = 8

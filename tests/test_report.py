@@ -74,9 +74,10 @@ def test_report_is_one_self_contained_page(report: Path, run_dir: Path) -> None:
     assert report == run_dir / "report.html"
     page = report.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing to fetch: opens offline
-    assert page.count("Plotly.newPlot") == 11  # improvement, retrieval, cka, cosine, space, 3 expert, 3 cards
+    # improvement, retrieval, cka, cosine, conditions, space, 3 expert figures, 3 cards
+    assert page.count("Plotly.newPlot") == 12
     assert len(page) > 4_000_000 and page.count("plotly.js v") == 1  # plotly.js inlined once
-    for section in ("headline", "retrieval", "alignment", "space", "experts", "tables", "config"):
+    for section in ("headline", "retrieval", "alignment", "conditions", "space", "experts", "tables", "config"):
         assert f'<section id="{section}">' in page
     h = RunResults.load(run_dir).headline()
     for line in pair_change_lines(h):
@@ -96,7 +97,7 @@ def test_report_without_cards_or_embeddings(run_dir: Path, tmp_path: Path, monke
     monkeypatch.setattr("xlens.models.loading.load_model", no_model)
     page = build_report(RunResults.load(copy), cards=False)
     assert "no cached baseline embeddings" in page
-    assert page.count("Plotly.newPlot") == 7 and "neuron_" not in page
+    assert page.count("Plotly.newPlot") == 8 and "neuron_" not in page
 
 
 def test_cards_survive_a_model_that_cannot_load(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,9 +112,8 @@ def test_cards_survive_a_model_that_cannot_load(run_dir: Path, monkeypatch: pyte
 
 def test_write_figures_shares_plotly_js(run_dir: Path, tmp_path: Path) -> None:
     paths = write_figures(run_dir, tmp_path / "assets", ("html",), cards=False)
-    assert sorted(p.stem for p in paths) == sorted(
-        ["improvement", "retrieval", "cka", "cosine", "space", "expert_counts", "ap_distribution", "expert_overlap"]
-    )
+    expected = ["improvement", "retrieval", "cka", "cosine", "conditions", "space"]
+    assert sorted(p.stem for p in paths) == sorted([*expected, "expert_counts", "ap_distribution", "expert_overlap"])
     assert (tmp_path / "assets" / "plotly.min.js").is_file()
     assert all(p.stat().st_size < 1_000_000 for p in paths)
 
@@ -147,9 +147,9 @@ def test_chromium_renders_every_figure_without_console_messages(report: Path, tm
     dom = proc.stdout
     # Every figure div got a rendered plot (plotly adds its SVG layers inside the div).
     divs = re.findall(r'<div id="plot-([\w]+)" class="plotly-graph-div[^"]*"', dom)
-    assert len(divs) == 11
+    assert len(divs) == 12
     rendered = re.findall(r'class="plot-container plotly".*?class="main-svg"', dom)
-    assert len(rendered) == 11
+    assert len(rendered) == 12
     assert dom.count('class="heatmaplayer') >= 6  # cka, cosine (3 panels each) and the cards' token heatmaps
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []

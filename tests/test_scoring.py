@@ -158,6 +158,8 @@ def test_unit_statistics_match_numpy(data):
             "off_p50": np.median(off, axis=0),
             "off_mean": off.mean(axis=0),
             "on_p90": np.percentile(on, 90, axis=0),
+            "all_p50": np.median(x, axis=0),
+            "all_mean": x.mean(axis=0),
         }
         for name, value in expected.items():
             np.testing.assert_allclose(getattr(stats, name)[lang].numpy(), value, rtol=1e-12, atol=1e-9)
@@ -172,6 +174,7 @@ def test_unit_statistics_median_averages_middle_values():
     assert stats.off_mean[0, 0].item() == 0.0
     assert stats.on_mean[1, 0].item() == 0.0
     assert stats.off_p50[1, 0].item() == 7.0
+    assert stats.all_p50[0, 0].item() == stats.all_p50[1, 0].item() == 2.5  # the same in every row
 
 
 @pytest.mark.parametrize(

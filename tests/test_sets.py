@@ -80,7 +80,7 @@ def test_selection_errors(scores: ExpertScores) -> None:
         scores.select("en", 6, method="per-block")
     with pytest.raises(ValueError, match="needs threshold"):
         scores.select("en", method="threshold")
-    with pytest.raises(ValueError, match=r"no unit has AP >= 1\.01"):
+    with pytest.raises(ValueError, match=r"0 units have AP >= 1\.01 for .*: none; lower the threshold"):
         scores.select("en", method="threshold", threshold=1.01)
     with pytest.raises(ValueError, match="was not scored"):
         scores.select("de", 2)

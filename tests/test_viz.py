@@ -65,7 +65,7 @@ def synthetic_results(seed: int = 0) -> RunResults:
     retrieval, alignment = [], []
     conditions = [Condition.baseline(), Condition("force", "eng_Latn", 5), Condition("force", "spa_Latn", 5)]
     for condition in conditions:
-        method, lang, k = condition.columns().values()
+        label, method, lang, k = condition.keys().values()
         for layer in LAYERS:
             for i, a in enumerate(LANGS):
                 for j, b in enumerate(LANGS):
@@ -73,13 +73,13 @@ def synthetic_results(seed: int = 0) -> RunResults:
                         continue
                     top1 = float(rng.uniform(0.05, 0.9))
                     retrieval.append(
-                        {"intervention": method, "expert_lang": lang, "k": k, "layer": layer, "src": a, "tgt": b}
-                        | {"top1": top1, "top5": min(1.0, top1 + 0.1), "mrr": top1}
+                        {"condition": label, "intervention": method, "expert_lang": lang, "k": k, "mode": "both"}
+                        | {"layer": layer, "src": a, "tgt": b, "top1": top1, "top5": min(1.0, top1 + 0.1), "mrr": top1}
                     )
                     if i < j:
                         metrics = {m: float(rng.uniform(0, 1)) for m in va.ALIGNMENT_METRICS}
                         alignment.append(
-                            {"intervention": method, "expert_lang": lang, "k": k, "layer": layer}
+                            {"condition": label, "intervention": method, "expert_lang": lang, "k": k, "layer": layer}
                             | {"lang_a": a, "lang_b": b}
                             | metrics
                         )

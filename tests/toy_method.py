@@ -8,12 +8,12 @@ from typing import ClassVar
 import torch
 
 from xlens.experts.sets import ExpertSet
-from xlens.interventions import ExpertMethod, Intervention, ScaleUnits, register
+from xlens.interventions import Intervention, ScaleUnits, ScoredMethod, register
 
 
 @register
 @dataclass(frozen=True)
-class Negate(ExpertMethod):
+class Negate(ScoredMethod):
     """Multiply the experts by ``scale`` (default -1: flip their sign)."""
 
     name: ClassVar[str] = "negate"

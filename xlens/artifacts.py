@@ -66,6 +66,13 @@ class ArtifactStore:
             lambda folder: load_tensors(folder / "tensors.safetensors"),
         )
 
+    def keep(self, kind: str, key: str, tensors: dict[str, Tensor]) -> Path:
+        """Store already computed tensors as ``kind``/``key`` unless they are there; return their file."""
+        if not self.path(kind, key).is_dir():
+            with atomic_folder(self.path(kind, key)) as tmp:
+                save_tensors(tmp / "tensors.safetensors", tensors)
+        return self.tensor_file(kind, key)
+
     def tensor_file(self, kind: str, key: str) -> Path:
         """Where :meth:`tensors` keeps ``kind``/``key`` (for results that list their files)."""
         return self.path(kind, key) / "tensors.safetensors"

@@ -245,3 +245,90 @@ def bench_retrieval(
             "peak_rss_mb": _peak_rss_mb(),
         }
     return report
+
+
+def bench_sweep(
+    languages: int = 5,
+    layers: int = 19,
+    conditions: int = 40,
+    sentences: int = 500,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time the statistics of a sweep: the paired bootstrap of ``conditions`` conditions against the baseline
+    (top-1 and MRR, every ordered pair and the pair mean, every layer) and the centroid correlation, on synthetic
+    ranks of the shape such a sweep produces. The same functions as :class:`xlens.experiment.Experiment`."""
+    import pandas as pd
+
+    from xlens.measure import centroid_correlation, differences, query_scores
+    from xlens.metrics.bootstrap import resample_counts
+
+    generator = torch.Generator().manual_seed(seed)
+    names = [f"lang{i}" for i in range(languages)]
+    layer_ids = list(range(layers))
+
+    def ranks() -> torch.Tensor:
+        return torch.randint(1, 6, (layers, languages, languages, sentences), generator=generator, dtype=torch.int32)
+
+    base, subjects = ranks(), [ranks() for _ in range(conditions)]
+    start = time.perf_counter()
+    counts = resample_counts(sentences, resamples, seed)
+    reference = query_scores([base])
+    rows = [
+        row
+        for subject in subjects
+        for row in differences(query_scores([subject]), reference, names, layer_ids, counts, 0.95)
+    ]
+    bootstrap_s = time.perf_counter() - start
+    labels = ["baseline", *(f"c{i}" for i in range(conditions))]
+    pairs = [(a, b) for a in names for b in names if a != b]
+    retrieval = pd.DataFrame(
+        [
+            {
+                "condition": c,
+                "layer": layer,
+                "src": a,
+                "tgt": b,
+                "mode": "both",
+                "top1": float(torch.rand(1, generator=generator)),
+            }
+            for c in labels
+            for layer in layer_ids
+            for a, b in pairs
+        ]
+    )
+    alignment = pd.DataFrame(
+        [
+            {
+                "condition": c,
+                "layer": layer,
+                "lang_a": a,
+                "lang_b": b,
+                "centroid_cosine_distance": float(torch.rand(1, generator=generator)),
+            }
+            for c in labels
+            for layer in layer_ids
+            for a, b in pairs
+            if a < b
+        ]
+    )
+    start = time.perf_counter()
+    correlation = centroid_correlation(retrieval, alignment, labels[1:], resamples, seed, 0.95)
+    correlation_s = time.perf_counter() - start
+    return {
+        "benchmark": "sweep",
+        "machine": _machine(),
+        "shape": {
+            "languages": languages,
+            "layers": layers,
+            "conditions": conditions,
+            "sentences": sentences,
+            "resamples": resamples,
+        },
+        "bootstrap_s": bootstrap_s,
+        "bootstrap_rows": len(rows),
+        "correlation_s": correlation_s,
+        "correlation_layers": len(correlation),
+        "peak_rss_mb": _peak_rss_mb(),
+        "target_s": 30,
+    }

@@ -268,6 +268,33 @@ def run(
 
 
 @app.command()
+def sweep(
+    config: Annotated[Path, typer.Argument(help="TOML/YAML config whose [intervene] settings may be lists (a grid)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes the same config)")],
+    settings: ParamOpt = None,
+    force: ForceOpt = False,
+    figures: Annotated[bool, typer.Option(help="write figures and the HTML report")] = True,
+) -> None:
+    """A grid of interventions with controls and bootstrap statistics: methods x settings x k x expert
+    languages, one baseline, every condition computed once and cached (``xlens run`` is its one-point case)."""
+
+    def body() -> None:
+        from xlens.config import ExperimentConfig
+        from xlens.experiment import run_experiment
+
+        cfg = ExperimentConfig.load(config).override(_settings(settings))
+        results = run_experiment(cfg, out, force=force)
+        typer.echo(results.comparison().drop(columns=["intervention", "expert_lang", "k"]).to_string(index=False))
+        if figures:
+            from xlens.report import write_report
+
+            typer.echo(f"report: {write_report(results)}")
+        typer.echo(f"wrote {out}/results.json and its tables ({', '.join(f'{t}.parquet' for t in results.tables())})")
+
+    _guarded(body)
+
+
+@app.command()
 def steer(
     experts_dir: Annotated[
         Path | None, typer.Option("--experts", help="folder written by `xlens experts` or `xlens run`")
@@ -418,6 +445,29 @@ def bench_retrieval(
             dtype=dtype,
             force=force,
         )
+        write_json(json_out, report)
+        typer.echo(json.dumps(report, indent=2))
+
+    _guarded(body)
+
+
+@bench_app.command("sweep")
+def bench_sweep(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
+    languages: Annotated[int, typer.Option(help="languages of the synthetic sweep")] = 5,
+    layers: Annotated[int, typer.Option(help="embedding layers")] = 19,
+    conditions: Annotated[int, typer.Option(help="conditions compared with the baseline")] = 40,
+    sentences: Annotated[int, typer.Option(help="evaluation sentences per language")] = 500,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
+) -> None:
+    """Time a sweep's statistics (paired bootstrap of every condition, centroid correlation) on synthetic ranks."""
+
+    def body() -> None:
+        from xlens.bench import bench_sweep as run_bench
+
+        _new_file(json_out, force)
+        report = run_bench(languages, layers, conditions, sentences, resamples)
         write_json(json_out, report)
         typer.echo(json.dumps(report, indent=2))
 

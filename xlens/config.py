@@ -105,6 +105,7 @@ class FindConfig:
     units: str = "mlp"
     pooling: str = "mean"
     negatives: list[str] | None = None
+    languages: list[str] | None = None
 
     def __post_init__(self) -> None:
         _at_least("find", "sentences", self.sentences, 2)
@@ -115,17 +116,41 @@ class FindConfig:
 
 @dataclass(frozen=True)
 class InterveneConfig:
-    """The intervention method (a registered spec, with its own settings) and its k values.
+    """The grid of interventions: ``method`` (one registered method or a list), each method's settings (a value,
+    or a list of values: an axis of the grid, applied to the methods that take that setting), the ``k`` values
+    (for the methods that take k; default ``[200]``) and whose experts (``languages``; default: every language
+    experts are found for).
 
-    ``k`` is None for the method's default: ``[200]`` for methods that take k, none for the others (diffmean).
+    ``grid`` holds ``method`` and the settings as given; :attr:`specs` expands it, one spec per combination.
     """
 
-    spec: InterventionSpec = field(default_factory=Force)
+    grid: dict[str, Any] = field(default_factory=lambda: {"method": Force.name})
     k: list[int] | None = None
+    languages: list[str] | None = None
+    specs: tuple[InterventionSpec, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.k is not None and (any(x < 1 for x in self.k) or len(set(self.k)) != len(self.k)):
             raise ConfigError(f"intervene.k = {self.k}: every k must be >= 1 and listed once")
+        object.__setattr__(self, "specs", expand_grid(self.grid))
+        if self.k is not None and not any(spec.takes_k for spec in self.specs):
+            methods = ", ".join(dict.fromkeys(spec.name for spec in self.specs))
+            raise ConfigError(
+                f"intervene.k = {self.k}: no method of the grid takes k ({methods}: one intervention per "
+                "language each); remove intervene.k"
+            )
+
+    @classmethod
+    def of(cls, spec: InterventionSpec, k: list[int] | None = None) -> InterveneConfig:
+        """The one-point grid of ``spec``."""
+        return cls(spec.to_dict(), k)
+
+    @property
+    def spec(self) -> InterventionSpec:
+        """The spec of a one-point grid."""
+        if len(self.specs) != 1:
+            raise ConfigError(f"the grid has {len(self.specs)} specs: use .specs")
+        return self.specs[0]
 
     @property
     def method(self) -> str:
@@ -133,32 +158,99 @@ class InterveneConfig:
 
     @property
     def k_values(self) -> list[int]:
+        """The k values of the methods that take k."""
         if self.k is not None:
             return list(self.k)
-        return [200] if self.spec.takes_k else []
+        return [200] if any(spec.takes_k for spec in self.specs) else []
+
+    def ks(self, spec: InterventionSpec) -> list[int | None]:
+        """The k values ``spec`` runs with (``[None]`` for a method without k)."""
+        return list(self.k_values) if spec.takes_k else [None]
 
     @classmethod
     def from_dict(cls, data: Any) -> InterveneConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"[intervene] must be a table of settings, got {type(data).__name__} {data!r}")
-        rest = dict(data)
-        method = rest.pop("method", Force.name)
-        k = rest.pop("k", None)
+        grid = dict(data)
+        k, languages = grid.pop("k", None), grid.pop("languages", None)
+        grid.setdefault("method", Force.name)
         if k is not None and not (isinstance(k, list | tuple) and all(type(x) is int for x in k)):
             raise ConfigError(f"intervene.k = {k!r}: must be a list of integers")
-        spec = spec_class(method).from_dict(rest)
-        if k is not None and not spec.takes_k:
-            raise ConfigError(
-                f"intervene.k = {list(k)}: method {method!r} does not take k (it makes one intervention per "
-                "language); remove intervene.k"
-            )
-        return cls(spec, None if k is None else list(k))
+        if languages is not None and not (
+            isinstance(languages, list | tuple) and all(isinstance(x, str) for x in languages)
+        ):
+            raise ConfigError(f"intervene.languages = {languages!r}: must be a list of language codes")
+        return cls(grid, None if k is None else list(k), None if languages is None else list(languages))
 
     def to_dict(self) -> dict[str, Any]:
-        out = self.spec.to_dict()
+        out = dict(self.grid)
         if self.k is not None:
             out["k"] = list(self.k)
+        if self.languages is not None:
+            out["languages"] = list(self.languages)
         return out
+
+
+def expand_grid(grid: Mapping[str, Any]) -> tuple[InterventionSpec, ...]:
+    """One spec per combination of the grid's methods and setting values (see :class:`InterveneConfig`)."""
+    from itertools import product
+
+    from xlens._schema import conforms, field_types
+
+    methods = grid.get("method", Force.name)
+    methods = [methods] if isinstance(methods, str) else methods
+    if not isinstance(methods, list | tuple) or not methods or not all(isinstance(m, str) for m in methods):
+        raise ConfigError(f"intervene.method = {methods!r}: must be a method name or a non-empty list of them")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"intervene.method = {list(methods)}: a method is listed twice")
+    classes = [spec_class(m) for m in methods]
+    settings = {key: value for key, value in grid.items() if key != "method"}
+    taken = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - taken)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {unknown} in [intervene]: no method of the grid ({', '.join(methods)}) takes them; "
+            f"their settings are: method, k, languages, {', '.join(sorted(taken))}"
+        )
+    specs: list[InterventionSpec] = []
+    for cls in classes:
+        types = field_types(cls)
+        axes = []
+        for key, value in settings.items():
+            if key not in types:
+                continue
+            # A list where the setting takes one value is an axis of the grid; a list for a list setting is a value.
+            is_axis = isinstance(value, list | tuple) and not conforms(value, types[key])
+            if is_axis and (not value or len(set(map(repr, value))) != len(value)):
+                raise ConfigError(f"intervene.{key} = {list(value)}: an axis needs distinct values")
+            axes.append([(key, v) for v in value] if is_axis else [(key, value)])
+        for combination in product(*axes):
+            spec = cls.from_dict(dict(combination))
+            if spec not in specs:
+                specs.append(spec)
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    """Controls of every intervention, each a condition of its own (see :mod:`xlens.experiment`).
+
+    ``random``: the same method on k units drawn uniformly from all units (the paper's control), with the same
+    statistic or factor, over ``seeds`` seeds; ``random_per_block``: as many random units in each block as the
+    experts have there; ``neutral``: methods with a ``value`` set the experts (and, with ``random``, the random
+    units too) to their median over all languages' sentences (``all_p50``) instead; ``mixed``: retrieval with the
+    queries embedded without the intervention against candidates embedded with it, and the reverse (no extra
+    forward passes).
+    """
+
+    random: bool = False
+    random_per_block: bool = False
+    neutral: bool = False
+    seeds: int = 3
+    mixed: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least("controls", "seeds", self.seeds, 1)
 
 
 @dataclass(frozen=True)
@@ -175,6 +267,7 @@ class EvaluateConfig:
     layers: list[int] | None = None
     retrieval: str = "cosine"
     center: bool = False
+    languages: list[str] | None = None
 
     def __post_init__(self) -> None:
         from xlens.embeddings import EMBEDDING_POOLINGS
@@ -217,10 +310,26 @@ class RuntimeConfig:
             raise ConfigError(f"runtime.device = {self.device!r}: must be cpu, cuda, cuda:N, mps or xpu[:N]")
 
 
+@dataclass(frozen=True)
+class StatsConfig:
+    """The paired bootstrap over evaluation sentences behind every confidence interval."""
+
+    resamples: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        _at_least("stats", "resamples", self.resamples, 10)
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"stats.confidence = {self.confidence}: must lie in (0, 1)")
+
+
 _SECTIONS: dict[str, Any] = {
     "find": FindConfig,
     "intervene": InterveneConfig,
+    "controls": ControlsConfig,
     "evaluate": EvaluateConfig,
+    "stats": StatsConfig,
     "runtime": RuntimeConfig,
 }
 
@@ -235,21 +344,54 @@ class ExperimentConfig:
     seed: int = 0
     find: FindConfig = field(default_factory=FindConfig)
     intervene: InterveneConfig = field(default_factory=InterveneConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
-        from xlens.data.languages import resolve_language
+        for name, given in (
+            ("languages", self.languages),
+            ("find.languages", self.find.languages),
+            ("evaluate.languages", self.evaluate.languages),
+        ):
+            if given is not None:
+                _codes(name, given, at_least=2)
+        finding = self.find_languages
+        for name, given in (("find.negatives", self.find.negatives), ("intervene.languages", self.intervene.languages)):
+            missing = [code for code in _codes(name, given or [], at_least=0) if code not in finding]
+            if missing:
+                raise ConfigError(
+                    f"{name} = {given}: {missing} are not among the languages experts are found for {finding}"
+                )
+        self._check_controls()
 
-        if len(self.languages) < 2:
-            raise ConfigError(f"languages = {self.languages}: need at least two languages")
-        codes = [resolve_language(code).flores for code in self.languages]  # UnknownLanguageError names the code
-        if len(set(codes)) != len(codes):
-            raise ConfigError(f"languages = {self.languages}: a language is listed twice ({codes})")
-        negatives = [resolve_language(code).flores for code in self.find.negatives or []]
-        missing = [code for code in negatives if code not in codes]
-        if missing:
-            raise ConfigError(f"find.negatives = {self.find.negatives}: {missing} are not among the languages {codes}")
+    @property
+    def find_languages(self) -> list[str]:
+        """The languages experts are scored among (FLORES codes)."""
+        return _codes("find.languages", self.find.languages or self.languages, at_least=2)
+
+    @property
+    def eval_languages(self) -> list[str]:
+        """The languages the embedding space and retrieval are measured on."""
+        return _codes("evaluate.languages", self.evaluate.languages or self.languages, at_least=2)
+
+    @property
+    def expert_languages(self) -> list[str]:
+        """The languages whose experts are intervened on."""
+        return _codes("intervene.languages", self.intervene.languages or self.find_languages, at_least=1)
+
+    def _check_controls(self) -> None:
+        specs, controls = self.intervene.specs, self.controls
+        wanted = {
+            "controls.random": (controls.random, lambda spec: "random" in spec.controls),
+            "controls.random_per_block": (controls.random_per_block, lambda spec: "random-per-block" in spec.controls),
+            "controls.neutral": (controls.neutral, lambda spec: "value" in spec.params()),
+        }
+        for name, (on, applies) in wanted.items():
+            if on and not any(applies(spec) for spec in specs):
+                methods = ", ".join(dict.fromkeys(spec.name for spec in specs))
+                raise ConfigError(f"{name} = true: no method of the grid ({methods}) has this control")
 
     # --- reading and writing -----------------------------------------------------------------------------
 
@@ -322,7 +464,7 @@ class ExperimentConfig:
     def override(self, changes: Mapping[str, Any]) -> ExperimentConfig:
         """A copy with dotted keys changed (``{"model": "tiny-gpt2", "intervene.k": [8]}``); None values are
         skipped, so CLI options that were not given change nothing. Changing ``intervene.method`` keeps only the
-        settings the new method takes."""
+        settings the new methods take."""
         data = to_mapping(self)
         for dotted, value in changes.items():
             if value is None:
@@ -332,11 +474,11 @@ class ExperimentConfig:
             if section and not isinstance(target, dict):
                 raise ConfigError(f"cannot set {dotted}: {section} is not a section")
             if dotted == "intervene.method" and value != target.get("method"):
-                allowed = {f.name for f in dataclasses.fields(spec_class(value))}
-                for name in list(target):
-                    if name not in allowed and name not in ("method", "k"):
-                        del target[name]
-                if not spec_class(value).takes_k:
+                classes = [spec_class(m) for m in ([value] if isinstance(value, str) else value)]
+                allowed = {f.name for cls in classes for f in dataclasses.fields(cls)} | {"method", "k", "languages"}
+                for name in [name for name in target if name not in allowed]:
+                    del target[name]
+                if not any(cls.takes_k for cls in classes):
                     target.pop("k", None)
             target[key] = value
         return ExperimentConfig.from_dict(_drop_none(data))
@@ -345,7 +487,9 @@ class ExperimentConfig:
 
     def check_model(self, shape: Any) -> None:
         """Settings against the model's shape (:class:`xlens.models.ModelShape`), before it is loaded."""
-        self.intervene.spec.check(self.intervene.k_values, shape, self.find.units, self.languages)
+        for spec in self.intervene.specs:
+            ks = [k for k in self.intervene.ks(spec) if k is not None]
+            spec.check(ks, shape, self.find.units, self.find_languages)
         if self.evaluate.layers is not None:
             bad = [x for x in self.evaluate.layers if x > shape.n_layers]
             if bad:
@@ -353,6 +497,18 @@ class ExperimentConfig:
                     f"evaluate.layers = {self.evaluate.layers}: {bad} out of range; {self.model} has embedding "
                     f"layers 0..{shape.n_layers} ({shape.n_layers} blocks)"
                 )
+
+
+def _codes(name: str, given: list[str], at_least: int) -> list[str]:
+    """FLORES codes of a language list (UnknownLanguageError names a bad code)."""
+    from xlens.data.languages import resolve_language
+
+    if len(given) < at_least:
+        raise ConfigError(f"{name} = {given}: need at least {at_least} languages")
+    codes = [resolve_language(code).flores for code in given]
+    if len(set(codes)) != len(codes):
+        raise ConfigError(f"{name} = {given}: a language is listed twice ({codes})")
+    return codes
 
 
 def yaml_error() -> type[Exception]:

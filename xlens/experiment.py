@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from xlens._io import content_key
 from xlens.config import RETRIEVAL_KNN, ExperimentConfig
-from xlens.errors import ConfigError, ExpertInputError, ModelMismatchError
-from xlens.results import RESULTS_FILE, Condition, RunResults
+from xlens.errors import ConfigError, ExpertInputError, InterventionError, ModelMismatchError
+from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, controls_of, tidy
 
 OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.html", "figures")
 
@@ -53,14 +53,14 @@ def load_splits(config: ExperimentConfig) -> Splits:
 
     Two specs that load the same sentences are one corpus, cut into disjoint parts (``ParallelCorpus.split``).
     Otherwise the find sentences are sampled first and every evaluation row that shares a sentence with them, in
-    any language, is removed before the evaluation sample is drawn.
+    any language both have, is removed before the evaluation sample is drawn.
     """
     from xlens.data.loaders import load_corpus
 
     n_find, n_eval, seed = config.find.sentences, config.evaluate.sentences, config.seed
-    find_all = load_corpus(config.find.corpus, langs=config.languages)
-    same_spec = config.evaluate.corpus == config.find.corpus
-    eval_all = find_all if same_spec else load_corpus(config.evaluate.corpus, langs=config.languages)
+    find_all = load_corpus(config.find.corpus, langs=config.find_languages)
+    same = config.evaluate.corpus == config.find.corpus and config.eval_languages == config.find_languages
+    eval_all = find_all if same else load_corpus(config.evaluate.corpus, langs=config.eval_languages)
     if eval_all.fingerprint() == find_all.fingerprint():
         find, evaluation = find_all.split(n_find, n_eval, seed=seed)
         return Splits(find, evaluation, "split", 0)
@@ -119,6 +119,7 @@ class Experiment:
         self.scores_key: str | None = None
         self.layer_ids: list[int] = []
         self.embedding_files: dict[Condition, str] = {}
+        self.rank_files: dict[Condition, Path] = {}
 
     def run(self) -> RunResults:
         from xlens.runfolder import RunFolder
@@ -128,20 +129,15 @@ class Experiment:
         with RunFolder.open(self.out, "experiment", self.owner(), outputs=OUTPUTS, force=self.force) as run:
             self.store = run.artifacts
             model = self.load_model()
-            self.layer_ids = (
-                model.embedding_layers if self.config.evaluate.layers is None else self.config.evaluate.layers
-            )
+            self.layer_ids = list(self.config.evaluate.layers or model.embedding_layers)
             scores = self.timed("experts_s", self.experts, model, splits)
-            self.check_conditions(scores)
-            rows = [
-                self.measure(condition, self.embed(model, scores, splits, condition))
-                for condition in tqdm(self.conditions(), desc="conditions", unit="cond", disable=not self.progress)
-            ]
+            conditions = self.conditions()
+            self.check_conditions(scores, conditions)
+            tables = self.measure_all(model, scores, splits, conditions)
+            tables.update(self.timed("stats_s", self.statistics, conditions, tables))
             self.timings["total_s"] = time.perf_counter() - started
-            results = self.results(model, scores, splits, rows)
-            run.commit(
-                RESULTS_FILE, results.to_dict(), {"retrieval": results.retrieval, "alignment": results.alignment}
-            )
+            results = self.results(model, scores, splits, conditions, tables)
+            run.commit(RESULTS_FILE, results.to_dict(), results.tables())
             return results
 
     def timed(self, name: str, stage: Any, *args: Any) -> Any:
@@ -180,23 +176,24 @@ class Experiment:
         return {**self.config.to_dict(), "numerics": numerics}
 
     def experts(self, model: Any, splits: Splits) -> Any:
-        """Every language's scores on the find split (ranked by LAPE when the method needs it), from cached
+        """Every language's scores on the find split (ranked by LAPE when a method needs it), from cached
         responses; kept as an artefact keyed by the responses and the scoring settings."""
         from xlens.activations import resolve_units
         from xlens.experts.sets import ExpertScores, find_experts
 
-        find, spec = self.config.find, self.config.intervene.spec
-        if spec.takes_k and find.units not in ("mlp", "resid"):  # counts the model's config could not tell
+        find, intervene = self.config.find, self.config.intervene
+        if intervene.k_values and find.units not in ("mlp", "resid"):  # counts the model's config could not tell
             n_units = sum(model.hook_widths(resolve_units(model, find.units)).values())
-            if max(self.config.intervene.k_values) > n_units:
-                raise ConfigError(
-                    f"intervene.k = {self.config.intervene.k_values}: k must be <= {n_units} ({find.units})"
-                )
-        top_rate = spec.params()["top_rate"] if "lape" in spec.needs else None
+            if max(intervene.k_values) > n_units:
+                raise ConfigError(f"intervene.k = {intervene.k_values}: k must be <= {n_units} ({find.units})")
+        rates = {spec.params()["top_rate"] for spec in intervene.specs if "lape" in spec.needs}
+        if len(rates) > 1:
+            raise ConfigError(f"intervene.top_rate = {sorted(rates)}: the grid's LAPE ranking takes one top_rate")
+        top_rate = rates.pop() if rates else None
         scores = find_experts(
             model,
             splits.find,
-            self.config.languages,
+            self.config.find_languages,
             units=find.units,
             pooling=find.pooling,
             negatives=find.negatives,
@@ -209,30 +206,46 @@ class Experiment:
         self.scores_key = content_key("scores", scores.meta["cache_key"], find.pooling, find.negatives, top_rate)
         return self.store.folder("scores", self.scores_key, lambda: scores, ExpertScores.save, ExpertScores.load)
 
-    def check_conditions(self, scores: Any) -> None:
-        """Every condition can be built from these scores (LAPE: enough units per language), before embedding."""
-        spec = self.config.intervene.spec
-        if "lape" not in spec.needs or not self.config.intervene.k_values:
-            return
-        counts = {lang: len(scores.lape_set(lang)) for lang in scores.languages}
-        short = {lang: n for lang, n in counts.items() if n < max(self.config.intervene.k_values)}
-        if short:
-            raise ExpertInputError(
-                f"intervene.k = {self.config.intervene.k_values}: LAPE assigned fewer units to {short} (per "
-                f"language: {counts}); lower k or raise intervene.top_rate"
-            )
-
     def conditions(self) -> list[Condition]:
-        """The baseline, then each language's intervention for each k (one per language without k)."""
-        spec = self.config.intervene.spec
-        ks: list[int | None] = list(self.config.intervene.k_values) if spec.takes_k else [None]
-        return [Condition.baseline()] + [Condition.of(spec, lang, k) for lang in self.languages for k in ks]
+        """The baseline, then every spec of the grid for each expert language and k, each followed by its
+        controls (see :class:`xlens.config.ControlsConfig`)."""
+        from dataclasses import replace
 
-    @property
-    def languages(self) -> list[str]:
-        from xlens.data.languages import flores_code
+        controls, intervene = self.config.controls, self.config.intervene
+        seeds = range(controls.seeds)
+        out = [Condition.baseline()]
+        for spec in intervene.specs:
+            variants = [spec]
+            if controls.neutral and "value" in spec.params():
+                variants.append(replace(spec, value="all_p50"))  # type: ignore[call-arg]
+            for variant in variants:
+                kinds = [
+                    kind
+                    for kind, on in (("random", controls.random), ("random-per-block", controls.random_per_block))
+                    if on and kind in variant.controls and variant.control == "none"
+                ]
+                for lang in self.config.expert_languages:
+                    for k in intervene.ks(variant):
+                        out.append(Condition.of(variant, lang, k))
+                        out += [
+                            Condition.of(replace(variant, control=kind, seed=s), lang, k)
+                            for kind in kinds
+                            for s in seeds
+                        ]
+        return list(dict.fromkeys(out))
 
-        return [flores_code(code) for code in self.config.languages]
+    def check_conditions(self, scores: Any, conditions: list[Condition]) -> None:
+        """Every condition can take its units from these scores (threshold yields, LAPE counts, ...): one clear
+        error before anything is embedded."""
+        from xlens.interventions.specs import ExpertMethod
+
+        for condition in conditions[1:]:
+            spec = condition.spec()
+            if isinstance(spec, ExpertMethod):
+                try:
+                    spec.experts(scores, condition.language, condition.k)
+                except (ExpertInputError, InterventionError) as err:
+                    raise ExpertInputError(f"condition {condition.label}: {err}") from err
 
     def embedding_key(self, model: Any, splits: Splits, condition: Condition) -> str:
         evaluate, runtime = self.config.evaluate, self.config.runtime
@@ -242,7 +255,7 @@ class Experiment:
             model.identity(),
             model.numerics(),
             splits.eval.fingerprint(),
-            self.languages,
+            self.config.eval_languages,
             evaluate.pooling,
             self.layer_ids,
             runtime.max_length,
@@ -262,7 +275,7 @@ class Experiment:
             if not condition.is_baseline:
                 spec = condition.spec()
                 interventions = [spec.build(scores, condition.language, condition.k, model=model, corpus=splits.find)]
-            texts, _ = corpus_texts(splits.eval, self.languages)
+            texts, _ = corpus_texts(splits.eval, self.config.eval_languages)
             emb = sentence_embeddings(
                 model,
                 texts,
@@ -280,18 +293,76 @@ class Experiment:
         self.embedding_files[condition] = str(self.store.tensor_file("embeddings", key).relative_to(self.out))
         return self.timed("embeddings_s", self.store.tensors, "embeddings", key, compute)["embeddings"]
 
-    def measure(self, condition: Condition, emb: torch.Tensor) -> tuple[list[dict], list[dict]]:
-        """Retrieval and alignment rows of one condition at every layer."""
-        langs, evaluate = self.languages, self.config.evaluate
-        per_lang = emb.view(len(langs), -1, len(self.layer_ids), emb.shape[-1])
-        retrieval, alignment = self.timed(
-            "metrics_s", layer_metrics, per_lang, langs, self.layer_ids, evaluate.retrieval, evaluate.center
-        )
-        columns = condition.columns()
-        return [{**columns, **r} for r in retrieval], [{**columns, **a} for a in alignment]
+    def measure_all(
+        self, model: Any, scores: Any, splits: Splits, conditions: list[Condition]
+    ) -> dict[str, pd.DataFrame]:
+        """Every condition embedded and measured in turn; only its rows stay in memory."""
+        rows: dict[str, list[dict[str, Any]]] = {"retrieval": [], "alignment": [], "centroids": []}
+        baseline = None
+        for condition in tqdm(conditions, desc="conditions", unit="cond", disable=not self.progress):
+            emb = self.embed(model, scores, splits, condition)
+            per_lang = emb.view(len(self.config.eval_languages), -1, len(self.layer_ids), emb.shape[-1])
+            baseline = per_lang if condition.is_baseline else baseline
+            for name, table in self.measure(condition, per_lang, baseline).items():
+                rows[name] += table
+        return {name: pd.DataFrame(table) for name, table in rows.items()}
 
-    def results(self, model: Any, scores: Any, splits: Splits, rows: list[tuple[list[dict], list[dict]]]) -> RunResults:
-        largest_k = max(self.config.intervene.k_values, default=None)
+    def measure(self, condition: Condition, per_lang: torch.Tensor, baseline: Any) -> dict[str, list[dict]]:
+        """The tables of one condition (and its ranks, kept as an artefact for the statistics)."""
+        from xlens.measure import layer_metrics, mixed_retrieval
+
+        evaluate, langs = self.config.evaluate, self.config.eval_languages
+        settings = (evaluate.retrieval, evaluate.center, RETRIEVAL_KNN)
+        tables, ranks = self.timed(
+            "metrics_s", layer_metrics, per_lang, langs, self.layer_ids, *settings, condition.language
+        )
+        key = content_key("ranks", self.embedding_files[condition], settings)
+        self.rank_files[condition] = self.store.keep("ranks", key, {"ranks": ranks})
+        if self.config.controls.mixed and not condition.is_baseline:
+            mixed = self.timed("metrics_s", mixed_retrieval, baseline, per_lang, langs, self.layer_ids, *settings)
+            tables["retrieval"] += mixed
+        columns = condition.columns()
+        return {name: [{**columns, **row} for row in table] for name, table in tables.items()}
+
+    def statistics(self, conditions: list[Condition], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+        """Paired bootstrap of every condition against the baseline and of every intervention against its random
+        controls (mean over seeds), and the correlation of centroid moves with retrieval gains."""
+        from xlens._io import load_tensors
+        from xlens.measure import centroid_correlation, differences, query_scores
+        from xlens.metrics.bootstrap import resample_counts
+
+        stats, langs = self.config.stats, self.config.eval_languages
+        counts = resample_counts(self.config.evaluate.sentences, stats.resamples, stats.seed)
+
+        def ranks(condition: Condition) -> torch.Tensor:
+            return load_tensors(self.rank_files[condition])["ranks"]
+
+        controls = controls_of(conditions)
+        labels = {c.label for c in conditions}
+        base = query_scores([ranks(conditions[0])])
+        rows: list[dict[str, Any]] = []
+        for c in conditions[1:]:
+            if c.control != "none" and c.controlled().label in labels:
+                continue  # a control enters through the condition it controls
+            mine = query_scores([ranks(c)])
+            comparisons = [("condition", mine, "baseline", base)]
+            for kind, members in controls.get(c.label, {}).items():
+                group = query_scores([ranks(d) for d in members])
+                comparisons += [("condition", mine, kind, group), (kind, group, "baseline", base)]
+            for subject, a, against, b in comparisons:
+                found = differences(a, b, langs, self.layer_ids, counts, stats.confidence)
+                rows += [{**c.keys(), "subject": subject, "against": against, **row} for row in found]
+        main = [c.label for c in conditions[1:] if c.control == "none"]
+        correlation = centroid_correlation(
+            tables["retrieval"], tables["alignment"], main, stats.resamples, stats.seed, stats.confidence
+        )
+        return {"differences": pd.DataFrame(rows), "correlation": pd.DataFrame(correlation)}
+
+    def results(
+        self, model: Any, scores: Any, splits: Splits, conditions: list[Condition], tables: dict[str, pd.DataFrame]
+    ) -> RunResults:
+        k_values = self.config.intervene.k_values
+        largest_k = max(k_values, default=None)
         experts_info = {
             row["language"]: {
                 "best_ap": row["best_ap"],
@@ -320,71 +391,17 @@ class Experiment:
         }
         return RunResults(
             config=self.config,
-            languages=self.languages,
+            languages=self.config.eval_languages,
             layers=list(self.layer_ids),
             provenance=provenance,
             experts=experts_info,
-            conditions=self.conditions(),
-            retrieval=pd.DataFrame([r for ret, _ in rows for r in ret]),
-            alignment=pd.DataFrame([a for _, ali in rows for a in ali]),
+            conditions=conditions,
+            **{name: tidy(tables[name]) for name in TABLES},
             embedding_files=dict(self.embedding_files),
             scores_folder=str(self.store.path("scores", self.scores_key).relative_to(self.out)),
             folder=self.out,
             _model=model,
         )
-
-
-def layer_metrics(
-    per_lang: torch.Tensor, languages: list[str], layers: list[int], retrieval_method: str, center: bool
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Retrieval rows (ordered pairs) and alignment rows (unordered pairs) of ``[lang, sentence, layer, d]``
-    embeddings at every layer."""
-    from xlens.metrics.alignment import (
-        centroid_distance_matrix,
-        cka_matrix,
-        cosine_parallel_matrix,
-        cosine_random_matrix,
-        mean_center,
-    )
-    from xlens.metrics.retrieval import retrieval_matrix
-
-    retrieval_rows, alignment_rows = [], []
-    n = len(languages)
-    for slot, layer in enumerate(layers):
-        E = per_lang[:, :, slot].double()
-        if center:
-            E = mean_center(E)
-        ret = retrieval_matrix(E, method=retrieval_method, knn=RETRIEVAL_KNN)  # type: ignore[arg-type]
-        cos_par, cos_rand = cosine_parallel_matrix(E), cosine_random_matrix(E)
-        cka, cka_d = cka_matrix(E), cka_matrix(E, debiased=True)
-        centroid = centroid_distance_matrix(E)
-        for i in range(n):
-            for j in range(n):
-                if i == j:
-                    continue
-                retrieval_rows.append(
-                    {
-                        "layer": layer,
-                        "src": languages[i],
-                        "tgt": languages[j],
-                        **{m: float(ret[m][i, j]) for m in ("top1", "top5", "mrr")},
-                    }
-                )
-                if i < j:
-                    alignment_rows.append(
-                        {
-                            "layer": layer,
-                            "lang_a": languages[i],
-                            "lang_b": languages[j],
-                            "cosine_parallel": float(cos_par[i, j]),
-                            "cosine_random": float(cos_rand[i, j]),
-                            "cosine_gap": float(cos_par[i, j] - cos_rand[i, j]),
-                            "cka": float(cka[i, j]),
-                            "cka_debiased": float(cka_d[i, j]),
-                            "centroid_distance": float(centroid[i, j]),
-                        }
-                    )
-    return retrieval_rows, alignment_rows
 
 
 def _file_hashes(sources: dict[str, str]) -> dict[str, dict[str, str]]:

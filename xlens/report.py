@@ -12,6 +12,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -53,6 +54,8 @@ def run_figures(results: RunResults, *, cards: bool = True) -> tuple[dict[str, g
     figures["retrieval"] = va.retrieval_curves(results, best)
     figures["cka"] = va.similarity_heatmaps(results, "cka", best)
     figures["cosine"] = va.similarity_heatmaps(results, "cosine_parallel", best)
+    if not results.differences.empty:
+        figures["conditions"] = va.condition_gains(results)
     before = results.embeddings(None)
     if before is None:
         notes.append("embedding space: no cached baseline embeddings in the run's cache folder")
@@ -114,8 +117,8 @@ def _table(frame: pd.DataFrame, index: bool = False) -> str:
 
 
 def _pivot(table: pd.DataFrame, pair: list[str], value: str) -> pd.DataFrame:
-    frame = table.assign(expert_lang=table["expert_lang"].fillna("–"))
-    return frame.pivot_table(index=["intervention", "expert_lang", "k", *pair], columns="layer", values=value)
+    rows: Any = table[table["mode"] == "both"] if "mode" in table else table
+    return rows.pivot_table(index=["condition", *pair], columns="layer", values=value, sort=False)
 
 
 def _headline_html(results: RunResults) -> str:
@@ -132,6 +135,25 @@ def _headline_html(results: RunResults) -> str:
         shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k"])
         parts += ["<h3>After intervention (means over pairs)</h3>", _table(shown)]
     parts += [f"<p>{html.escape(line)}</p>" for line in pair_change_lines(h)]
+    return "\n".join(parts)
+
+
+def _conditions_html(results: RunResults, figures: dict[str, go.Figure]) -> str:
+    """The grid's conditions against the baseline and their controls, and the centroid-retrieval correlation."""
+    if results.differences.empty:
+        return '<p class="note">No bootstrap comparisons in these results.</p>'
+    comparison = results.comparison()
+    shown = comparison.drop(columns=["intervention", "expert_lang", "k"])
+    parts = [
+        _figure(figures, "conditions", "Filled: the intervention; hollow: its random-unit control (mean over seeds)."),
+        "<h3>Mean top-1 over pairs, changes with their bootstrap intervals</h3>",
+        _table(shown),
+    ]
+    if not results.correlation.empty:
+        parts += [
+            "<h3>Correlation of centroid-distance change with top-1 change (per layer, over conditions x pairs)</h3>",
+            _table(results.correlation),
+        ]
     return "\n".join(parts)
 
 
@@ -177,8 +199,8 @@ def build_report(results: RunResults, *, cards: bool = True) -> str:
     figures, neuron_cards, notes = run_figures(results, cards=cards)
     cfg = results.config
     title = (
-        f"xlens report: {cfg.model} · {', '.join(results.languages)} · {cfg.intervene.method} "
-        f"k={cfg.intervene.k_values}"
+        f"xlens report: {cfg.model} · {', '.join(results.languages)} · "
+        f"{', '.join(dict.fromkeys(spec.name for spec in cfg.intervene.specs))} k={cfg.intervene.k_values}"
     )
     cards_html = "".join(
         f'<div class="card">{_figure(figures, f"neuron_{c.language}")}'
@@ -194,6 +216,7 @@ def build_report(results: RunResults, *, cards: bool = True) -> str:
             _figure(figures, "improvement") + _figure(figures, "retrieval"),
         ),
         ("alignment", "Alignment", _figure(figures, "cka") + _figure(figures, "cosine")),
+        ("conditions", "Conditions", _conditions_html(results, figures)),
         (
             "space",
             "Embedding space",

@@ -1,32 +1,46 @@
 """What a run produced, as objects: the conditions it measured and :class:`RunResults`.
 
-A :class:`Condition` is one setting the embedding space was measured under: the baseline (no intervention) or one
-method for one language's experts with one k. In the tables its columns are ``intervention`` (the method, or
-``none``), ``expert_lang`` (null for the baseline) and ``k`` (0 for the baseline and for methods without k).
+A :class:`Condition` is one setting the embedding space was measured under: the baseline (no intervention), or one
+method with its settings on one language's experts with one k; a control (random units, a random direction) is a
+condition too. In every table a condition's columns are ``condition`` (its label, unique in a run:
+``force(value=on_mean) spa_Latn k=200``), ``intervention`` (the method, or ``none``), ``expert_lang`` (null for the
+baseline), ``k`` (0 for the baseline and for methods without k) and one column per setting of the method
+(``value``, ``selection``, ``rank_by``, ``control``, ``seed``, ``alpha``, ...; null where a method has no such
+setting).
 
 ``results.json`` (``schema_version`` 2) holds:
 
-- ``config`` (the nested :class:`xlens.config.ExperimentConfig`), ``languages`` and ``layers`` (embedding layers);
+- ``config`` (the nested :class:`xlens.config.ExperimentConfig`), ``languages`` (the evaluation languages) and
+  ``layers`` (embedding layers);
 - ``provenance``: model identity and numerics, corpus specs, files and sha256, corpus fingerprints, the find/eval
   split and its measured overlap (0 for a valid run), package versions, machine, timings;
-- ``experts``: per language, best AP and the experts per block at the largest k; ``scores``: the scores' folder;
+- ``experts``: per language experts were found for, best AP and the experts per block at the largest k;
+  ``scores``: the scores' folder;
 - ``conditions``: every condition with its cached ``[sentence, layer, d_model]`` embeddings file (sentences
   grouped by language in config order), relative to the run folder;
-- ``retrieval``: rows ``{intervention, expert_lang, k, layer, src, tgt, top1, top5, mrr}`` for every ordered
-  pair src != tgt;
-- ``alignment``: rows ``{intervention, expert_lang, k, layer, lang_a, lang_b, cosine_parallel, cosine_random,
-  cosine_gap, cka, cka_debiased, centroid_distance}`` for every unordered pair lang_a < lang_b;
-- ``tables``: the parquet copies of both tables and their sha256.
+- the tables, as lists of rows, each also written as ``<table>.parquet`` (``tables``: their sha256), with the
+  condition's columns and (see :mod:`xlens.measure` for the measures):
+
+  - ``retrieval``: ``{layer, src, tgt, mode, top1, top5, mrr}`` for every ordered pair src != tgt; ``mode`` is
+    ``both``, or ``queries-baseline`` / ``candidates-baseline`` for mixed retrieval;
+  - ``alignment``: ``{layer, lang_a, lang_b, cosine_parallel, cosine_random, cosine_gap, cka, cka_debiased,
+    centroid_distance, centroid_cosine_distance}`` for every unordered pair (lang_a first in config order);
+  - ``centroids``: ``{layer, lang, to_medoid, to_expert_lang}``;
+  - ``differences``: ``{subject, against, metric, layer, src, tgt, value, reference, diff, low, high,
+    significant}``, the paired bootstrap over evaluation sentences (``src = tgt = "mean"``: the mean over pairs);
+  - ``correlation``: ``{layer, points, r, low, high}``.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
@@ -42,7 +56,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 2
 RESULTS_FILE = "results.json"
-TABLES = ("retrieval", "alignment")
+TABLES = ("retrieval", "alignment", "centroids", "differences", "correlation")
 
 
 def _frozen(value: Any) -> Any:
@@ -59,12 +73,17 @@ def _thawed(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Condition:
-    """One measured setting: the baseline, or ``method`` with its ``params`` on ``language``'s experts at ``k``."""
+    """One measured setting: the baseline, or ``method`` with its ``params`` on ``language``'s experts at ``k``.
+
+    ``tag`` is the method with the settings that differ from its defaults (``force(value=on_mean)``), so labels
+    tell conditions of a grid apart: ``force(control=random, seed=1) spa_Latn k=200``.
+    """
 
     method: str = "none"
     language: str | None = None
     k: int | None = None
     params: tuple[tuple[str, Any], ...] = ()
+    tag: str = ""
 
     @classmethod
     def baseline(cls) -> Condition:
@@ -72,7 +91,8 @@ class Condition:
 
     @classmethod
     def of(cls, spec: InterventionSpec, language: str, k: int | None) -> Condition:
-        return cls(spec.name, language, k, tuple(sorted((n, _frozen(v)) for n, v in spec.params().items())))
+        params = tuple(sorted((n, _frozen(v)) for n, v in spec.params().items()))
+        return cls(spec.name, language, k, params, spec.label())
 
     @property
     def is_baseline(self) -> bool:
@@ -90,19 +110,54 @@ class Condition:
     def label(self) -> str:
         if self.is_baseline:
             return "baseline"
-        return f"{self.method} {self.language}" + ("" if self.k is None else f" k={self.k}")
+        return f"{self.tag or self.method} {self.language}" + ("" if self.k is None else f" k={self.k}")
+
+    @property
+    def control(self) -> str:
+        return str(dict(self.params).get("control", "none"))
+
+    def controlled(self) -> Condition:
+        """The condition this one is a control of (itself when it is no control): the same settings with the
+        control and its seed at their defaults."""
+        if self.control == "none":
+            return self
+        return Condition.of(replace(self.spec(), control="none", seed=0), str(self.language), self.k)
+
+    def keys(self) -> dict[str, Any]:
+        """What names the condition in a table: its label, method, expert language and k (0 for the baseline and
+        for methods without k)."""
+        k = 0 if self.k is None else self.k
+        return {"condition": self.label, "intervention": self.method, "expert_lang": self.language, "k": k}
 
     def columns(self) -> dict[str, Any]:
-        """The condition's columns in the results tables."""
-        return {"intervention": self.method, "expert_lang": self.language, "k": 0 if self.k is None else self.k}
+        """The condition's columns in the results tables: :meth:`keys` and every setting (lists joined by
+        commas)."""
+        settings = {n: ",".join(map(str, v)) if isinstance(v, tuple) else v for n, v in self.params}
+        return {**self.keys(), **settings}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "language": self.language, "k": self.k, "params": dict(self.params)}
+        return {
+            "method": self.method,
+            "language": self.language,
+            "k": self.k,
+            "params": {n: _thawed(v) for n, v in self.params},
+            "tag": self.tag,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Condition:
         params = tuple(sorted((n, _frozen(v)) for n, v in data.get("params", {}).items()))
-        return cls(data["method"], data.get("language"), data.get("k"), params)
+        return cls(data["method"], data.get("language"), data.get("k"), params, data.get("tag", ""))
+
+
+def controls_of(conditions: Sequence[Condition]) -> dict[str, dict[str, list[Condition]]]:
+    """For each controlled condition's label, its controls by kind (``random``, ``random-per-block``), seeds in
+    order."""
+    out: dict[str, dict[str, list[Condition]]] = {}
+    for condition in conditions:
+        if condition.control != "none":
+            out.setdefault(condition.controlled().label, {}).setdefault(condition.control, []).append(condition)
+    return out
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -110,12 +165,15 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
 
 
+def tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table as it reads back from results.json (missing values as None), so a run's tables and the loaded
+    ones are equal, dtypes included."""
+    return pd.DataFrame(_records(frame), columns=frame.columns)
+
+
 def select(table: pd.DataFrame, condition: Condition) -> pd.DataFrame:
     """The rows of a results table that belong to ``condition``."""
-    cols = condition.columns()
-    keep = (table["intervention"] == cols["intervention"]) & (table["k"] == cols["k"])
-    keep &= table["expert_lang"].isna() if cols["expert_lang"] is None else table["expert_lang"] == cols["expert_lang"]
-    return cast(pd.DataFrame, table.loc[keep])
+    return cast(pd.DataFrame, table.loc[table["condition"] == condition.label])
 
 
 @dataclass
@@ -135,6 +193,9 @@ class RunResults:
     conditions: list[Condition]
     retrieval: pd.DataFrame
     alignment: pd.DataFrame
+    centroids: pd.DataFrame = field(default_factory=pd.DataFrame)
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)
+    correlation: pd.DataFrame = field(default_factory=pd.DataFrame)
     embedding_files: dict[Condition, str] = field(default_factory=dict)
     scores_folder: str | None = None
     folder: Path | None = None
@@ -152,9 +213,12 @@ class RunResults:
             "experts": self.experts,
             "scores": self.scores_folder,
             "conditions": [{**c.to_dict(), "embeddings": self.embedding_files.get(c)} for c in self.conditions],
-            "retrieval": _records(self.retrieval),
-            "alignment": _records(self.alignment),
+            **{name: _records(frame) for name, frame in self.tables().items()},
         }
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table of the results by name (see the module docstring)."""
+        return {name: getattr(self, name) for name in TABLES}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], folder: Path | None = None, model: Any = None) -> RunResults:
@@ -174,8 +238,7 @@ class RunResults:
             provenance=data["provenance"],
             experts=data["experts"],
             conditions=conditions,
-            retrieval=pd.DataFrame(data["retrieval"]),
-            alignment=pd.DataFrame(data["alignment"]),
+            **{name: tidy(pd.DataFrame(data.get(name, []))) for name in TABLES},
             embedding_files={c: e["embeddings"] for c, e in zip(conditions, data["conditions"], strict=True)},
             scores_folder=data.get("scores"),
             folder=folder,
@@ -216,10 +279,12 @@ class RunResults:
         raise ResultsError(f"condition {wanted!r} is not in these results; available: {listed}")
 
     def table(self, name: str, condition: Condition | str | None = None) -> pd.DataFrame:
-        """The ``retrieval`` or ``alignment`` rows of one condition (None: the baseline)."""
-        if name not in TABLES:
-            raise ResultsError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
-        return select(getattr(self, name), self.condition(condition))
+        """The rows of one condition (None: the baseline) in table ``name``; retrieval rows of the ``both``
+        mode (queries and candidates under the condition)."""
+        if name not in TABLES or name == "correlation":
+            raise ResultsError(f"unknown table {name!r} for one condition; use one of {', '.join(TABLES[:4])}")
+        rows = select(getattr(self, name), self.condition(condition))
+        return cast(pd.DataFrame, rows[rows["mode"] == "both"]) if name == "retrieval" else rows
 
     def embeddings(self, condition: Condition | str | None = None) -> Float[Tensor, "sentence layer d_model"] | None:
         """The cached evaluation embeddings of one condition (None: the baseline), or None if not on disk."""
@@ -245,6 +310,56 @@ class RunResults:
             return None
         best = max(entries, key=lambda e: e["best_ratio"])
         return self.condition(best["condition"])
+
+    def comparison(self, metric: str = "top1", layers: Sequence[int] | None = None) -> pd.DataFrame:
+        """Every intervention (controls are columns, not rows) at ``layers`` (default: the best baseline layer
+        and the last one), means over language pairs: its ``metric``, the change against the baseline with its
+        bootstrap interval, and, where the run has them, its random controls' mean and spread over seeds and the
+        change against them with its interval. ``significant_*`` is True when the interval excludes 0.
+        ``centroid_spread`` is the mean pairwise cosine distance of the language means and ``to_medoid`` their
+        mean distance to the medoid mean (each beside the baseline's)."""
+        if self.differences.empty:
+            raise ResultsError("these results hold no bootstrap comparisons (run them with this version of xlens)")
+        h = self.headline()
+        chosen = list(layers) if layers is not None else list(dict.fromkeys([h["best_layer"], h["last_layer"]]))
+        diffs: Any = self.differences
+        means = diffs[(diffs["src"] == "mean") & (diffs["metric"] == metric) & diffs["layer"].isin(chosen)]
+        means = means.assign(side=means["subject"] + " vs " + means["against"])
+        retrieval: Any = self.retrieval[self.retrieval["mode"] == "both"]
+        per_condition = retrieval.groupby(["condition", "layer"])[metric].mean()
+        alignment: Any = self.alignment
+        spread = alignment.groupby(["condition", "layer"])["centroid_cosine_distance"].mean()
+        centroids: Any = self.centroids
+        to_medoid = centroids.groupby(["condition", "layer"])["to_medoid"].mean()
+        controls = controls_of(self.conditions)
+        rows = []
+        for condition in self.interventions:
+            if condition.control != "none":
+                continue
+            mine = means[means["condition"] == condition.label]
+            for layer in chosen:
+                at = mine[mine["layer"] == layer].set_index("side")
+                row: dict[str, Any] = {**condition.keys(), "layer": layer}
+                main = at.loc["condition vs baseline"]
+                row.update(value=main["value"], baseline=main["reference"])
+                row.update({f"{name}_vs_baseline": main[name] for name in ("diff", "low", "high")})
+                row["significant_vs_baseline"] = bool(main["significant"])
+                # The paper's Table 1: mean pairwise cosine distance of the language means, and their distance to
+                # the medoid mean, here and in the baseline.
+                row["centroid_spread"] = spread.loc[(condition.label, layer)]
+                row["baseline_centroid_spread"] = spread.loc[("baseline", layer)]
+                row["to_medoid"] = to_medoid.loc[(condition.label, layer)]
+                row["baseline_to_medoid"] = to_medoid.loc[("baseline", layer)]
+                for kind, members in controls.get(condition.label, {}).items():
+                    seeds = [per_condition.loc[(c.label, layer)] for c in members]
+                    own, against = at.loc[f"{kind} vs baseline"], at.loc[f"condition vs {kind}"]
+                    row[f"{kind}_mean"] = own["value"]
+                    row[f"{kind}_spread"] = float(np.std(seeds))  # over the seeds' means
+                    row.update({f"{name}_{kind}_vs_baseline": own[name] for name in ("diff", "low", "high")})
+                    row.update({f"{name}_vs_{kind}": against[name] for name in ("diff", "low", "high")})
+                    row[f"significant_vs_{kind}"] = bool(against["significant"])
+                rows.append(row)
+        return pd.DataFrame(rows)
 
     # --- the run folder's other contents -----------------------------------------------------------------
 
@@ -342,8 +457,6 @@ def headline(results: RunResults) -> dict[str, Any]:
     """The numbers the paper reports: baseline top-1 per pair at the best and last layer, each intervention's
     top-1 there, the best improvement ratio, and how cosine and CKA moved (means over language pairs)."""
     # pandas' stubs type column access too loosely for this arithmetic: the frames are used untyped here.
-    ret: Any = results.retrieval
-    ali: Any = results.alignment
     base: Any = results.table("retrieval")
     by_layer: Any = base.groupby("layer")["top1"].mean()
     best_layer, last_layer = int(by_layer.idxmax()), int(by_layer.index.max())
@@ -355,13 +468,12 @@ def headline(results: RunResults) -> dict[str, Any]:
     align_base: Any = results.table("alignment")
     conditions, pairs_changed = [], []
     for condition in results.interventions:
-        group: Any = select(ret, condition)
+        group: Any = results.table("retrieval", condition)
         mean_by_layer: Any = group.groupby("layer")["top1"].mean()
         ratio = mean_by_layer / by_layer.loc[mean_by_layer.index]
-        align: Any = select(ali, condition)
+        align: Any = results.table("alignment", condition)
         entry: dict[str, Any] = {
-            "condition": condition.label,
-            **condition.columns(),
+            **condition.keys(),
             "top1_best_layer": float(mean_by_layer.loc[best_layer]),
             "top1_last_layer": float(mean_by_layer.loc[last_layer]),
             "best_ratio": float(ratio.max()),

@@ -24,8 +24,9 @@ from xlens.errors import ExpertInputError
 class UnitStats:
     """Per-language summary of each unit's pooled responses (float64, shape ``[lang, unit]``).
 
-    "on" = the language's sentences (positives), "off" = all other sentences (negatives).
-    Percentiles use numpy's default linear interpolation (``np.median``, ``np.percentile(x, 90)``).
+    "on" = the language's sentences (positives), "off" = all other sentences (negatives), "all" = every sentence
+    of every language (a language-neutral value: the same in every row). Percentiles use numpy's default linear
+    interpolation (``np.median``, ``np.percentile(x, 90)``).
     """
 
     on_p50: Float[Tensor, "lang unit"]
@@ -33,6 +34,8 @@ class UnitStats:
     off_p50: Float[Tensor, "lang unit"]
     off_mean: Float[Tensor, "lang unit"]
     on_p90: Float[Tensor, "lang unit"]
+    all_p50: Float[Tensor, "lang unit"]
+    all_mean: Float[Tensor, "lang unit"]
 
 
 def average_precision(
@@ -104,7 +107,8 @@ def unit_statistics(
     n_langs: int,
     chunk_units: int | None = None,
 ) -> UnitStats:
-    """Median, mean and 90th percentile of each unit's responses on each language, and median/mean on the rest.
+    """Median, mean and 90th percentile of each unit's responses on each language, median/mean on the rest and
+    on all sentences.
 
     Percentiles match numpy's default (linear interpolation; the median of an even count averages the two
     middle values, unlike ``torch.median``). One sort per unit serves all languages.
@@ -116,7 +120,7 @@ def unit_statistics(
     n_sentences, n_units = responses.shape
     chunk = _chunk_size(n_sentences, chunk_units, responses.device)
     shape = (n_langs, n_units)
-    stats = UnitStats(*(torch.empty(shape, dtype=torch.float64, device=responses.device) for _ in range(5)))
+    stats = UnitStats(*(torch.empty(shape, dtype=torch.float64, device=responses.device) for _ in range(7)))
     for start in range(0, n_units, chunk):
         cols = slice(start, start + chunk)
         _, order, langs = _sorted_chunk(responses[:, cols], lang_ids)
@@ -128,6 +132,11 @@ def unit_statistics(
         stats.off_mean[:, cols] = (off_sum / (n_sentences - counts)).T
         # Running counts of positives/negatives locate order statistics without gathering each language.
         seen = torch.arange(1, n_sentences + 1, device=values.device)
+        stats.all_mean[:, cols] = values.mean(dim=1)
+        # The median of every sentence sits at fixed positions of the descending order (numpy's: mean of the two
+        # middle values for an even count).
+        middle = values[:, [n_sentences - 1 - (n_sentences - 1) // 2, n_sentences - 1 - n_sentences // 2]]
+        stats.all_p50[:, cols] = middle.mean(dim=1)
         for lang, n_on in enumerate(counts.tolist()):
             on_seen = (langs == lang).cumsum(dim=1)
             off_seen = seen - on_seen

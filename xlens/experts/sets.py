@@ -19,9 +19,11 @@ from xlens.experts.lape import LapeResult
 from xlens.experts.scoring import one_vs_rest, unit_statistics
 from xlens.models.lens import check_same_model
 
-STAT_NAMES = ("on_p50", "on_mean", "off_p50", "off_mean", "on_p90")
+STAT_NAMES = ("on_p50", "on_mean", "off_p50", "off_mean", "on_p90", "all_p50", "all_mean")
 Selection = Literal["top", "per-block", "top-bottom", "threshold"]
 SELECTIONS: tuple[str, ...] = ("top", "per-block", "top-bottom", "threshold")
+RankBy = Literal["ap", "auroc"]
+RANK_BY: tuple[str, ...] = ("ap", "auroc")
 
 
 @dataclass
@@ -99,58 +101,65 @@ class ExpertScores:
         k: int | None = None,
         *,
         method: Selection = "top",
+        by: RankBy = "ap",
         bottom_k: int | None = None,
         threshold: float | None = None,
     ) -> ExpertSet:
-        """Select a language's experts.
+        """Select a language's experts, ranked by ``by`` (``ap`` or ``auroc``), best first.
 
         Methods:
-            ``top``: the ``k`` units with the highest AP over all hooks and layers;
+            ``top``: the ``k`` best units over all hooks and blocks;
             ``per-block``: the ``k`` best units of every block;
-            ``top-bottom``: the ``k`` highest-AP units plus the ``bottom_k`` (default ``k``) lowest-AP units,
-            as Kojima et al. 2024 (bottom units respond *less* to the language than to others);
-            ``threshold``: every unit with AP >= ``threshold``.
+            ``top-bottom``: the ``k`` best units plus the ``bottom_k`` (default ``k``) worst ones, as Kojima et al.
+            2024 (bottom units respond *less* to the language than to the others);
+            ``threshold``: every unit whose score is at least ``threshold`` (with ``k``: the ``k`` best of them,
+            and an error if fewer pass).
         """
+        if by not in RANK_BY:
+            raise ExpertInputError(f"unknown ranking {by!r}; rank experts by one of {', '.join(RANK_BY)}")
         li = self.lang_index(language)
-        ap = self.ap[li]
-        n = ap.shape[0]
+        score = (self.ap if by == "ap" else self.auroc)[li]
+        n = score.shape[0]
         if method in ("top", "per-block", "top-bottom") and (k is None or k < 1):
             raise ExpertInputError(f"method {method!r} needs k >= 1, got {k}")
         count = int(k or 0)
         sign = None
         if method == "top":
             _check_k(count, n, "units")
-            chosen = _top(ap, count)
+            chosen = _top(score, count)
         elif method == "per-block":
             blocks = self.units.blocks()
             chosen_parts = []
             for block in blocks.unique().tolist():
                 members = (blocks == block).nonzero().squeeze(1)
                 _check_k(count, len(members), f"units in block {block}")
-                chosen_parts.append(members[_top(ap[members], count)])
+                chosen_parts.append(members[_top(score[members], count)])
             chosen = torch.cat(chosen_parts)
-            chosen = chosen[ap[chosen].argsort(descending=True, stable=True)]
+            chosen = chosen[score[chosen].argsort(descending=True, stable=True)]
         elif method == "top-bottom":
             bk = count if bottom_k is None else bottom_k
             _check_k(count + bk, n, "units (top + bottom)")
-            top = _top(ap, count)
-            bottom = _top(-ap, bk)
+            top = _top(score, count)
+            bottom = _top(-score, bk)
             chosen = torch.cat([top, bottom])
             sign = torch.cat([torch.ones(count, dtype=torch.long), -torch.ones(bk, dtype=torch.long)])
         elif method == "threshold":
             if threshold is None:
-                raise ExpertInputError("method 'threshold' needs threshold=<AP value in [0, 1]>")
-            chosen = (ap >= threshold).nonzero().squeeze(1)
-            chosen = chosen[ap[chosen].argsort(descending=True, stable=True)]
-            if len(chosen) == 0:
+                raise ExpertInputError(f"method 'threshold' needs threshold=<{by.upper()} value in [0, 1]>")
+            chosen = (score >= threshold).nonzero().squeeze(1)
+            chosen = chosen[score[chosen].argsort(descending=True, stable=True)]
+            if len(chosen) == 0 or len(chosen) < count:
+                wanted = f"fewer than the k={count} asked for" if count else "none"
                 raise ExpertInputError(
-                    f"no unit has AP >= {threshold} for {self.languages[li]} (best AP {ap.max().item():.4f})"
+                    f"{len(chosen)} units have {by.upper()} >= {threshold} for {self.languages[li]} (best "
+                    f"{score.max().item():.4f}): {wanted}; lower the threshold{' or k' if count else ''}"
                 )
+            if count:
+                chosen = chosen[:count]
         else:
             raise ExpertInputError(f"unknown selection method {method!r}; use one of {', '.join(SELECTIONS)}")
-        return self.expert_set(
-            language, chosen, method, sign=sign, meta={"k": k, "bottom_k": bottom_k, "threshold": threshold}
-        )
+        meta = {"k": k, "by": by, "bottom_k": bottom_k, "threshold": threshold}
+        return self.expert_set(language, chosen, method, sign=sign, meta=meta)
 
     def expert_set(
         self,
@@ -170,7 +179,7 @@ class ExpertScores:
             unit_index=self.units,
             ap=self.ap[li, units],
             auroc=self.auroc[li, units],
-            stats={name: self.stats[name][li, units] for name in STAT_NAMES},
+            stats={name: values[li, units] for name, values in self.stats.items()},
             sign=torch.ones(len(units), dtype=torch.long) if sign is None else sign,
             model=self.model,
             method=method,
@@ -332,11 +341,11 @@ def _against_negatives(
         st = unit_statistics(values[rows], binary, 2)
         for name in STAT_NAMES:
             rows_stats[name].append(getattr(st, name)[1])
-    return (
-        torch.stack(rows_ap),
-        torch.stack(rows_auroc),
-        {name: torch.stack(v) for name, v in rows_stats.items()},
-    )
+    stats = {name: torch.stack(v) for name, v in rows_stats.items()}
+    # "all" means every sentence of every language, whatever each language was scored against.
+    everything = unit_statistics(values, ids, len(languages))
+    stats.update(all_p50=everything.all_p50, all_mean=everything.all_mean)
+    return torch.stack(rows_ap), torch.stack(rows_auroc), stats
 
 
 def _check_k(k: int, available: int, what: str) -> None:

@@ -65,11 +65,21 @@ class InterventionSpec(ABC):
     name: ClassVar[str]
     takes_k: ClassVar[bool] = True
     needs: ClassVar[frozenset[str]] = frozenset({"experts"})
+    controls: ClassVar[tuple[str, ...]] = ("none",)
     where: Where = "all"
+    control: str = "none"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.where not in WHERE:
             raise ConfigError(f"intervene.where = {self.where!r}: must be one of {', '.join(WHERE)}")
+        if self.control not in self.controls:
+            allowed = ", ".join(self.controls)
+            raise ConfigError(f"intervene.control = {self.control!r}: method {self.name!r} has the controls {allowed}")
+
+    def defaults(self) -> dict[str, Any]:
+        """The settings a spec of this method has when none is given."""
+        return type(self)().params()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -130,8 +140,10 @@ class InterventionSpec(ABC):
         """
 
     def label(self) -> str:
-        settings = ", ".join(f"{k}={v}" for k, v in self.params().items())
-        return f"{self.name}({settings})"
+        """The method's name with the settings that differ from its defaults: ``force(value=on_mean)``."""
+        defaults = self.defaults()
+        changed = ", ".join(f"{k}={v}" for k, v in self.params().items() if v != defaults[k])
+        return f"{self.name}({changed})" if changed else self.name
 
 
 def register(cls: SpecClass) -> SpecClass:
@@ -171,31 +183,28 @@ def spec_from_dict(data: Mapping[str, Any]) -> InterventionSpec:
 
 @dataclass(frozen=True)
 class ExpertMethod(InterventionSpec):
-    """A method that acts on a language's top-k experts; subclasses say what it does to them in :meth:`on`."""
+    """A method that acts on a language's experts; subclasses say which units in :meth:`select` and what it does
+    to them in :meth:`on`.
+
+    Controls (``control``) act the same way on other units: ``random`` on as many units drawn uniformly from all
+    units, ``random-per-block`` on as many drawn in each block as the experts have there; ``seed`` (with the
+    language and k) seeds the draw. A random control needs ExpertScores (the whole unit set).
+    """
+
+    controls: ClassVar[tuple[str, ...]] = ("none", "random", "random-per-block")
 
     @abstractmethod
     def on(self, experts: ExpertSet) -> Intervention:
         """The intervention on every unit of ``experts``."""
 
-    def experts(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
-        """The experts this method acts on: the top ``k`` of ``source`` for ``language``."""
-        from xlens.data.languages import flores_code
-        from xlens.experts.sets import ExpertScores, ExpertSet
+    @abstractmethod
+    def select(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
+        """The language's experts this method acts on."""
 
-        if isinstance(source, ExpertSet):
-            if language is not None and flores_code(language) != source.language:
-                raise InterventionError(f"the expert set is for {source.language}, not {flores_code(language)}")
-            if k is not None and k > len(source):
-                raise InterventionError(
-                    f"k={k} is more than the {len(source)} experts of this set for {source.language}; use the "
-                    "ExpertScores it came from to select any k"
-                )
-            return source if k is None else source.head(k)
-        if isinstance(source, ExpertScores):
-            if language is None or k is None:
-                raise InterventionError(f"{self.name}: selecting experts from ExpertScores needs language= and k=")
-            return source.select(language, k)
-        raise InterventionError(f"method {self.name!r} needs experts: pass ExpertScores or an ExpertSet")
+    def experts(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
+        """The units this spec acts on: the selected experts, or the control's units in their place."""
+        chosen = self.select(source, language, k)
+        return chosen if self.control == "none" else random_units(source, chosen, self.control, self.seed)
 
     def build(
         self,
@@ -216,9 +225,92 @@ class ExpertMethod(InterventionSpec):
         return intervention
 
 
+def random_units(source: Any, chosen: ExpertSet, control: str, seed: int) -> ExpertSet:
+    """As many units as ``chosen`` drawn uniformly from all of ``source``'s units (``random``), or as many in each
+    block as ``chosen`` has there (``random-per-block``), with their own scores and statistics."""
+    from xlens._io import content_key
+    from xlens.experts.sets import ExpertScores
+
+    if not isinstance(source, ExpertScores):
+        raise InterventionError(f"the {control!r} control draws from all units: it needs ExpertScores, not a set")
+    generator = torch.Generator().manual_seed(int(content_key(seed, chosen.language, len(chosen)), 16))
+    if control == "random":
+        units = torch.randperm(source.units.n_units, generator=generator)[: len(chosen)]
+    else:
+        blocks = source.units.blocks()
+        parts = []
+        for block, count in sorted(chosen.counts_per_block().items()):
+            members = (blocks == block).nonzero().squeeze(1)
+            parts.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        units = torch.cat(parts)
+    return source.expert_set(chosen.language, units, f"{chosen.method}+{control}", meta={"seed": seed})
+
+
+@dataclass(frozen=True)
+class ScoredMethod(ExpertMethod):
+    """An expert method whose experts are chosen by their AP or AUROC (:meth:`xlens.ExpertScores.select`):
+    ``selection`` top, per-block, top-bottom (with ``bottom_k``) or threshold (with ``threshold``), ranked by
+    ``rank_by``."""
+
+    selection: str = "top"
+    rank_by: str = "ap"
+    bottom_k: int | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from xlens.experts.sets import RANK_BY, SELECTIONS
+
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"intervene.selection = {self.selection!r}: must be one of {', '.join(SELECTIONS)}")
+        if self.rank_by not in RANK_BY:
+            raise ConfigError(f"intervene.rank_by = {self.rank_by!r}: must be one of {', '.join(RANK_BY)}")
+        if self.selection == "threshold" and (self.threshold is None or not 0 <= self.threshold <= 1):
+            raise ConfigError(f"intervene.threshold = {self.threshold}: selection 'threshold' needs one in [0, 1]")
+        if self.bottom_k is not None and self.bottom_k < 1:
+            raise ConfigError(f"intervene.bottom_k = {self.bottom_k}: must be >= 1")
+
+    def max_k(self, shape: ModelShape | None, units: str) -> tuple[int, str] | None:
+        limit = super().max_k(shape, units)
+        if limit is None or shape is None:
+            return limit
+        if self.selection == "per-block":
+            per_block = limit[0] // shape.n_layers
+            return per_block, f"selection 'per-block' takes k from each block, which has {per_block} {units} units"
+        if self.selection == "top-bottom" and self.bottom_k is not None:
+            return limit[0] - self.bottom_k, f"top-bottom takes k + bottom_k = k + {self.bottom_k} of {limit[0]} units"
+        return limit
+
+    def select(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
+        from xlens.data.languages import flores_code
+        from xlens.experts.sets import ExpertScores, ExpertSet
+
+        if isinstance(source, ExpertSet):
+            if language is not None and flores_code(language) != source.language:
+                raise InterventionError(f"the expert set is for {source.language}, not {flores_code(language)}")
+            if k is not None and k > len(source):
+                raise InterventionError(
+                    f"k={k} is more than the {len(source)} experts of this set for {source.language}; use the "
+                    "ExpertScores it came from to select any k"
+                )
+            return source if k is None else source.head(k)
+        if isinstance(source, ExpertScores):
+            if language is None or (k is None and self.selection != "threshold"):
+                raise InterventionError(f"{self.name}: selecting experts from ExpertScores needs language= and k=")
+            return source.select(
+                language,
+                k,
+                method=self.selection,  # type: ignore[arg-type]
+                by=self.rank_by,  # type: ignore[arg-type]
+                bottom_k=self.bottom_k,
+                threshold=self.threshold,
+            )
+        raise InterventionError(f"method {self.name!r} needs experts: pass ExpertScores or an ExpertSet")
+
+
 @register
 @dataclass(frozen=True)
-class Force(ExpertMethod):
+class Force(ScoredMethod):
     """Set the experts to ``value`` at every token: a statistic of their pooled response (``on_p50`` = median on
     the language, ``on_mean`` = mean, ``on_p90``, ``off_p50``, ``off_mean``), ``"zero"``, or a number."""
 
@@ -247,7 +339,7 @@ class Force(ExpertMethod):
 
 @register
 @dataclass(frozen=True)
-class Damp(ExpertMethod):
+class Damp(ScoredMethod):
     """Multiply the experts by ``alpha`` at every token (dampening; 0 would be det0)."""
 
     name: ClassVar[str] = "damp"
@@ -259,7 +351,7 @@ class Damp(ExpertMethod):
 
 @register
 @dataclass(frozen=True)
-class Det0(ExpertMethod):
+class Det0(ScoredMethod):
     """Set the experts to zero (multiply by 0), ml-aura's det0."""
 
     name: ClassVar[str] = "det0"
@@ -270,7 +362,7 @@ class Det0(ExpertMethod):
 
 @register
 @dataclass(frozen=True)
-class Aura(ExpertMethod):
+class Aura(ScoredMethod):
     """AurA: scale each expert with AUROC > 0.5 by ``1 - 2 (AUROC - 0.5)``; units with AUROC <= 0.5 stay.
 
     With k, the top k experts by AP (the units force and det0 take at that k); with ``k=None`` on ExpertScores,
@@ -279,16 +371,16 @@ class Aura(ExpertMethod):
 
     name: ClassVar[str] = "aura"
 
-    def experts(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
+    def select(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
         from xlens.experts.sets import ExpertScores
 
-        if isinstance(source, ExpertScores) and k is None:
+        if isinstance(source, ExpertScores) and k is None and self.selection == "top":
             if language is None:
                 raise InterventionError("aura on ExpertScores needs language=")
             auroc = source.auroc[source.lang_index(language)]
             units = (auroc > 0.5).nonzero().squeeze(1)
             return source.expert_set(language, units[auroc[units].argsort(descending=True, stable=True)], "aura")
-        return super().experts(source, language, k)
+        return super().select(source, language, k)
 
     def on(self, experts: ExpertSet) -> Intervention:
         keep = experts.auroc > 0.5
@@ -321,7 +413,8 @@ class Lape(ExpertMethod):
         kept = round(limit[0] * self.top_rate)
         return kept, f"LAPE keeps top_rate = {self.top_rate} of the {limit[0]} {units} units, {kept} in all"
 
-    def experts(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
+    def select(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
+        from xlens.data.languages import flores_code
         from xlens.experts.sets import ExpertScores, ExpertSet
 
         if isinstance(source, ExpertScores):
@@ -341,11 +434,13 @@ class Lape(ExpertMethod):
             ranked = source
         else:
             raise InterventionError("method 'lape' needs ExpertScores with a LAPE ranking or a LAPE expert set")
+        if language is not None and flores_code(language) != ranked.language:
+            raise InterventionError(f"the LAPE set is for {ranked.language}, not {flores_code(language)}")
         if k is not None and k > len(ranked):
             raise InterventionError(
                 f"k={k}: LAPE gave {ranked.language} only {len(ranked)} units; lower k or raise top_rate"
             )
-        return super().experts(ranked, language, k)
+        return ranked if k is None else ranked.head(k)
 
     def on(self, experts: ExpertSet) -> Intervention:
         if len(experts) == 0:
@@ -358,11 +453,13 @@ class Lape(ExpertMethod):
 class DiffMean(InterventionSpec):
     """Add ``alpha * (mean(language) - mean(source))`` to the residual stream after ``block`` (default: the
     middle block); ``source`` defaults to every other language of the corpus. The means are of each sentence's
-    mean residual over its real tokens (BOS left out), on up to 256 tokens per sentence."""
+    mean residual over its real tokens (BOS left out), on up to 256 tokens per sentence. Its control ``random``
+    adds a random direction of the same norm instead."""
 
     name: ClassVar[str] = "diffmean"
     takes_k: ClassVar[bool] = False
     needs: ClassVar[frozenset[str]] = frozenset({"corpus"})
+    controls: ClassVar[tuple[str, ...]] = ("none", "random")
     alpha: float = 1.0
     block: int | None = None
     source: list[str] | None = None
@@ -391,6 +488,13 @@ class DiffMean(InterventionSpec):
     ) -> Intervention:
         if model is None or corpus is None or language is None:
             raise InterventionError("diffmean needs model=, corpus= (a ParallelCorpus) and language=")
-        return SteeringVector.between_languages(
+        steer = SteeringVector.between_languages(
             model, corpus, language, self.source, self.block, self.alpha, self.where
         )
+        if self.control == "random":  # a random direction of the same norm, seeded with the language
+            from xlens._io import content_key
+
+            generator = torch.Generator().manual_seed(int(content_key(self.seed, steer.model, language), 16))
+            direction = torch.randn(steer.vector.shape, generator=generator)
+            steer.vector = direction * (steer.vector.norm() / direction.norm())
+        return steer

@@ -13,7 +13,9 @@ from xlens.metrics.alignment import (
     cosine_random_matrix,
     linear_cka,
     mean_center,
+    medoid_distances,
 )
+from xlens.metrics.bootstrap import bootstrap_pearson, paired_bootstrap, pearson, resample_counts
 from xlens.metrics.retrieval import RetrievalScores, retrieval, retrieval_matrix, retrieval_ranks
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "MetricInputError",
     "RetrievalScores",
     "alignment_scores",
+    "bootstrap_pearson",
     "centroid_distance",
     "centroid_distance_matrix",
     "cka_matrix",
@@ -30,6 +33,10 @@ __all__ = [
     "cosine_random_matrix",
     "linear_cka",
     "mean_center",
+    "medoid_distances",
+    "paired_bootstrap",
+    "pearson",
+    "resample_counts",
     "retrieval",
     "retrieval_matrix",
     "retrieval_ranks",

@@ -31,6 +31,7 @@ __all__ = [
     "cosine_random_matrix",
     "linear_cka",
     "mean_center",
+    "medoid_distances",
 ]
 
 CentroidMetric = Literal["euclidean", "cosine"]
@@ -228,6 +229,16 @@ def centroid_distance_matrix(
     """``centroid_distance(E[a], E[b], metric)`` for every pair of languages (float64)."""
     means = _check(E, "E", 3, min_rows=1).mean(1)
     return _centroid_distance(means[:, None], means[None], metric)
+
+
+def medoid_distances(
+    E: Float[Tensor, "lang sentence d_model"], metric: CentroidMetric = "cosine"
+) -> tuple[Float[Tensor, " lang"], int]:
+    """Distance of every language's mean embedding to the medoid of all the means (the mean with the smallest sum
+    of distances to the others; ties go to the first), and the medoid's index."""
+    distances = centroid_distance_matrix(E, metric)
+    medoid = int(distances.sum(dim=1).argmin())
+    return distances[:, medoid], medoid
 
 
 def cka_matrix(E: Float[Tensor, "lang sentence d_model"], debiased: bool = False) -> Float[Tensor, "lang lang"]:

@@ -160,7 +160,8 @@ def retrieval_matrix(
     method: Method = "cosine",
     knn: int = 10,
     block_langs: int = 16,
-) -> dict[str, Float[Tensor, "lang lang"]]:
+    ranks: bool = False,
+) -> dict[str, Tensor]:
     """``retrieval(E[src], E[tgt], method, knn)`` for every ordered pair of distinct languages.
 
     Returns float64 ``[lang, lang]`` tables ``"top1"``, ``"top5"``, ``"mrr"`` on ``E``'s device, indexed
@@ -169,6 +170,9 @@ def retrieval_matrix(
     matmul (memory: about ``6 * block_langs * sentence²`` bytes in float32). The cost is the matmuls,
     ``lang² sentence² d_model`` flops: all 204 FLORES languages x 985 (deduplicated) sentences x 640 dims is
     25.7 TFLOP, 110 s on two CPU cores whose fp32 matmul runs at about 300 GFLOPS (``xlens bench retrieval``).
+
+    With ``ranks``, also ``"ranks"``: the int32 ``[src, tgt, sentence]`` rank of every query's translation (what
+    a paired bootstrap over sentences needs); the diagonal is 0.
     """
     dtype = _compute_dtype(E)
     e = _check(E, "E", 3, min_rows=1, dtype=dtype)
@@ -181,6 +185,7 @@ def retrieval_matrix(
         k: torch.full((n_lang, n_lang), torch.nan, dtype=torch.float64, device=e.device)
         for k in ("top1", "top5", "mrr")
     }
+    per_query = torch.zeros((n_lang, n_lang, n) if ranks else (0,), dtype=torch.int32)
     block = min(block_langs, max(n_lang - 1, 1))
     buf = torch.empty(n * block * n, dtype=dtype, device=e.device)  # reused: fresh 64 MB buffers cost page faults
     with _maybe_pool(e.device) as pool:
@@ -190,8 +195,11 @@ def retrieval_matrix(
                 sim = buf[: n * (t1 - t0) * n].view(n, (t1 - t0) * n)
                 torch.matmul(flat[src * n : (src + 1) * n], flat[t0 * n : t1 * n].T, out=sim)
                 rows, cols = _ranks(_scores(sim.view(n, t1 - t0, n), method, knn), pool)
+                if ranks:
+                    per_query[src, t0:t1] = rows.T.to("cpu", torch.int32)
+                    per_query[t0:t1, src] = cols.to("cpu", torch.int32)
                 fwd, bwd = _summaries(rows, dim=0), _summaries(cols, dim=1)
                 for key, f, b in zip(("top1", "top5", "mrr"), fwd, bwd, strict=True):
                     out[key][src, t0:t1] = f.to(e.device)
                     out[key][t0:t1, src] = b.to(e.device)
-    return out
+    return {**out, "ranks": per_query} if ranks else dict(out)

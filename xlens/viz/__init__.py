@@ -1,7 +1,13 @@
 """Plotly figures of experts, single units, embedding spaces and alignment, in one style, and their export."""
 
 from xlens.errors import FigureExportError, NeuronCardError, ProjectionError, ResultsError
-from xlens.viz.alignment import alignment_matrices, improvement_bars, retrieval_curves, similarity_heatmaps
+from xlens.viz.alignment import (
+    alignment_matrices,
+    condition_gains,
+    improvement_bars,
+    retrieval_curves,
+    similarity_heatmaps,
+)
 from xlens.viz.experts import (
     ap_distribution,
     best_ap_heatmap,
@@ -28,6 +34,7 @@ __all__ = [
     "ap_distribution",
     "best_ap_heatmap",
     "block_best_ap",
+    "condition_gains",
     "embedding_space",
     "expert_counts",
     "expert_counts_per_block",

@@ -200,3 +200,65 @@ def improvement_bars(results: RunResults) -> go.Figure:
         xaxis={"title": "condition", "type": "category"},
     )
     return fig
+
+
+def condition_gains(results: RunResults, metric: str = "top1", layers: list[int] | None = None) -> go.Figure:
+    """The change of mean ``metric`` over language pairs under every intervention of a grid, with its bootstrap
+    interval, one panel per layer (default: the best baseline layer and the last one). Conditions are grouped by
+    method, settings and k along x, one colour per expert language, each beside its random control (hollow, mean
+    over seeds) where the run has one."""
+    if metric not in RETRIEVAL_METRICS[::2]:
+        raise ResultsError(f"the bootstrap covers top1 and mrr, not {metric!r}")
+    table = results.comparison(metric, layers)
+    chosen = list(dict.fromkeys(table["layer"]))
+    groups = [
+        label.replace(f" {lang}", "") for label, lang in zip(table["condition"], table["expert_lang"], strict=True)
+    ]
+    table = table.assign(group=groups)
+    order = list(dict.fromkeys(groups))
+    langs = list(dict.fromkeys(table["expert_lang"]))
+    step = 0.8 / max(len(langs), 1)
+    sides = [("", "circle", 0.0)]
+    if "diff_random_vs_baseline" in table:
+        sides.append(("random_", "circle-open", step * 0.4))
+    fig = make_subplots(rows=1, cols=len(chosen), shared_yaxes=True, subplot_titles=[f"layer {x}" for x in chosen])
+    for col, layer in enumerate(chosen, start=1):
+        at_layer = table[table["layer"] == layer]
+        for j, lang in enumerate(langs):
+            rows = at_layer[at_layer["expert_lang"] == lang]
+            base_x = [order.index(g) + (j - (len(langs) - 1) / 2) * step for g in rows["group"]]
+            for side, symbol, shift in sides:
+                diff, low, high = (rows[f"{name}_{side}vs_baseline"] for name in ("diff", "low", "high"))
+                name = f"{lang} experts" if not side else f"random units ({lang})"
+                fig.add_trace(
+                    go.Scatter(
+                        x=[x + shift for x in base_x],
+                        y=diff,
+                        customdata=rows["group"],
+                        error_y={
+                            "type": "data",
+                            "array": (high - diff).tolist(),
+                            "arrayminus": (diff - low).tolist(),
+                            "thickness": 1.2,
+                            "width": 3,
+                        },
+                        mode="markers",
+                        marker={"symbol": symbol, "size": 8, "color": language_color(str(lang))},
+                        name=name,
+                        legendgroup=name,
+                        showlegend=col == 1,
+                        hovertemplate=f"{name}, %{{customdata}}: Δ{metric} %{{y:+.3f}}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+        fig.add_hline(y=0, line={"color": "#888", "width": 1}, row=1, col=col)  # type: ignore[arg-type]
+    fig.update_xaxes(tickvals=list(range(len(order))), ticktext=order, tickangle=-45)
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"Change of mean {metric} vs baseline with {results.config.stats.confidence:.0%} intervals "
+        "(hollow: random-unit control, mean over seeds)",
+        height=480,
+        yaxis={"title": f"Δ mean {metric}"},
+    )
+    return fig
