@@ -23,9 +23,9 @@ from xlens.interventions import Aura, DiffMean, Force, ScaleUnits, SetUnits
 from xlens.measure import centroid_correlation, mixed_retrieval, query_scores
 from xlens.metrics.alignment import medoid_distances
 from xlens.metrics.bootstrap import bootstrap_pearson, paired_bootstrap, pearson, resample_counts
-from xlens.metrics.retrieval import retrieval
+from xlens.metrics.retrieval import retrieval, retrieval_ranks
 from xlens.models import LensModel
-from xlens.results import RunResults
+from xlens.results import RunResults, tidy
 
 runner = CliRunner()
 SWEEP = {
@@ -89,7 +89,8 @@ def test_the_grid_expands_each_methods_own_settings() -> None:
         ({"method": "force", "selection": "best"}, r"intervene.selection = 'best': must be one of top, per-block"),
         ({"method": "force", "rank_by": "f1"}, r"intervene.rank_by = 'f1': must be one of ap, auroc"),
         ({"method": "force", "selection": "threshold"}, r"selection 'threshold' needs one in \[0, 1\]"),
-        ({"method": "diffmean", "control": "random-per-block"}, r"method 'diffmean' has the controls none, random"),
+        ({"method": "diffmean", "control": "random"}, r"intervene.control: controls are asked for in \[controls\]"),
+        ({"method": "force", "seed": [0, 1]}, r"intervene.seed: controls are asked for in \[controls\]"),
     ],
 )
 def test_bad_grids_are_one_config_error(grid: dict, message: str) -> None:
@@ -106,6 +107,10 @@ def test_bad_grids_are_one_config_error(grid: dict, message: str) -> None:
             r"controls.random_per_block = true: no method of the grid \(diffmean\) has this control",
         ),
         ({"controls": {"seeds": 0}}, r"controls.seeds = 0: must be >= 1"),
+        (
+            {"intervene": {"method": "lape", "top_rate": [0.1, 0.2]}},
+            r"intervene.top_rate = \[0.1, 0.2\]: a run ranks its units by LAPE once",
+        ),
         ({"intervene": {"languages": ["ko"]}}, r"intervene.languages = \['ko'\]: \['kor_Hang'\] are not among"),
         ({"stats": {"confidence": 1.5}}, r"stats.confidence = 1.5: must lie in \(0, 1\)"),
     ],
@@ -287,8 +292,11 @@ def test_medoid_distances_match_a_loop() -> None:
 def test_mixed_retrieval_matches_direct_retrieval() -> None:
     generator = torch.Generator().manual_seed(5)
     before, after = torch.randn(2, 10, 2, 6, generator=generator), torch.randn(2, 10, 2, 6, generator=generator)
-    rows = mixed_retrieval(before, after, ["a", "b"], [3, 7], "cosine", False, 10)
+    rows, ranks = mixed_retrieval(before, after, ["a", "b"], [3, 7], "cosine", False, 10)
     assert len(rows) == 2 * 2 * 2  # layers x ordered pairs x modes
+    assert torch.equal(ranks["queries-baseline"][1, 0, 1], retrieval_ranks(before[0, :, 1], after[1, :, 1]).int())
+    assert torch.equal(ranks["candidates-baseline"][0, 1, 0], retrieval_ranks(after[1, :, 0], before[0, :, 0]).int())
+    assert (ranks["queries-baseline"][:, [0, 1], [0, 1]] == 0).all()  # no pair of a language with itself
     row = next(r for r in rows if (r["layer"], r["src"], r["tgt"], r["mode"]) == (7, "b", "a", "candidates-baseline"))
     assert row["top1"] == retrieval(after[1, :, 1], before[0, :, 1]).top1
     row = next(r for r in rows if (r["layer"], r["src"], r["tgt"], r["mode"]) == (3, "a", "b", "queries-baseline"))
@@ -302,7 +310,7 @@ def test_the_differences_are_means_of_the_retrieval_table(sweep: RunResults) -> 
         ("condition", "random"),
         ("random", "baseline"),
     }
-    assert np.allclose(diffs["diff"], diffs["value"] - diffs["reference"], atol=1e-12)
+    assert np.allclose(diffs["diff"], diffs["subject_mean"] - diffs["against_mean"], atol=1e-12)
     assert ((diffs["low"] <= diffs["diff"] + 1e-12) & (diffs["diff"] <= diffs["high"] + 1e-12)).all()
     both = ret[ret["mode"] == "both"]
     label = "force(value=on_mean) spa_Latn k=8"
@@ -316,14 +324,29 @@ def test_the_differences_are_means_of_the_retrieval_table(sweep: RunResults) -> 
         "force(control=random, seed=1, value=on_mean) spa_Latn k=8",
     ]
     control = both[both["condition"].isin(seeds) & (both["layer"] == 2)]["top1"].mean()
-    assert (row["value"], row["reference"]) == pytest.approx((mine, control), abs=1e-6)
+    assert (row["subject_mean"], row["against_mean"]) == pytest.approx((mine, control), abs=1e-6)
     pair = diffs[
         (diffs["condition"] == label) & (diffs["against"] == "baseline") & (diffs["metric"] == "mrr")
         & (diffs["layer"] == 1) & (diffs["src"] == "eng_Latn") & (diffs["tgt"] == "jpn_Jpan")
     ].iloc[0]  # fmt: skip
     at = (both["layer"] == 1) & (both["src"] == "eng_Latn") & (both["tgt"] == "jpn_Jpan")
-    assert pair["value"] == pytest.approx(both[at & (both["condition"] == label)]["mrr"].iloc[0], abs=1e-6)
-    assert pair["reference"] == pytest.approx(both[at & (both["condition"] == "baseline")]["mrr"].iloc[0], abs=1e-6)
+    assert pair["subject_mean"] == pytest.approx(both[at & (both["condition"] == label)]["mrr"].iloc[0], abs=1e-6)
+    assert pair["against_mean"] == pytest.approx(both[at & (both["condition"] == "baseline")]["mrr"].iloc[0], abs=1e-6)
+    # Mixed modes: the condition's mixed rows against the baseline (mixing it with itself changes nothing) and
+    # against its controls' mixed rows.
+    assert set(diffs["mode"]) == {"both", "queries-baseline", "candidates-baseline"}
+    mixed = ret[(ret["mode"] == "queries-baseline") & (ret["layer"] == 2)]
+    for against, reference in (
+        ("baseline", both[(both["condition"] == "baseline") & (both["layer"] == 2)]["top1"].mean()),
+        ("random", mixed[mixed["condition"].isin(seeds)]["top1"].mean()),
+    ):
+        row = diffs[
+            (diffs["condition"] == label) & (diffs["mode"] == "queries-baseline") & (diffs["against"] == against)
+            & (diffs["metric"] == "top1") & (diffs["layer"] == 2) & (diffs["src"] == "mean")
+        ].iloc[0]  # fmt: skip
+        assert row["subject_mean"] == pytest.approx(mixed[mixed["condition"] == label]["top1"].mean(), abs=1e-6)
+        assert row["against_mean"] == pytest.approx(reference, abs=1e-6)
+        assert row["value"] == "on_mean"  # the condition's settings are columns too
     # Layer 0 is read before any block: nothing an intervention does reaches it, so no difference there.
     layer0 = diffs[(diffs["layer"] == 0) & (diffs["intervention"] != "diffmean")]
     assert (layer0["diff"] == 0).all() and not layer0["significant"].any()
@@ -364,6 +387,26 @@ def test_the_comparison_table_and_the_correlation(sweep: RunResults) -> None:
     ali = sweep.alignment
     one = ali[(ali["condition"] == main[0]) & (ali["layer"] == 2)]["centroid_cosine_distance"]
     assert len(one) == 3 and one.between(0, 2).all()
+
+
+def test_the_best_condition_and_pair_are_never_controls(sweep: RunResults) -> None:
+    h = sweep.headline()
+    entries = {e["condition"]: e for e in h["conditions"]}
+    assert {e["control"] for e in entries.values()} == {"none", "random"}
+    main = [e for e in entries.values() if e["control"] == "none"]
+    best = sweep.best_condition()
+    assert best is not None and best.label == max(main, key=lambda e: e["best_ratio"])["condition"]
+    for key in ("best_pair_ratio", "best_pair_gain"):
+        assert entries[h[key]["condition"]]["control"] == "none"
+
+
+def test_a_column_of_text_and_numbers_is_stored_as_text(tmp_path: Path) -> None:
+    frame = tidy(pd.DataFrame({"value": ["on_mean", 0.5, None], "k": [4, 8, None], "alpha": [1.0, None, 2.0]}))
+    assert frame["value"].tolist() == ["on_mean", "0.5", None]
+    assert frame["alpha"].tolist()[0] == 1.0 and frame["k"].tolist()[:2] == [4, 8]
+    frame.to_parquet(tmp_path / "t.parquet")
+    back = pd.read_parquet(tmp_path / "t.parquet")["value"]
+    assert back.tolist()[:2] == ["on_mean", "0.5"] and back.isna().tolist() == [False, False, True]
 
 
 def test_mixed_rows_and_centroids_are_in_the_tables(sweep: RunResults) -> None:
@@ -417,17 +460,20 @@ def test_the_sweep_command(tmp_path: Path) -> None:
 
 def test_bench_sweep_json(tmp_path: Path) -> None:
     out = tmp_path / "sweep.json"
-    args = ["bench", "sweep", "--json", str(out), "--languages", "3", "--layers", "2", "--conditions", "4"]
-    result = runner.invoke(app, [*args, "--sentences", "20", "--resamples", "50"])
+    args = ["bench", "sweep", "--json", str(out), "--languages", "3", "--layers", "2", "--interventions", "4"]
+    result = runner.invoke(app, [*args, "--seeds", "2", "--sentences", "20", "--resamples", "50"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert report["bootstrap_rows"] == 4 * 2 * 2 * (3 * 2 + 1)  # conditions x metrics x layers x (pairs + mean)
-    assert report["correlation_layers"] == 2 and report["shape"]["conditions"] == 4
+    # interventions x (vs baseline, vs random, random vs baseline) x metrics x layers x (pairs + mean)
+    assert report["bootstrap_rows"] == 4 * 3 * 2 * 2 * (3 * 2 + 1)
+    assert report["correlation_layers"] == 2 and report["shape"]["conditions"] == 1 + 4 * 3
 
 
 def test_dataclass_replace_keeps_controls_valid() -> None:
     with pytest.raises(ConfigError, match=r"intervene\.control = 'shuffled'"):
         dataclasses.replace(Force(), control="shuffled")
+    with pytest.raises(ConfigError, match=r"method 'diffmean' has the controls none, random"):
+        DiffMean(control="random-per-block")
 
 
 @pytest.mark.integration

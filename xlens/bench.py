@@ -250,37 +250,42 @@ def bench_retrieval(
 def bench_sweep(
     languages: int = 5,
     layers: int = 19,
-    conditions: int = 40,
+    interventions: int = 10,
+    seeds: int = 3,
     sentences: int = 500,
     resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Time the statistics of a sweep: the paired bootstrap of ``conditions`` conditions against the baseline
-    (top-1 and MRR, every ordered pair and the pair mean, every layer) and the centroid correlation, on synthetic
-    ranks of the shape such a sweep produces. The same functions as :class:`xlens.experiment.Experiment`."""
+    """Time the statistics of a sweep of ``interventions`` conditions, each with ``seeds`` random controls, on
+    synthetic ranks of the shape such a sweep produces: the differences table (paired bootstrap of top-1 and MRR,
+    every ordered pair and the pair mean, every layer, each intervention against the baseline and its controls,
+    the controls against the baseline) and the centroid correlation. The same functions as
+    :class:`xlens.experiment.Experiment`."""
+    import dataclasses
+
     import pandas as pd
 
-    from xlens.measure import centroid_correlation, differences, query_scores
+    from xlens.interventions.specs import Force
+    from xlens.measure import centroid_correlation, condition_differences
     from xlens.metrics.bootstrap import resample_counts
+    from xlens.results import Condition
 
     generator = torch.Generator().manual_seed(seed)
     names = [f"lang{i}" for i in range(languages)]
     layer_ids = list(range(layers))
-
-    def ranks() -> torch.Tensor:
-        return torch.randint(1, 6, (layers, languages, languages, sentences), generator=generator, dtype=torch.int32)
-
-    base, subjects = ranks(), [ranks() for _ in range(conditions)]
+    conditions = [Condition.baseline()]
+    for k in range(1, interventions + 1):
+        conditions.append(Condition.of(Force(), names[0], k))
+        conditions += [
+            Condition.of(dataclasses.replace(Force(), control="random", seed=s), names[0], k) for s in range(seeds)
+        ]
+    shape = (layers, languages, languages, sentences)
+    ranks = {c: {"both": torch.randint(1, 6, shape, generator=generator, dtype=torch.int32)} for c in conditions}
     start = time.perf_counter()
     counts = resample_counts(sentences, resamples, seed)
-    reference = query_scores([base])
-    rows = [
-        row
-        for subject in subjects
-        for row in differences(query_scores([subject]), reference, names, layer_ids, counts, 0.95)
-    ]
+    rows = condition_differences(conditions, ranks.__getitem__, names, layer_ids, counts, 0.95)
     bootstrap_s = time.perf_counter() - start
-    labels = ["baseline", *(f"c{i}" for i in range(conditions))]
+    labels = [c.label for c in conditions]
     pairs = [(a, b) for a in names for b in names if a != b]
     retrieval = pd.DataFrame(
         [
@@ -313,7 +318,8 @@ def bench_sweep(
         ]
     )
     start = time.perf_counter()
-    correlation = centroid_correlation(retrieval, alignment, labels[1:], resamples, seed, 0.95)
+    main = [c.label for c in conditions[1:] if c.control == "none"]
+    correlation = centroid_correlation(retrieval, alignment, main, resamples, seed, 0.95)
     correlation_s = time.perf_counter() - start
     return {
         "benchmark": "sweep",
@@ -321,7 +327,9 @@ def bench_sweep(
         "shape": {
             "languages": languages,
             "layers": layers,
-            "conditions": conditions,
+            "interventions": interventions,
+            "seeds": seeds,
+            "conditions": len(conditions),
             "sentences": sentences,
             "resamples": resamples,
         },

@@ -262,7 +262,7 @@ def run(
             from xlens.report import write_report
 
             typer.echo(f"report: {write_report(results)}")
-        typer.echo(f"wrote {out}/results.json, {out}/retrieval.parquet, {out}/alignment.parquet")
+        typer.echo(f"wrote {out}/results.json and its tables ({', '.join(f'{t}.parquet' for t in results.tables())})")
 
     _guarded(body)
 
@@ -456,18 +456,20 @@ def bench_sweep(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
     languages: Annotated[int, typer.Option(help="languages of the synthetic sweep")] = 5,
     layers: Annotated[int, typer.Option(help="embedding layers")] = 19,
-    conditions: Annotated[int, typer.Option(help="conditions compared with the baseline")] = 40,
+    interventions: Annotated[int, typer.Option(help="interventions, each compared with the baseline")] = 10,
+    seeds: Annotated[int, typer.Option(help="random controls per intervention")] = 3,
     sentences: Annotated[int, typer.Option(help="evaluation sentences per language")] = 500,
     resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
 ) -> None:
-    """Time a sweep's statistics (paired bootstrap of every condition, centroid correlation) on synthetic ranks."""
+    """Time a sweep's statistics (paired bootstrap of every intervention against the baseline and its random
+    controls, centroid correlation) on synthetic ranks."""
 
     def body() -> None:
         from xlens.bench import bench_sweep as run_bench
 
         _new_file(json_out, force)
-        report = run_bench(languages, layers, conditions, sentences, resamples)
+        report = run_bench(languages, layers, interventions, seeds, sentences, resamples)
         write_json(json_out, report)
         typer.echo(json.dumps(report, indent=2))
 

@@ -153,10 +153,6 @@ class InterveneConfig:
         return self.specs[0]
 
     @property
-    def method(self) -> str:
-        return self.spec.name
-
-    @property
     def k_values(self) -> list[int]:
         """The k values of the methods that take k."""
         if self.k is not None:
@@ -205,6 +201,12 @@ def expand_grid(grid: Mapping[str, Any]) -> tuple[InterventionSpec, ...]:
         raise ConfigError(f"intervene.method = {list(methods)}: a method is listed twice")
     classes = [spec_class(m) for m in methods]
     settings = {key: value for key, value in grid.items() if key != "method"}
+    reserved = sorted({"control", "seed"} & set(settings))
+    if reserved:
+        raise ConfigError(
+            f"intervene.{reserved[0]}: controls are asked for in [controls] (random, random_per_block, neutral, "
+            "seeds), so that each one is paired with the condition it controls"
+        )
     taken = {f.name for cls in classes for f in dataclasses.fields(cls)}
     unknown = sorted(set(settings) - taken)
     if unknown:
@@ -383,10 +385,15 @@ class ExperimentConfig:
 
     def _check_controls(self) -> None:
         specs, controls = self.intervene.specs, self.controls
+        rates = sorted(
+            {spec.params()["top_rate"] for spec in specs if "lape" in spec.needs and "top_rate" in spec.params()}
+        )
+        if len(rates) > 1:
+            raise ConfigError(f"intervene.top_rate = {rates}: a run ranks its units by LAPE once, with one top_rate")
         wanted = {
             "controls.random": (controls.random, lambda spec: "random" in spec.controls),
             "controls.random_per_block": (controls.random_per_block, lambda spec: "random-per-block" in spec.controls),
-            "controls.neutral": (controls.neutral, lambda spec: "value" in spec.params()),
+            "controls.neutral": (controls.neutral, lambda spec: spec.neutral() is not None),
         }
         for name, (on, applies) in wanted.items():
             if on and not any(applies(spec) for spec in specs):

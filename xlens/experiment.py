@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from xlens._io import content_key
 from xlens.config import RETRIEVAL_KNN, ExperimentConfig
 from xlens.errors import ConfigError, ExpertInputError, InterventionError, ModelMismatchError
-from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, controls_of, tidy
+from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, tidy
 
 OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.html", "figures")
 
@@ -187,9 +187,7 @@ class Experiment:
             if max(intervene.k_values) > n_units:
                 raise ConfigError(f"intervene.k = {intervene.k_values}: k must be <= {n_units} ({find.units})")
         rates = {spec.params()["top_rate"] for spec in intervene.specs if "lape" in spec.needs}
-        if len(rates) > 1:
-            raise ConfigError(f"intervene.top_rate = {sorted(rates)}: the grid's LAPE ranking takes one top_rate")
-        top_rate = rates.pop() if rates else None
+        top_rate = rates.pop() if rates else None  # one at most: the config checks it
         scores = find_experts(
             model,
             splits.find,
@@ -209,15 +207,12 @@ class Experiment:
     def conditions(self) -> list[Condition]:
         """The baseline, then every spec of the grid for each expert language and k, each followed by its
         controls (see :class:`xlens.config.ControlsConfig`)."""
-        from dataclasses import replace
-
         controls, intervene = self.config.controls, self.config.intervene
         seeds = range(controls.seeds)
         out = [Condition.baseline()]
         for spec in intervene.specs:
-            variants = [spec]
-            if controls.neutral and "value" in spec.params():
-                variants.append(replace(spec, value="all_p50"))  # type: ignore[call-arg]
+            neutral = spec.neutral() if controls.neutral else None
+            variants = [spec] if neutral is None else [spec, neutral]
             for variant in variants:
                 kinds = [
                     kind
@@ -316,11 +311,16 @@ class Experiment:
         tables, ranks = self.timed(
             "metrics_s", layer_metrics, per_lang, langs, self.layer_ids, *settings, condition.language
         )
-        key = content_key("ranks", self.embedding_files[condition], settings)
-        self.rank_files[condition] = self.store.keep("ranks", key, {"ranks": ranks})
-        if self.config.controls.mixed and not condition.is_baseline:
-            mixed = self.timed("metrics_s", mixed_retrieval, baseline, per_lang, langs, self.layer_ids, *settings)
-            tables["retrieval"] += mixed
+        all_ranks = {"both": ranks}
+        mixed = self.config.controls.mixed and not condition.is_baseline
+        if mixed:
+            rows, mixed_ranks = self.timed(
+                "metrics_s", mixed_retrieval, baseline, per_lang, langs, self.layer_ids, *settings
+            )
+            tables["retrieval"] += rows
+            all_ranks |= mixed_ranks
+        files = [self.embedding_files[c] for c in ([Condition.baseline(), condition] if mixed else [condition])]
+        self.rank_files[condition] = self.store.keep("ranks", content_key("ranks", files, settings), all_ranks)
         columns = condition.columns()
         return {name: [{**columns, **row} for row in table] for name, table in tables.items()}
 
@@ -328,30 +328,19 @@ class Experiment:
         """Paired bootstrap of every condition against the baseline and of every intervention against its random
         controls (mean over seeds), and the correlation of centroid moves with retrieval gains."""
         from xlens._io import load_tensors
-        from xlens.measure import centroid_correlation, differences, query_scores
+        from xlens.measure import centroid_correlation, condition_differences
         from xlens.metrics.bootstrap import resample_counts
 
-        stats, langs = self.config.stats, self.config.eval_languages
+        stats = self.config.stats
         counts = resample_counts(self.config.evaluate.sentences, stats.resamples, stats.seed)
-
-        def ranks(condition: Condition) -> torch.Tensor:
-            return load_tensors(self.rank_files[condition])["ranks"]
-
-        controls = controls_of(conditions)
-        labels = {c.label for c in conditions}
-        base = query_scores([ranks(conditions[0])])
-        rows: list[dict[str, Any]] = []
-        for c in conditions[1:]:
-            if c.control != "none" and c.controlled().label in labels:
-                continue  # a control enters through the condition it controls
-            mine = query_scores([ranks(c)])
-            comparisons = [("condition", mine, "baseline", base)]
-            for kind, members in controls.get(c.label, {}).items():
-                group = query_scores([ranks(d) for d in members])
-                comparisons += [("condition", mine, kind, group), (kind, group, "baseline", base)]
-            for subject, a, against, b in comparisons:
-                found = differences(a, b, langs, self.layer_ids, counts, stats.confidence)
-                rows += [{**c.keys(), "subject": subject, "against": against, **row} for row in found]
+        rows = condition_differences(
+            conditions,
+            lambda c: load_tensors(self.rank_files[c]),
+            self.config.eval_languages,
+            self.layer_ids,
+            counts,
+            stats.confidence,
+        )
         main = [c.label for c in conditions[1:] if c.control == "none"]
         correlation = centroid_correlation(
             tables["retrieval"], tables["alignment"], main, stats.resamples, stats.seed, stats.confidence

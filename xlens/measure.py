@@ -9,17 +9,19 @@ Tables are lists of row dicts (the runner adds each condition's columns):
   centroid_distance, centroid_cosine_distance}`` for every unordered pair;
 - centroids: ``{layer, lang, to_medoid, to_expert_lang}``, cosine distances of each language's mean embedding to
   the medoid of all means and to the expert language's mean (the paper's Table 1 measures);
-- differences: ``{subject, against, metric, layer, src, tgt, value, reference, diff, low, high, significant}``,
-  the paired bootstrap of ``subject`` (``condition``, or a kind of random control: the mean over its seeds)
-  against ``baseline`` or a control (``src = tgt = "mean"``: the mean over pairs); ``low``/``high`` bound the
-  confidence interval of ``diff = value - reference``;
+- differences: ``{mode, subject, against, metric, layer, src, tgt, subject_mean, against_mean, diff, low, high,
+  significant}``, the paired bootstrap of ``subject`` (``condition``, or a kind of random control: the mean over
+  its seeds) against ``baseline`` or a control in retrieval ``mode`` (``src = tgt = "mean"``: the mean over
+  pairs); ``low``/``high`` bound the confidence interval of ``diff = subject_mean - against_mean``. The interval
+  resamples sentences only: the spread of a random control over its seeds is not in it (``RunResults.comparison``
+  reports that spread beside it);
 - correlation: ``{layer, points, r, low, high}``, Pearson's r between the change of the centroid cosine distance
   of a language pair and the change of its mean top-1, over the conditions and pairs of a run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -36,7 +38,8 @@ from xlens.metrics.alignment import (
     medoid_distances,
 )
 from xlens.metrics.bootstrap import bootstrap_pearson, paired_bootstrap
-from xlens.metrics.retrieval import retrieval, retrieval_matrix
+from xlens.metrics.retrieval import RetrievalScores, retrieval_matrix, retrieval_ranks
+from xlens.results import Condition, controls_of
 
 Rows = list[dict[str, Any]]
 MIXED_MODES = ("queries-baseline", "candidates-baseline")
@@ -117,11 +120,13 @@ def mixed_retrieval(
     retrieval_method: str,
     center: bool,
     knn: int,
-) -> Rows:
+) -> tuple[Rows, dict[str, Int[Tensor, "layer src tgt sentence"]]]:
     """Retrieval with one side embedded without the intervention (the paper's mixed retrieval): queries from the
     baseline against intervened candidates (``queries-baseline``), and intervened queries against baseline
-    candidates (``candidates-baseline``)."""
+    candidates (``candidates-baseline``); the rows, and the translations' ranks per mode (0 on the diagonal)."""
     rows: Rows = []
+    n_lang, n = baseline.shape[:2]
+    ranks = {mode: torch.zeros((len(layers), n_lang, n_lang, n), dtype=torch.int32) for mode in MIXED_MODES}
     for slot, layer in enumerate(layers):
         before, after = baseline[:, :, slot].double(), intervened[:, :, slot].double()
         if center:
@@ -134,12 +139,14 @@ def mixed_retrieval(
                     ("queries-baseline", before[i], after[j]),
                     ("candidates-baseline", after[i], before[j]),
                 ):
-                    got = retrieval(queries, candidates, retrieval_method, knn)  # type: ignore[arg-type]
+                    found = retrieval_ranks(queries, candidates, retrieval_method, knn)  # type: ignore[arg-type]
+                    ranks[mode][slot, i, j] = found.to("cpu", torch.int32)
+                    got = RetrievalScores.of_ranks(found)
                     rows.append(
                         {"layer": layer, "src": src, "tgt": tgt, "mode": mode}
                         | {"top1": got.top1, "top5": got.top5, "mrr": got.mrr}
                     )
-    return rows
+    return rows, ranks
 
 
 def query_scores(ranks: Sequence[Int[Tensor, "layer src tgt sentence"]]) -> dict[str, Float[Tensor, "..."]]:
@@ -181,14 +188,52 @@ def differences(
                         "layer": layer,
                         "src": s,
                         "tgt": t,
-                        "value": value,
-                        "reference": ref,
+                        "subject_mean": value,
+                        "against_mean": ref,
                         "diff": d,
                         "low": lo,
                         "high": hi,
                         "significant": lo > 0 or hi < 0,
                     }
                 )
+    return rows
+
+
+def condition_differences(
+    conditions: Sequence[Condition],
+    ranks: Callable[[Condition], dict[str, Int[Tensor, "layer src tgt sentence"]]],
+    languages: Sequence[str],
+    layers: Sequence[int],
+    counts: Float[Tensor, "resample sentence"],
+    confidence: float,
+) -> Rows:
+    """The differences table of a run: for every retrieval mode of every condition that is no control,
+    :func:`differences` of the condition against the baseline and, for each kind of its random controls (their
+    seeds averaged per query), of the condition against them and of them against the baseline.
+
+    ``conditions`` starts with the baseline; ``ranks`` gives a condition's translation ranks by mode (``both``,
+    and the mixed modes where measured; the baseline's ``both`` is the reference of every mode, as mixing the
+    baseline with itself changes nothing). A control enters through the condition it controls.
+    """
+    controls = controls_of(conditions)
+    base = query_scores([ranks(conditions[0])["both"]])
+    rows: Rows = []
+    for condition in conditions[1:]:
+        if condition.control != "none":
+            continue
+        members = {kind: [ranks(c) for c in group] for kind, group in controls.get(condition.label, {}).items()}
+        for mode, own in ranks(condition).items():
+            mine = query_scores([own])
+            comparisons = [("condition", mine, "baseline", base)]
+            for kind, seeds in members.items():
+                group = query_scores([seed[mode] for seed in seeds])
+                comparisons += [("condition", mine, kind, group), (kind, group, "baseline", base)]
+            for subject, a, against, b in comparisons:
+                found = differences(a, b, languages, layers, counts, confidence)
+                rows += [
+                    {**condition.columns(), "mode": mode, "subject": subject, "against": against, **row}
+                    for row in found
+                ]
     return rows
 
 

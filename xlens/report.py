@@ -132,7 +132,7 @@ def _headline_html(results: RunResults) -> str:
         _table(pd.DataFrame(h["baseline_pairs"])),
     ]
     if h["conditions"]:
-        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k"])
+        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k", "control"])
         parts += ["<h3>After intervention (means over pairs)</h3>", _table(shown)]
     parts += [f"<p>{html.escape(line)}</p>" for line in pair_change_lines(h)]
     return "\n".join(parts)

@@ -8,7 +8,7 @@ baseline), ``k`` (0 for the baseline and for methods without k) and one column p
 (``value``, ``selection``, ``rank_by``, ``control``, ``seed``, ``alpha``, ...; null where a method has no such
 setting).
 
-``results.json`` (``schema_version`` 2) holds:
+``results.json`` (``schema_version`` 3) holds:
 
 - ``config`` (the nested :class:`xlens.config.ExperimentConfig`), ``languages`` (the evaluation languages) and
   ``layers`` (embedding layers);
@@ -26,8 +26,9 @@ setting).
   - ``alignment``: ``{layer, lang_a, lang_b, cosine_parallel, cosine_random, cosine_gap, cka, cka_debiased,
     centroid_distance, centroid_cosine_distance}`` for every unordered pair (lang_a first in config order);
   - ``centroids``: ``{layer, lang, to_medoid, to_expert_lang}``;
-  - ``differences``: ``{subject, against, metric, layer, src, tgt, value, reference, diff, low, high,
-    significant}``, the paired bootstrap over evaluation sentences (``src = tgt = "mean"``: the mean over pairs);
+  - ``differences``: ``{mode, subject, against, metric, layer, src, tgt, subject_mean, against_mean, diff, low,
+    high, significant}``, the paired bootstrap over evaluation sentences (``src = tgt = "mean"``: the mean over
+    pairs);
   - ``correlation``: ``{layer, points, r, low, high}``.
 """
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from xlens.interventions.specs import InterventionSpec
     from xlens.models.lens import LensModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RESULTS_FILE = "results.json"
 TABLES = ("retrieval", "alignment", "centroids", "differences", "correlation")
 
@@ -167,8 +168,14 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """A table as it reads back from results.json (missing values as None), so a run's tables and the loaded
-    ones are equal, dtypes included."""
-    return pd.DataFrame(_records(frame), columns=frame.columns)
+    ones are equal, dtypes included. A column that mixes text with other values (a grid over ``value =
+    ["on_mean", 0.5]``) holds them all as text, which parquet can store."""
+    out = pd.DataFrame(_records(frame), columns=frame.columns)
+    for name in out.columns:
+        kinds = {type(v) for v in out[name] if not pd.isna(v)}
+        if str in kinds and len(kinds) > 1:
+            out[name] = pd.Series([None if v is None else str(v) for v in out[name]], dtype=object)
+    return out
 
 
 def select(table: pd.DataFrame, condition: Condition) -> pd.DataFrame:
@@ -304,8 +311,9 @@ class RunResults:
         return summarize(self)
 
     def best_condition(self) -> Condition | None:
-        """The condition with the highest best-layer improvement ratio of mean top-1 (None: baseline only)."""
-        entries = self.headline()["conditions"]
+        """The intervention (no control) with the highest best-layer improvement ratio of mean top-1 (None:
+        baseline only)."""
+        entries = [e for e in self.headline()["conditions"] if e["control"] == "none"]
         if not entries:
             return None
         best = max(entries, key=lambda e: e["best_ratio"])
@@ -323,7 +331,12 @@ class RunResults:
         h = self.headline()
         chosen = list(layers) if layers is not None else list(dict.fromkeys([h["best_layer"], h["last_layer"]]))
         diffs: Any = self.differences
-        means = diffs[(diffs["src"] == "mean") & (diffs["metric"] == metric) & diffs["layer"].isin(chosen)]
+        means = diffs[
+            (diffs["mode"] == "both")
+            & (diffs["src"] == "mean")
+            & (diffs["metric"] == metric)
+            & diffs["layer"].isin(chosen)
+        ]
         means = means.assign(side=means["subject"] + " vs " + means["against"])
         retrieval: Any = self.retrieval[self.retrieval["mode"] == "both"]
         per_condition = retrieval.groupby(["condition", "layer"])[metric].mean()
@@ -341,7 +354,7 @@ class RunResults:
                 at = mine[mine["layer"] == layer].set_index("side")
                 row: dict[str, Any] = {**condition.keys(), "layer": layer}
                 main = at.loc["condition vs baseline"]
-                row.update(value=main["value"], baseline=main["reference"])
+                row.update(value=main["subject_mean"], baseline=main["against_mean"])
                 row.update({f"{name}_vs_baseline": main[name] for name in ("diff", "low", "high")})
                 row["significant_vs_baseline"] = bool(main["significant"])
                 # The paper's Table 1: mean pairwise cosine distance of the language means, and their distance to
@@ -353,7 +366,7 @@ class RunResults:
                 for kind, members in controls.get(condition.label, {}).items():
                     seeds = [per_condition.loc[(c.label, layer)] for c in members]
                     own, against = at.loc[f"{kind} vs baseline"], at.loc[f"condition vs {kind}"]
-                    row[f"{kind}_mean"] = own["value"]
+                    row[f"{kind}_mean"] = own["subject_mean"]
                     row[f"{kind}_spread"] = float(np.std(seeds))  # over the seeds' means
                     row.update({f"{name}_{kind}_vs_baseline": own[name] for name in ("diff", "low", "high")})
                     row.update({f"{name}_vs_{kind}": against[name] for name in ("diff", "low", "high")})
@@ -454,8 +467,9 @@ class RunResults:
 
 
 def headline(results: RunResults) -> dict[str, Any]:
-    """The numbers the paper reports: baseline top-1 per pair at the best and last layer, each intervention's
-    top-1 there, the best improvement ratio, and how cosine and CKA moved (means over language pairs)."""
+    """The numbers the paper reports: baseline top-1 per pair at the best and last layer, each condition's top-1
+    there, the best improvement ratio, and how cosine and CKA moved (means over language pairs); the best pair
+    ratio and gain among the interventions that are no control."""
     # pandas' stubs type column access too loosely for this arithmetic: the frames are used untyped here.
     base: Any = results.table("retrieval")
     by_layer: Any = base.groupby("layer")["top1"].mean()
@@ -474,6 +488,7 @@ def headline(results: RunResults) -> dict[str, Any]:
         align: Any = results.table("alignment", condition)
         entry: dict[str, Any] = {
             **condition.keys(),
+            "control": condition.control,
             "top1_best_layer": float(mean_by_layer.loc[best_layer]),
             "top1_last_layer": float(mean_by_layer.loc[last_layer]),
             "best_ratio": float(ratio.max()),
@@ -485,6 +500,8 @@ def headline(results: RunResults) -> dict[str, Any]:
                 before = align_base[align_base["layer"] == layer][metric].mean()
                 entry[f"delta_{metric}_{name}_layer"] = float(after - before)
         conditions.append(entry)
+        if condition.control != "none":
+            continue  # a control's lucky pair is no finding
         merged = group.merge(base, on=["layer", "src", "tgt"], suffixes=("", "_base"))
         pairs_changed += [
             {
@@ -541,7 +558,7 @@ def summarize(results: RunResults) -> str:
     ]
     if h["conditions"]:
         lines += ["", "after intervention (mean over pairs):"]
-        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k"])
+        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k", "control"])
         lines.append(shown.to_string(index=False, float_format="%.3f"))
     changes = pair_change_lines(h)
     if changes:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import torch
@@ -81,6 +81,11 @@ class InterventionSpec(ABC):
         """The settings a spec of this method has when none is given."""
         return type(self)().params()
 
+    def neutral(self) -> InterventionSpec | None:
+        """The value control of this spec: the same units set to a language-neutral value (None: the method sets
+        no value)."""
+        return None
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """The spec from its settings (without ``method``); unknown keys and bad types are ConfigErrors."""
@@ -109,8 +114,6 @@ class InterventionSpec(ABC):
             return
         if not k:
             raise ConfigError(f"intervene.k is empty: method {self.name!r} needs at least one number of units")
-        if any(x < 1 for x in k) or len(set(k)) != len(k):
-            raise ConfigError(f"intervene.k = {list(k)}: every k must be >= 1 and listed once")
         limit = self.max_k(shape, units)
         if limit is not None and max(k) > limit[0]:
             raise ConfigError(f"intervene.k = {list(k)}: k must be <= {limit[0]} ({limit[1]})")
@@ -326,6 +329,10 @@ class Force(ScoredMethod):
                 f"intervene.value = {self.value!r}: must be a number, 'zero' or a statistic of the experts' "
                 f"responses ({', '.join(STAT_NAMES)})"
             )
+
+    def neutral(self) -> InterventionSpec | None:
+        """The experts set to their median over all languages' sentences instead."""
+        return replace(self, value="all_p50")
 
     def on(self, experts: ExpertSet) -> Intervention:
         if self.value == "zero":

@@ -48,6 +48,12 @@ class RetrievalScores:
     top5: float
     mrr: float
 
+    @classmethod
+    def of_ranks(cls, ranks: Int[Tensor, " sentence"]) -> RetrievalScores:
+        """The scores of the translations' ranks (1 = best) of a set of queries."""
+        top1, top5, mrr = _summaries(ranks, dim=0)
+        return cls(top1=top1.item(), top5=top5.item(), mrr=mrr.item())
+
 
 def _compute_dtype(*tensors: object) -> torch.dtype:
     return torch.float64 if any(getattr(t, "dtype", None) == torch.float64 for t in tensors) else torch.float32
@@ -151,8 +157,7 @@ def retrieval(
     knn: int = 10,
 ) -> RetrievalScores:
     """Top-1, top-5 accuracy and MRR of retrieving each ``Y[i]`` for query ``X[i]`` among all rows of ``Y``."""
-    top1, top5, mrr = _summaries(retrieval_ranks(X, Y, method, knn), dim=0)
-    return RetrievalScores(top1=top1.item(), top5=top5.item(), mrr=mrr.item())
+    return RetrievalScores.of_ranks(retrieval_ranks(X, Y, method, knn))
 
 
 def retrieval_matrix(

@@ -205,8 +205,8 @@ def improvement_bars(results: RunResults) -> go.Figure:
 def condition_gains(results: RunResults, metric: str = "top1", layers: list[int] | None = None) -> go.Figure:
     """The change of mean ``metric`` over language pairs under every intervention of a grid, with its bootstrap
     interval, one panel per layer (default: the best baseline layer and the last one). Conditions are grouped by
-    method, settings and k along x, one colour per expert language, each beside its random control (hollow, mean
-    over seeds) where the run has one."""
+    method, settings and k along x, one colour per expert language, each beside its random controls (hollow, mean
+    over seeds: circles for random units, diamonds for random units matched per block) where the run has them."""
     if metric not in RETRIEVAL_METRICS[::2]:
         raise ResultsError(f"the bootstrap covers top1 and mrr, not {metric!r}")
     table = results.comparison(metric, layers)
@@ -218,18 +218,23 @@ def condition_gains(results: RunResults, metric: str = "top1", layers: list[int]
     order = list(dict.fromkeys(groups))
     langs = list(dict.fromkeys(table["expert_lang"]))
     step = 0.8 / max(len(langs), 1)
-    sides = [("", "circle", 0.0)]
-    if "diff_random_vs_baseline" in table:
-        sides.append(("random_", "circle-open", step * 0.4))
+    sides = [("", "experts", "circle", 0.0)]
+    controls = (
+        ("random", "random units", "circle-open", 0.3),
+        ("random-per-block", "random per block", "diamond-open", 0.6),
+    )
+    for kind, title, symbol, shift in controls:
+        if f"diff_{kind}_vs_baseline" in table:
+            sides.append((f"{kind}_", title, symbol, step * shift))
     fig = make_subplots(rows=1, cols=len(chosen), shared_yaxes=True, subplot_titles=[f"layer {x}" for x in chosen])
     for col, layer in enumerate(chosen, start=1):
         at_layer = table[table["layer"] == layer]
         for j, lang in enumerate(langs):
             rows = at_layer[at_layer["expert_lang"] == lang]
             base_x = [order.index(g) + (j - (len(langs) - 1) / 2) * step for g in rows["group"]]
-            for side, symbol, shift in sides:
+            for side, title, symbol, shift in sides:
                 diff, low, high = (rows[f"{name}_{side}vs_baseline"] for name in ("diff", "low", "high"))
-                name = f"{lang} experts" if not side else f"random units ({lang})"
+                name = f"{lang} {title}" if not side else f"{title} ({lang})"
                 fig.add_trace(
                     go.Scatter(
                         x=[x + shift for x in base_x],
@@ -257,7 +262,7 @@ def condition_gains(results: RunResults, metric: str = "top1", layers: list[int]
     fig.update_layout(
         template=TEMPLATE,
         title=f"Change of mean {metric} vs baseline with {results.config.stats.confidence:.0%} intervals "
-        "(hollow: random-unit control, mean over seeds)",
+        "(hollow: random-unit controls, mean over seeds; diamonds: matched per block)",
         height=480,
         yaxis={"title": f"Δ mean {metric}"},
     )
