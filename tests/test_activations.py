@@ -21,7 +21,7 @@ from xlens.activations import (
 )
 from xlens.artifacts import CorruptArtifactWarning
 from xlens.data.corpus import ParallelCorpus
-from xlens.errors import ArtifactError
+from xlens.errors import ArtifactError, InputError, InputIndexError
 from xlens.models import LensModel
 
 TEXTS = [
@@ -237,3 +237,19 @@ def test_an_entry_missing_what_its_loader_needs_is_recomputed(tiny_gpt2: LensMod
     with pytest.warns(CorruptArtifactWarning):
         again = collect_corpus_responses(tiny_gpt2, corpus, cache=tmp_path, progress=False)
     torch.testing.assert_close(again["mean"], first["mean"])
+
+
+def test_unit_labels_parse_back_to_their_units() -> None:
+    index = UnitIndex(("blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post", "blocks.1.attn.hook_z"), (4, 3, 6))
+    every = list(range(index.n_units))
+    assert [index.parse(label) for label in index.labels(every)] == every
+    assert [index.parse(str(u)) for u in every] == every
+    assert index.parse(" L0.3 ") == 3  # block 0 has one hook: the short form is enough
+    with pytest.raises(InputError, match=r"block 1 has 2 hooks here: name one, e\.g\. L1\.mlp#0"):
+        index.parse("L1.2")
+    with pytest.raises(InputError, match=r"no hook of block 1 named mlp_out \(blocks: \[0, 1\]\)"):
+        index.parse("L1.mlp_out#2")
+    with pytest.raises(InputIndexError, match="position 4 out of range"):
+        index.parse("L0.4")
+    with pytest.raises(InputIndexError, match=r"unit 13 out of range \[0, 13\)"):
+        index.parse("13")

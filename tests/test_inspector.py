@@ -146,3 +146,74 @@ def test_without_a_model_there_is_no_free_text(run_dir: Path) -> None:
         inspector.activations("hello")
     inspector.widget()
     assert inspector._widgets is not None and inspector._widgets["run"].disabled
+
+
+def test_ranking_steps_through_the_experts_in_ap_order(inspector: NeuronInspector) -> None:
+    scores = inspector.scores
+    li = scores.languages.index("spa_Latn")
+    # Brute force: sort (AP descending, unit ascending).
+    expected = sorted(range(scores.units.n_units), key=lambda u: (-float(scores.ap[li, u]), u))
+    inspector.select(language="es", unit=expected[0])
+    assert inspector.rank() == 1
+    visited = [inspector.selection.unit]
+    for _ in range(4):
+        visited.append(inspector.step(+1).unit)
+    assert visited == expected[:5] and inspector.rank() == 5
+    assert inspector.step(-2).unit == expected[2] and inspector.rank() == 3
+    inspector.step(-10)  # clamped at the best expert
+    assert inspector.selection.unit == expected[0]
+    inspector.select(unit=expected[-1])
+    assert inspector.rank() == len(expected) and inspector.step(+1).unit == expected[-1]
+
+
+def test_search_reads_unit_ids_and_names_bad_ones(inspector: NeuronInspector) -> None:
+    units = inspector.scores.units
+    width = units.widths[0]
+    target = units.unit(units.hooks[1], 5)
+    for label in ("L1.5", "L1.mlp#5", str(target)):
+        inspector.select(unit=0)
+        assert inspector.search(label).unit == target and inspector.selection.block == 1
+    assert width > 5
+    with pytest.raises(InspectorError, match=r"cannot read unit 'L9\.5': no hook of block 9"):
+        inspector.search("L9.5")
+    with pytest.raises(InspectorError, match=r"write L<block>\.<position>"):
+        inspector.search("neuron five")
+    with pytest.raises(InspectorError, match="out of range"):
+        inspector.search(f"L1.{width}")
+
+
+def test_counts_figure_marks_the_units_block(inspector: NeuronInspector) -> None:
+    inspector.counted = 20
+    card = inspector.select(language="ja", block=1)
+    fig = inspector.counts_figure()
+    bars = fig.data[0]
+    li = inspector.scores.languages.index("jpn_Jpan")
+    top = inspector.scores.ap[li].argsort(descending=True, stable=True)[:20]
+    blocks = inspector.scores.units.blocks()[top].tolist()
+    assert list(bars.y) == [blocks.count(b) for b in inspector.blocks] and sum(bars.y) == 20
+    marked = [b for b, color in zip(bars.x, bars.marker.color, strict=True) if color != "#BBBBBB"]
+    assert marked == [1]
+    assert fig.layout.title.text.endswith(f"{card.label} ranks #{inspector.rank()}")
+
+
+def test_search_box_and_buttons_drive_the_widgets(inspector: NeuronInspector) -> None:
+    inspector.widget()
+    ws = inspector._widgets
+    assert ws is not None
+    inspector.select(language="en", block=0)
+    first, rank = inspector.selection.unit, inspector.rank()
+    ws["next"].click()
+    assert inspector.rank() == rank + 1 and inspector.selection.unit != first
+    second = inspector.selection.unit
+    assert ws["unit"].value == second and inspector.card.label in ws["status"].value
+    assert f"#{inspector.rank()}" in ws["status"].value
+    assert ws["counts"].layout.title.text == inspector.counts_figure().layout.title.text
+    ws["previous"].click()
+    assert inspector.selection.unit == first
+    label = inspector.scores.units.labels([7])[0]
+    ws["search"].value = label  # submitting the text box (continuous_update=False) selects the unit
+    assert inspector.selection.unit == 7 and ws["unit"].value == 7
+    ws["search"].value = "L42.1"
+    assert inspector.selection.unit == 7 and "no hook of block 42" in ws["status"].value
+    ws["go"].click()  # the same text again through the button: the same message, nothing selected
+    assert inspector.selection.unit == 7 and "no hook of block 42" in ws["status"].value

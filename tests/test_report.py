@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from jupyter_browser import CHROMIUM_FLAGS
 
 from xlens.config import ExperimentConfig
 from xlens.embeddings import sentence_embeddings
@@ -126,12 +127,7 @@ def test_chromium_renders_every_figure_without_console_messages(report: Path, tm
         [
             browser,
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp_path / 'profile'}",
             "--enable-logging=stderr",
             "--v=0",

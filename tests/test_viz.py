@@ -20,6 +20,7 @@ from sklearn.decomposition import PCA
 
 from xlens.activations import Responses, UnitIndex
 from xlens.config import ExperimentConfig
+from xlens.errors import InputError
 from xlens.experts.sets import STAT_NAMES, ExpertScores
 from xlens.models import LensModel
 from xlens.results import Condition, RunResults
@@ -429,3 +430,119 @@ def test_png_export_with_kaleido(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (export.IMAGE_WIDTH, export.IMAGE_HEIGHT)
+
+
+def _two_clusters(n: int = 30, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n)
+    return (rng.normal(size=(2 * n, d)) + 8.0 * labels[:, None]).astype(np.float32), labels
+
+
+def test_umap_keeps_neighbourhoods_and_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import umap
+    from sklearn.manifold import trustworthiness
+
+    X, labels = _two_clusters()
+    after = X + np.float32(0.05)
+    first, moved = space.project_2d(X, after, method="umap", seed=3, cache=tmp_path)
+    assert first.shape == (60, 2) and moved is not None and moved.shape == (60, 2)
+    assert trustworthiness(X, first, n_neighbors=5) > 0.9  # sklearn's measure of kept neighbourhoods
+    centres = np.stack([first[labels == c].mean(axis=0) for c in (0, 1)])
+    nearest = np.linalg.norm(moved[:, None] - centres[None], axis=2).argmin(axis=1)
+    assert (nearest == labels).all()  # shifted points land in their own cluster of the fitted map
+    assert len(list(tmp_path.glob("umap-*.npz"))) == 1
+    # A rerun reads the cache: identical coordinates, no UMAP fitted.
+    monkeypatch.setattr(umap, "UMAP", lambda **_: pytest.fail("UMAP refitted despite the cache"))
+    again, moved_again = space.project_2d(X, after, method="umap", seed=3, cache=tmp_path)
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(moved_again, moved)
+    monkeypatch.undo()
+    # Another seed or other embeddings are other keys.
+    space.project_2d(X, after, method="umap", seed=4, cache=tmp_path)
+    space.project_2d(X[:, ::-1].copy(), None, method="umap", seed=3, cache=tmp_path)
+    assert len(list(tmp_path.glob("umap-*.npz"))) == 3
+    with pytest.raises(space.ProjectionError, match="at least 4 points"):
+        space.project_2d(X[:3], method="umap", cache=tmp_path)
+
+
+def test_a_corrupt_cached_projection_names_its_file(tmp_path: Path) -> None:
+    X, _ = _two_clusters(n=10)
+    space.project_2d(X, method="umap", cache=tmp_path)
+    [cached] = tmp_path.glob("umap-*.npz")
+    cached.write_bytes(b"not an npz")
+    with pytest.raises(space.ProjectionError, match=f"{cached.name} is unreadable .*delete it"):
+        space.project_2d(X, method="umap", cache=tmp_path)
+
+
+def test_umap_space_has_the_slider_and_translation_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XLENS_CACHE", str(tmp_path))
+    X, _ = _two_clusters(n=10)
+    emb = torch.from_numpy(np.stack([X, X * 2], axis=1))  # [sentence, layer, d]
+    fig = space.embedding_space(emb, emb + 0.1, languages=["eng_Latn", "spa_Latn"], layers=[3, 6], method="umap")
+    assert [f.name for f in fig.frames] == ["3", "6"]
+    assert sum(t.meta == "xlens-link" for t in fig.data) == 2
+    assert "UMAP" in fig.layout.title.text
+    assert len(list((tmp_path / "projections").glob("umap-*.npz"))) == 2  # one per layer, in xlens' cache
+
+
+def _simulated_lab(hex_colors: list[str], deficiency: str) -> np.ndarray:
+    """CIELAB of colours as seen with a colour-vision deficiency: the Machado et al. 2009 matrices (severity 1.0)
+    applied in linear sRGB, then sRGB -> XYZ (D65) -> Lab."""
+    machado = {
+        "protanopia": [
+            [0.152286, 1.052583, -0.204868],
+            [0.114503, 0.786281, 0.099216],
+            [-0.003882, -0.048116, 1.051998],
+        ],
+        "deuteranopia": [
+            [0.367322, 0.860646, -0.227968],
+            [0.280085, 0.672501, 0.047413],
+            [-0.011820, 0.042940, 0.968881],
+        ],
+        "tritanopia": [
+            [1.255528, -0.076749, -0.178779],
+            [-0.078411, 0.930809, 0.147602],
+            [0.004733, 0.691367, 0.303900],
+        ],
+        "none": np.eye(3).tolist(),
+    }[deficiency]
+    srgb = np.array([[int(h[i : i + 2], 16) / 255 for i in (1, 3, 5)] for h in hex_colors])
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    seen = np.clip(linear @ np.array(machado).T, 0, 1)
+    xyz = seen @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+@pytest.mark.parametrize("deficiency", ["none", "protanopia", "deuteranopia", "tritanopia"])
+def test_language_colours_stay_distinct_to_colour_blind_readers(deficiency: str) -> None:
+    from xlens.viz.style import language_color
+
+    builtin = ["en", "es", "de", "fr", "ja", "zh", "ar", "hi", "ko", "ru"]
+    lab = _simulated_lab([language_color(c) for c in builtin], deficiency)
+    distance = np.linalg.norm(lab[:, None] - lab[None], axis=2)  # CIE76 delta E
+    closest = distance[~np.eye(len(builtin), dtype=bool)].min()
+    assert closest > 15.0, (deficiency, closest)
+
+
+@pytest.mark.parametrize(("size", "inches"), [("single", (3.03, 2.3)), ("double", (6.3, 2.8))])
+def test_paper_sizes_export_at_their_physical_size(size: str, inches: tuple[float, float], tmp_path: Path) -> None:
+    import re
+
+    from xlens.viz.export import save_figure
+
+    fig = go.Figure(go.Scatter(x=[1, 2, 3], y=[3, 1, 2], name="eng_Latn"))
+    fig.update_layout(sliders=[{"steps": [{"label": "a"}]}])
+    png = save_figure(fig, tmp_path / "f.png", size=size, dpi=300)  # type: ignore[arg-type]
+    width, height = struct.unpack(">II", png.read_bytes()[16:24])  # the PNG header's IHDR size
+    assert (width, height) == (round(inches[0] * 96) * 300 // 96, round(inches[1] * 96) * 300 // 96)
+    pdf = save_figure(fig, tmp_path / "f.pdf", size=size)  # type: ignore[arg-type]
+    box = [float(v) for v in re.search(rb"/MediaBox\s*\[([^\]]+)\]", pdf.read_bytes())[1].split()]  # type: ignore[index]
+    assert box[2] - box[0] == pytest.approx(inches[0] * 72, abs=1.0)
+    assert box[3] - box[1] == pytest.approx(inches[1] * 72, abs=1.0)
+    svg = save_figure(fig, tmp_path / "f.svg", size=size).read_text()  # type: ignore[arg-type]
+    assert f'width="{round(inches[0] * 96)}"' in svg and "slider" not in svg
+    assert fig.layout.sliders  # the figure itself is left as it was
+    with pytest.raises(InputError, match="unknown paper size 'a4'"):
+        save_figure(fig, tmp_path / "g.png", size="a4")  # type: ignore[arg-type]

@@ -28,6 +28,11 @@ POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active", "weighte
 UnitSpec = str | Sequence[str] | Callable[[str], bool]
 
 
+def _short_name(hook: str) -> str:
+    """``blocks.3.mlp.hook_post`` -> ``mlp``: a hook's name within its block, as unit labels show it."""
+    return hook.split(".", 2)[-1].removesuffix(".hook_post").removesuffix(".hook_out")
+
+
 @dataclass(frozen=True)
 class UnitIndex:
     """Maps flat unit indices to (hook, position within the hook) and back.
@@ -96,9 +101,35 @@ class UnitIndex:
         for u in torch.as_tensor(units).tolist():
             hook, pos = self.locate(int(u))
             block = block_of(hook)
-            short = hook.split(".", 2)[-1].removesuffix(".hook_post").removesuffix(".hook_out")
-            out.append(f"L{block}.{short}#{pos}" if block is not None else f"{hook}#{pos}")
+            out.append(f"L{block}.{_short_name(hook)}#{pos}" if block is not None else f"{hook}#{pos}")
         return out
+
+    def parse(self, label: str) -> int:
+        """The flat index a user names: a label of :meth:`labels` (``L12.mlp#1834``), the short ``L12.1834`` (the
+        block's only hook in this index), or a flat index (``20345``)."""
+        text = label.strip()
+        if text.isdigit():
+            unit = int(text)
+            self.locate(unit)
+            return unit
+        match = re.fullmatch(r"L(\d+)\.(?:(.+)#)?(\d+)", text)
+        if match is None:
+            raise InputError(
+                f"cannot read unit {label!r}: write L<block>.<position> (L12.1834), a label such as L12.mlp#1834, "
+                "or a flat unit index"
+            )
+        block, short, position = int(match[1]), match[2], int(match[3])
+        hooks = [h for h in self.hooks if block_of(h) == block]
+        if short is not None:
+            hooks = [h for h in hooks if _short_name(h) == short]
+        if len(hooks) != 1:
+            present = sorted({b for h in self.hooks if (b := block_of(h)) is not None})
+            why = f"no hook of block {block}{f' named {short}' if short else ''} (blocks: {present})"
+            if hooks:
+                example = self.labels([self.unit(hooks[0], 0)])[0]
+                why = f"block {block} has {len(hooks)} hooks here: name one, e.g. {example}"
+            raise InputError(f"cannot read unit {label!r}: {why}")
+        return self.unit(hooks[0], position)
 
     def to_dict(self) -> dict[str, Any]:
         return {"hooks": list(self.hooks), "widths": list(self.widths)}

@@ -1,8 +1,10 @@
 """An interactive neuron inspector for Jupyter (JupyterLab and the classic notebook): ipywidgets + plotly.
 
-Pick a language, a block and a unit from the dropdowns, or click a cell of the best-AP heatmap (block x language),
-and the unit's card appears: AP/AUROC per language, its pooled responses on the language vs the rest, and its
-top-activating sentences with per-token activations. Type any text to see the unit's activation on each token.
+Pick a language, a block and a unit from the dropdowns, click a cell of the best-AP heatmap (block x language),
+type a unit id (``L12.1834``), or step through the language's experts with the previous/next buttons, and the
+unit's card appears: AP/AUROC per language, its pooled responses on the language vs the rest, its top-activating
+sentences with per-token activations, and the per-block counts of the language's top experts with the unit's block
+marked. Type any text to see the unit's activation on each token.
 
 The state and the callbacks live in :class:`NeuronInspector` itself and work without a browser; the widgets are
 built only when the inspector is displayed (:meth:`NeuronInspector.widget`).
@@ -10,15 +12,19 @@ built only when the inspector is displayed (:meth:`NeuronInspector.widget`).
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import plotly.graph_objects as go
+from torch import Tensor
+
 from xlens.activations import Responses
-from xlens.errors import InspectorError
+from xlens.errors import InputError, InspectorError
 from xlens.experts.sets import ExpertScores
 from xlens.models.lens import LensModel
-from xlens.viz.experts import best_ap_heatmap, block_best_ap
+from xlens.viz.experts import best_ap_heatmap, block_best_ap, expert_counts_bar
 from xlens.viz.neuron import ActivatedText, NeuronCard, neuron_card, token_html, unit_token_activations
 
 
@@ -43,6 +49,7 @@ class NeuronInspector:
         language: str | None = None,
         top: int = 5,
         units_listed: int = 50,
+        counted: int = 1000,
         max_length: int | None = 128,
     ) -> None:
         self.scores = scores
@@ -51,6 +58,7 @@ class NeuronInspector:
         self.model = model
         self.top = top
         self.units_listed = units_listed
+        self.counted = counted  # the per-block counts figure shows the language's top-`counted` experts
         self.max_length = max_length
         self._best, self._where, self.blocks = block_best_ap(scores)
         self._unit_blocks = scores.units.blocks()
@@ -63,9 +71,9 @@ class NeuronInspector:
         self.card: NeuronCard = self._make_card()
 
     @classmethod
-    def from_run(cls, results: Any, *, load_model: bool = True) -> NeuronInspector:
+    def from_run(cls, results: Any, *, load_model: bool = True, **options: Any) -> NeuronInspector:
         """An inspector over a finished run's experts (its RunResults or folder); with ``load_model`` the run's
-        model fills in per-token activations."""
+        model fills in per-token activations. ``options``: ``top``, ``units_listed``, ``counted``."""
         from xlens.results import RunResults
 
         run = results if isinstance(results, RunResults) else RunResults.load(results)
@@ -77,6 +85,7 @@ class NeuronInspector:
             texts=run.find_texts,
             model=run.model if load_model else None,
             max_length=run.config.runtime.max_length,
+            **options,
         )
 
     # --- state -------------------------------------------------------------------------------------------
@@ -101,6 +110,38 @@ class NeuronInspector:
             units.append(int(include))
         labels = self.scores.units.labels(units)
         return [(f"{label} (AP {self.scores.ap[li, u]:.3f})", u) for label, u in zip(labels, units, strict=True)]
+
+    def ranking(self, language: str) -> Tensor:
+        """Every unit, best AP for ``language`` first (ties by unit index): the order previous/next follow."""
+        li = self.scores.lang_index(language)
+        return self.scores.ap[li].argsort(descending=True, stable=True)
+
+    def rank(self) -> int:
+        """The selected unit's rank (1 = best) among all units by AP for the selected language."""
+        order = self.ranking(self.selection.language)
+        return int((order == self.selection.unit).nonzero()[0, 0]) + 1
+
+    def step(self, delta: int) -> NeuronCard:
+        """Select the expert ``delta`` ranks below (+) or above (-) the current unit for the language."""
+        order = self.ranking(self.selection.language)
+        target = min(max(self.rank() - 1 + int(delta), 0), len(order) - 1)
+        return self.select(unit=int(order[target]))
+
+    def search(self, label: str) -> NeuronCard:
+        """Select the unit named ``label``: ``L12.1834``, ``L12.mlp#1834`` or a flat index."""
+        try:
+            unit = self.scores.units.parse(label)
+        except InputError as err:
+            raise InspectorError(str(err)) from None
+        return self.select(unit=unit)
+
+    def counts_figure(self) -> go.Figure:
+        """The language's top experts per block, the selected unit's block marked and its rank in the title."""
+        sel = self.selection
+        fig = expert_counts_bar(self.scores, sel.language, self.counted, block=sel.block)
+        layout: Any = fig.layout  # plotly's layout attributes are untyped
+        fig.update_layout(title=f"{layout.title.text}; {self.card.label} ranks #{self.rank()}")
+        return fig
 
     def select(self, language: str | None = None, block: int | None = None, unit: int | None = None) -> NeuronCard:
         """Change the selection and return the new card. A new language or block without a unit selects that
@@ -163,7 +204,6 @@ class NeuronInspector:
 
     def _build(self) -> dict[str, Any]:
         import ipywidgets as w
-        import plotly.graph_objects as go
 
         heatmap = go.FigureWidget(best_ap_heatmap(self.scores))
         heatmap.update_layout(height=420, width=520)
@@ -175,7 +215,15 @@ class NeuronInspector:
         unit = w.Dropdown(
             options=self.unit_options(sel.language, sel.block, include=sel.unit), value=sel.unit, description="unit"
         )
+        search = w.Text(placeholder="L12.1834", description="unit id", continuous_update=False)
+        go_to = w.Button(description="Go")
+        previous = w.Button(description="◀ previous expert")
+        following = w.Button(description="next expert ▶")
+        status = w.HTML(self._status())
+        counts = go.FigureWidget(self.counts_figure())
+        counts.update_layout(height=260, width=760, margin={"t": 50, "b": 40})
         card = go.FigureWidget(self.card.figure())
+        card.update_layout(width=1000)  # narrower, the two top panels' titles run into each other
         card_text = w.HTML(self.card.html())
         text = w.Textarea(placeholder="Type a sentence to see the unit's activation on each token", rows=2)
         text.layout.width = "70%"
@@ -193,14 +241,25 @@ class NeuronInspector:
         block.observe(guarded(lambda v: self.select(block=v)), "value")
         unit.observe(guarded(lambda v: self.select(unit=v)), "value")
         run.on_click(lambda _: self._show_text())
-        controls = w.VBox([language, block, unit])
-        box = w.VBox([w.HBox([heatmap, controls]), card, card_text, w.HBox([text, run]), result])
+        search.observe(lambda change: self._search(change["new"]), "value")
+        go_to.on_click(lambda _: self._search(search.value))
+        previous.on_click(lambda _: self.step(-1))
+        following.on_click(lambda _: self.step(+1))
+        controls = w.VBox([language, block, unit, w.HBox([search, go_to]), w.HBox([previous, following]), status])
+        box = w.VBox([w.HBox([heatmap, controls]), counts, card, card_text, w.HBox([text, run]), result])
+        box.add_class("xlens-inspector")
         return {
             "box": box,
             "heatmap": heatmap,
             "language": language,
             "block": block,
             "unit": unit,
+            "search": search,
+            "go": go_to,
+            "previous": previous,
+            "next": following,
+            "status": status,
+            "counts": counts,
             "card": card,
             "card_text": card_text,
             "text": text,
@@ -219,16 +278,34 @@ class NeuronInspector:
             ws["block"].value = sel.block
             ws["unit"].options = self.unit_options(sel.language, sel.block, include=sel.unit)
             ws["unit"].value = sel.unit
-            fresh = self.card.figure()
-            fig = ws["card"]
-            with fig.batch_update():
-                fig.data = ()
-                fig.layout = fresh.layout
-                fig.add_traces(list(fresh.data))
+            for name, fresh in (("card", self.card.figure()), ("counts", self.counts_figure())):
+                fig = ws[name]
+                with fig.batch_update():
+                    fig.data = ()
+                    layout = fresh.layout
+                    layout.update(width=fig.layout.width)
+                    if name == "counts":
+                        layout.update(height=fig.layout.height, margin=fig.layout.margin)
+                    fig.layout = layout
+                    fig.add_traces(list(fresh.data))
+            ws["status"].value = self._status()
             ws["card_text"].value = self.card.html()
             ws["result"].value = ""
         finally:
             self._syncing = False
+
+    def _status(self) -> str:
+        sel = self.selection
+        return f'<span class="xlens-status">{self.card.label}: {sel.language} expert #{self.rank()}</span>'
+
+    def _search(self, label: str) -> None:
+        assert self._widgets is not None
+        if not label.strip():
+            return
+        try:
+            self.search(label)
+        except InspectorError as err:
+            self._widgets["status"].value = f'<span class="xlens-status"><i>{html.escape(str(err))}</i></span>'
 
     def _show_text(self) -> None:
         assert self._widgets is not None

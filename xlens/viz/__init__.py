@@ -13,16 +13,18 @@ from xlens.viz.experts import (
     best_ap_heatmap,
     block_best_ap,
     expert_counts,
+    expert_counts_bar,
     expert_counts_per_block,
     expert_overlap,
     jaccard_matrix,
 )
-from xlens.viz.export import find_browser, image_export_available, save_figure, save_figures
+from xlens.viz.export import PAPER_SIZES, find_browser, image_export_available, paper_figure, save_figure, save_figures
 from xlens.viz.neuron import ActivatedText, NeuronCard, neuron_card, token_html, unit_token_activations
 from xlens.viz.space import embedding_space, pca_fit, project_2d
 from xlens.viz.style import TEMPLATE, language_color, language_colors
 
 __all__ = [
+    "PAPER_SIZES",
     "TEMPLATE",
     "ActivatedText",
     "FigureExportError",
@@ -37,6 +39,7 @@ __all__ = [
     "condition_gains",
     "embedding_space",
     "expert_counts",
+    "expert_counts_bar",
     "expert_counts_per_block",
     "expert_overlap",
     "find_browser",
@@ -46,6 +49,7 @@ __all__ = [
     "language_color",
     "language_colors",
     "neuron_card",
+    "paper_figure",
     "pca_fit",
     "project_2d",
     "retrieval_curves",

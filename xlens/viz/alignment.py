@@ -177,8 +177,8 @@ def improvement_bars(results: RunResults) -> go.Figure:
     at_last = [base[last]] + [c["top1_last_layer"] for c in h["conditions"]]
     fig = go.Figure(
         [
-            go.Bar(x=labels, y=at_best, name=f"best layer ({best})", marker_color="#1F77B4"),
-            go.Bar(x=labels, y=at_last, name=f"last layer ({last})", marker_color="#9ECAE1"),
+            go.Bar(x=labels, y=at_best, name=f"best layer ({best})", marker_color="#0072B2"),
+            go.Bar(x=labels, y=at_last, name=f"last layer ({last})", marker_color="#56B4E9"),
         ]
     )
     for label, c in zip(labels[1:], h["conditions"], strict=True):

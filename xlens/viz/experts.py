@@ -50,6 +50,32 @@ def expert_counts(scores: ExpertScores, threshold: float = 0.95) -> go.Figure:
     return fig
 
 
+def expert_counts_bar(scores: ExpertScores, language: str, k: int, block: int | None = None) -> go.Figure:
+    """Bars per block of how many of ``language``'s top-``k`` experts (by AP) lie there; ``block`` is drawn in
+    the language's colour and the others in grey (the neuron inspector marks the selected unit's block)."""
+    lang = scores.languages[scores.lang_index(language)]
+    k = min(int(k), scores.ap.shape[1])
+    per_block = scores.select(lang, k).counts_per_block()
+    _, blocks = _blocks(scores)
+    counts = [per_block.get(b, 0) for b in blocks]
+    colors = [language_color(lang) if b == block else "#BBBBBB" for b in blocks]
+    fig = go.Figure(
+        go.Bar(
+            x=blocks,
+            y=counts,
+            marker_color=colors,
+            hovertemplate=f"block %{{x}}: %{{y}} of the top {k} {lang} experts<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=f"Top-{k} {lang} experts per block",
+        xaxis={"title": "block", "type": "category"},
+        yaxis={"title": "experts"},
+    )
+    return fig
+
+
 def block_best_ap(scores: ExpertScores) -> tuple[Float[Tensor, "lang block"], Int[Tensor, "lang block"], list[int]]:
     """Best AP of each language in each block, the flat index of the unit that has it, and the blocks."""
     unit_blocks, blocks = _blocks(scores)

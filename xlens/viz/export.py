@@ -100,16 +100,55 @@ def figure_div(fig: go.Figure, div_id: str | None = None) -> str:
 # px before scaling, for figures that leave their size to the page
 IMAGE_WIDTH = 1100
 IMAGE_HEIGHT = 550
+CSS_DPI = 96  # plotly's px are CSS px: 96 to the inch, and kaleido's PDF pages are 72 pt to 96 px
+# Paper sizes (width, height) in inches: ACL's column (7.7 cm) and text width (16 cm).
+PAPER_SIZES: dict[str, tuple[float, float]] = {"single": (3.03, 2.3), "double": (6.3, 2.8)}
+PaperSize = Literal["single", "double"]
+
+
+def paper_figure(fig: go.Figure, size: PaperSize, height: float | None = None) -> go.Figure:
+    """A copy of ``fig`` laid out for a paper column (``single``) or the text width (``double``): the size in
+    inches, 8-9 pt text, tight margins, no interactive controls. ``height`` in inches overrides the default."""
+    if size not in PAPER_SIZES:
+        raise InputError(f"unknown paper size {size!r}; use one of {', '.join(PAPER_SIZES)}")
+    width_in, default_height = PAPER_SIZES[size]
+    out = go.Figure(data=fig.data, layout=fig.layout)
+    out.update_layout(
+        width=round(width_in * CSS_DPI),
+        height=round((height or default_height) * CSS_DPI),
+        font={"size": 11},  # 11 px = 8.25 pt at 96 px to the inch
+        title={"font": {"size": 12}},
+        margin={"l": 45, "r": 10, "t": 30, "b": 35},
+        sliders=[],
+        updatemenus=[],
+    )
+    return out
 
 
 def save_figure(
-    fig: go.Figure, path: str | os.PathLike[str], *, scale: float = 2.0, plotlyjs: PlotlyJs = "inline"
+    fig: go.Figure,
+    path: str | os.PathLike[str],
+    *,
+    scale: float = 2.0,
+    plotlyjs: PlotlyJs = "inline",
+    size: PaperSize | None = None,
+    dpi: int = 300,
 ) -> Path:
-    """Write ``fig`` to ``path``; the suffix picks the format: ``.html`` or an image format (``.png``, ``.svg``...).
+    """Write ``fig`` to ``path``; the suffix picks the format: ``.html`` or an image format (``.png``, ``.svg``,
+    ``.pdf``...).
 
     ``plotlyjs`` (HTML only): ``inline`` makes one self-contained file; ``directory`` writes ``plotly.min.js``
     once beside the files and refers to it (many figures, one copy, still offline); ``cdn`` needs the network.
+    ``size``: ``single`` (one column) or ``double`` (text width) lays the figure out for a paper
+    (:func:`paper_figure`): a PDF or SVG page of that size in inches, a PNG with ``dpi`` pixels to the inch
+    (``scale`` is ignored).
     """
+    if size is not None:
+        raster = Path(path).suffix.lower() in (".png", ".jpeg", ".webp")
+        # kaleido scales vector pages too: only a raster gets the extra pixels.
+        return save_figures(
+            [paper_figure(fig, size)], [path], scale=dpi / CSS_DPI if raster else 1.0, plotlyjs=plotlyjs
+        )[0]
     return save_figures([fig], [path], scale=scale, plotlyjs=plotlyjs)[0]
 
 

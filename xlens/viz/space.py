@@ -1,13 +1,18 @@
 """The embedding space in 2-D: sentences coloured by language, before and after an intervention, per layer.
 
 Each layer's projection is fitted on the baseline embeddings and the intervened ones are projected into the same
-basis, so a point that moves between the two panels moved in the model, not in the projection.
+basis, so a point that moves between the two panels moved in the model, not in the projection. PCA is exact and
+cheap; UMAP (the paper's view, ``umap-learn``) is seeded and its coordinates are cached on disk, keyed by the
+embeddings' bytes, the seed, the parameters and umap's version, so a rerun draws the identical figure at once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -16,6 +21,7 @@ from jaxtyping import Float
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from xlens._io import atomic_write, content_key
 from xlens.errors import ProjectionError
 from xlens.viz.style import TEMPLATE, language_color, layer_slider, plotly_text
 
@@ -49,20 +55,69 @@ def pca_fit(X: np.ndarray, n_components: int = 2, max_iter: int = 300) -> tuple[
 
 
 def project_2d(
-    before: np.ndarray, after: np.ndarray | None = None, method: Projection = "pca", seed: int = 0
+    before: np.ndarray,
+    after: np.ndarray | None = None,
+    method: Projection = "pca",
+    seed: int = 0,
+    cache: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """2-D coordinates of ``before`` and of ``after`` in the basis fitted on ``before``."""
+    """2-D coordinates of ``before`` and of ``after`` in the basis fitted on ``before``.
+
+    ``cache`` (UMAP only; default :func:`projection_cache`): a folder of computed projections.
+    """
     if method == "pca":
         mean, axes = pca_fit(before.astype(np.float64))
         return (before - mean) @ axes.T, None if after is None else (after - mean) @ axes.T
     if method == "umap":
-        try:
-            import umap  # type: ignore[import-not-found]
-        except ImportError:
-            raise ProjectionError("method='umap' needs umap-learn: pip install umap-learn (or use 'pca')") from None
-        reducer = umap.UMAP(n_components=2, random_state=seed).fit(before)
-        return reducer.embedding_, None if after is None else reducer.transform(after)
+        return _umap(before, after, seed, projection_cache() if cache is None else cache)
     raise ProjectionError(f"unknown projection {method!r}; use 'pca' or 'umap'")
+
+
+def projection_cache() -> Path:
+    """Where UMAP projections are kept: ``projections/`` in xlens' cache (``$XLENS_CACHE``)."""
+    from xlens.models.loading import cache_dir
+
+    return cache_dir() / "projections"
+
+
+def _umap(before: np.ndarray, after: np.ndarray | None, seed: int, cache: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        import umap  # type: ignore[import-not-found]
+    except ImportError:
+        raise ProjectionError("method='umap' needs umap-learn: pip install 'xlens[umap]' (or use 'pca')") from None
+    if before.shape[0] < 4:
+        raise ProjectionError(f"UMAP needs at least 4 points, got {before.shape[0]}: use method='pca'")
+    params = {
+        "n_components": 2,
+        "n_neighbors": min(15, before.shape[0] - 1),
+        "min_dist": 0.1,
+        "random_state": seed,
+        "n_jobs": 1,
+    }
+    digests = [_digest(a) for a in (before, after) if a is not None]
+    target = cache / f"umap-{content_key(params, umap.__version__, digests)}.npz"
+    if target.is_file():
+        try:
+            with np.load(target) as saved:
+                return saved["before"], saved["after"] if after is not None else None
+        except (OSError, ValueError, KeyError) as err:
+            raise ProjectionError(f"cached projection {target} is unreadable ({err}): delete it to recompute") from err
+    reducer = umap.UMAP(**params).fit(before)
+    coords = np.asarray(reducer.embedding_), None if after is None else np.asarray(reducer.transform(after))
+
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        arrays = {"before": coords[0]} if coords[1] is None else {"before": coords[0], "after": coords[1]}
+        np.savez(buffer, allow_pickle=False, **arrays)
+        tmp.write_bytes(buffer.getvalue())
+
+    atomic_write(target, write)
+    return coords
+
+
+def _digest(array: np.ndarray) -> str:
+    data = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{data.dtype}{data.shape}".encode() + data.tobytes()).hexdigest()
 
 
 def embedding_space(
@@ -74,6 +129,7 @@ def embedding_space(
     ids: Sequence[int] | None = None,
     texts: Sequence[str] | None = None,
     method: Projection = "pca",
+    seed: int = 0,
     layer: int | None = None,
     after_label: str = "after intervention",
 ) -> go.Figure:
@@ -103,7 +159,9 @@ def embedding_space(
         raise ProjectionError(f"layer {layer} is not among the embedded layers {list(layers)}")
     start = len(layers) - 1 if layer is None else list(layers).index(layer)
 
-    coords = [project_2d(B[:, s], None if A is None else A[:, s], method) for s in range(n_layers)]
+    if method not in ("pca", "umap"):
+        raise ProjectionError(f"unknown projection {method!r}; use 'pca' or 'umap'")
+    coords = [project_2d(B[:, s], None if A is None else A[:, s], method, seed) for s in range(n_layers)]
     panels = [("before", 1)] + ([(after_label, 2)] if A is not None else [])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p for p, _ in panels], horizontal_spacing=0.06)
 

@@ -1,4 +1,4 @@
-"""One look for every xlens figure: a plotly template and a fixed colour per language.
+"""One look for every xlens figure: a plotly template and a fixed, colour-blind-safe colour per language.
 
 A language keeps its colour in every figure and every run, whatever other languages are shown: the ten languages
 of the builtin corpus and the paper's models have hand-picked colours, any other FLORES code gets one from a larger
@@ -19,24 +19,25 @@ TEMPLATE = "xlens"
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
 
-# D3's category10 for the builtin corpus's languages: the most distinct ten colours go to the most used languages.
+# Colour-blind-safe: Okabe & Ito's palette for the paper's languages, then three of Paul Tol's "muted" colours chosen
+# so that the ten builtin languages stay at least 15 CIE76 units apart under simulated protanopia, deuteranopia and
+# tritanopia (tests/test_viz.py checks).
 _FIXED = {
-    "eng_Latn": "#1F77B4",
-    "spa_Latn": "#FF7F0E",
-    "deu_Latn": "#2CA02C",
-    "fra_Latn": "#D62728",
-    "jpn_Jpan": "#9467BD",
-    "zho_Hans": "#8C564B",
-    "arb_Arab": "#E377C2",
-    "hin_Deva": "#7F7F7F",
-    "kor_Hang": "#BCBD22",
-    "rus_Cyrl": "#17BECF",
+    "eng_Latn": "#0072B2",
+    "spa_Latn": "#E69F00",
+    "deu_Latn": "#009E73",
+    "fra_Latn": "#D55E00",
+    "jpn_Jpan": "#CC79A7",
+    "zho_Hans": "#56B4E9",
+    "arb_Arab": "#000000",
+    "hin_Deva": "#882255",
+    "kor_Hang": "#DDCC77",
+    "rus_Cyrl": "#332288",
 }
-# Plotly's Dark24, for every other language.
+# Paul Tol's "muted" and "light" schemes, for every other language (past ten colours nothing stays distinct to all).
 _FALLBACK = (
-    "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF", "#222A2A", "#B68100", "#750D86",
-    "#EB663B", "#511CFB", "#00A08B", "#FB00D1", "#FC0080", "#B2828D", "#6C7C32", "#778AAE",
-    "#862A16", "#A777F1", "#620042", "#1616A7", "#DA60CA", "#6C4516", "#0D2A63", "#AF0038",
+    "#88CCEE", "#117733", "#CC6677", "#AA4499", "#44AA99", "#999933", "#77AADD", "#EE8866",
+    "#EEDD88", "#FFAABB", "#99DDFF", "#44BB99", "#BBCC33", "#AAAA00",
 )  # fmt: skip
 
 
