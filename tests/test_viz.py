@@ -546,3 +546,18 @@ def test_paper_sizes_export_at_their_physical_size(size: str, inches: tuple[floa
     assert fig.layout.sliders  # the figure itself is left as it was
     with pytest.raises(InputError, match="unknown paper size 'a4'"):
         save_figure(fig, tmp_path / "g.png", size="a4")  # type: ignore[arg-type]
+
+
+def test_split_characters_are_shown_whole(tiny_gpt2: LensModel) -> None:
+    from xlens.viz.neuron import CONTINUATION, display_tokens
+
+    tok = tiny_gpt2.tokenizer
+    text = "日本語の文です。Hello ñ"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    shown = display_tokens(tok, ids)
+    assert len(shown) == len(ids)  # one cell per token, values stay aligned
+    # Dropping the continuation marks gives back the text itself (byte-level BPE: no U+FFFD left).
+    assert "".join(t for t in shown if t != CONTINUATION) == tok.decode(ids) == text
+    assert shown[:3] == ["日", CONTINUATION, CONTINUATION] and "\ufffd" not in "".join(shown)
+    # A stray byte that never completes a character is shown as the tokenizer decodes it.
+    assert display_tokens(tok, [ids[1], *tok("ab", add_special_tokens=False)["input_ids"]])[0] == "\ufffd"

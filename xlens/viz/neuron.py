@@ -88,10 +88,32 @@ def unit_token_activations(
         out.append(
             ActivatedText(
                 text=text,
-                tokens=[tok.decode([i]) for i in ids[start:]],
+                tokens=display_tokens(tok, ids[start:]),
                 values=np.asarray(values[start:], dtype=float),
             )
         )
+    return out
+
+
+CONTINUATION = "·"  # shown for the later tokens of a character split over several byte-level tokens
+
+
+def display_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """One readable string per token. Byte-level BPE (GPT-2, Bloom) splits a CJK character into tokens that each
+    decode to U+FFFD alone: such a run is decoded together, the character shown on its first token and
+    :data:`CONTINUATION` on the others, so every token keeps its own cell and value."""
+    out: list[str] = []
+    i = 0
+    while i < len(ids):
+        end, text = i + 1, tokenizer.decode([ids[i]])
+        if "\ufffd" in text:  # a UTF-8 character has at most 4 bytes: look at most 3 tokens ahead for the rest
+            for stop in range(i + 2, min(len(ids), i + 4) + 1):
+                joined = tokenizer.decode(list(ids[i:stop]))
+                if "\ufffd" not in joined:
+                    end, text = stop, joined
+                    break
+        out.extend([text] + [CONTINUATION] * (end - i - 1))
+        i = end
     return out
 
 
