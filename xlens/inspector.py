@@ -62,6 +62,7 @@ class NeuronInspector:
         self.max_length = max_length
         self._best, self._where, self.blocks = block_best_ap(scores)
         self._unit_blocks = scores.units.blocks()
+        self._rankings: dict[int, Tensor] = {}
         self._widgets: dict[str, Any] | None = None
         self._syncing = False
         lang = scores.languages[scores.lang_index(language) if language else 0]
@@ -114,7 +115,9 @@ class NeuronInspector:
     def ranking(self, language: str) -> Tensor:
         """Every unit, best AP for ``language`` first (ties by unit index): the order previous/next follow."""
         li = self.scores.lang_index(language)
-        return self.scores.ap[li].argsort(descending=True, stable=True)
+        if li not in self._rankings:  # the scores never change: sort each language's units once
+            self._rankings[li] = self.scores.ap[li].argsort(descending=True, stable=True)
+        return self._rankings[li]
 
     def rank(self) -> int:
         """The selected unit's rank (1 = best) among all units by AP for the selected language."""

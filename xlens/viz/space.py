@@ -106,7 +106,7 @@ def _umap(before: np.ndarray, after: np.ndarray | None, seed: int, cache: Path) 
     coords = np.asarray(reducer.embedding_), None if after is None else np.asarray(reducer.transform(after))
 
     def write(tmp: Path) -> None:
-        buffer = io.BytesIO()
+        buffer = io.BytesIO()  # np.savez would append ".npz" to the temporary name
         arrays = {"before": coords[0]} if coords[1] is None else {"before": coords[0], "after": coords[1]}
         np.savez(buffer, allow_pickle=False, **arrays)
         tmp.write_bytes(buffer.getvalue())
