@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -202,8 +201,3 @@ def artifacts_dir(default: Path) -> Path:
     folder = Path(os.environ.get("XLENS_BROWSER_ARTIFACTS") or default)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def copy_notebook(source: Path, root: Path) -> str:
-    shutil.copy(source, root / source.name)
-    return source.name
