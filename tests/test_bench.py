@@ -88,3 +88,41 @@ def test_bench_retrieval_matrix_and_end_to_end(tiny_gpt2: LensModel, flores_dir:
     again = bench_retrieval(flores=flores_dir, run_out=run_out, model="tiny-gpt2", device="cpu", run_config=config)
     assert again["end_to_end"]["resumed_from_cache"] is True  # flagged: a warm cache makes the timing meaningless
     assert again["matrix"]["mean_top1_off_diagonal"] == matrix["mean_top1_off_diagonal"]
+
+
+def test_bench_gpu_counts_the_same_tokens_in_every_pass(tmp_path: Path) -> None:
+    """`bench gpu` on CPU with the tiny shape: the report's token counts and ratios follow from its own batches and
+    timings, and the parameter count from the model."""
+    from typer.testing import CliRunner
+
+    from xlens.bench import throughput_model_folder
+    from xlens.cli import app
+    from xlens.models import load_model
+
+    out = tmp_path / "gpu.json"
+    args = ["bench", "gpu", "--json", str(out), "--shapes", "gemma3-tiny-shape", "--sentences", "20", "--units", "50"]
+    result = CliRunner().invoke(app, [*args, "--max-tokens", "600", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    tiny = report["models"]["gemma3-tiny-shape"]
+    lm = load_model(str(throughput_model_folder("gemma3-tiny-shape")), device="cpu")
+    texts = [s for lang in load_builtin().languages for s in load_builtin()[lang]][:20]
+    batches = list(lm.batches(texts, max_tokens=600, max_length=128))
+    assert tiny["batches"] == len(batches) > 1
+    assert tiny["tokens"] == sum(len(lm.tokenize([t], max_length=128).tokens[0]) for t in texts)
+    assert tiny["padded_tokens"] == sum(b.mask.numel() for b in batches)
+    assert all(b.mask.numel() <= 600 or len(b.row_ids) == 1 for b in batches)
+    assert tiny["parameters"] == sum(p.numel() for p in lm.bridge.original_model.parameters())
+    base = tiny["timings"]["a_plain_hf_forward"]
+    for name, ratio in tiny["ratios_vs_plain"].items():
+        timing = tiny["timings"][name]
+        assert timing["tokens_per_s"] == pytest.approx(tiny["tokens"] / timing["seconds"])
+        assert ratio == pytest.approx(timing["tokens_per_s"] / base["tokens_per_s"])
+    assert set(tiny["ratios_vs_plain"]) == {
+        "a_plain_hf_forward_with_unembedding",
+        "b_embeddings_all_layers",
+        "c_responses_all_mlp_units",
+        "d_embeddings_under_force",
+    }
+    bad = CliRunner().invoke(app, ["bench", "gpu", "--json", str(tmp_path / "x.json"), "--shapes", "gemma9"])
+    assert bad.exit_code == 2 and "choose from gemma3-tiny-shape" in bad.output

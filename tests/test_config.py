@@ -27,7 +27,14 @@ RICH = {
         "retrieval": "csls",
         "center": True,
     },
-    "runtime": {"device": "cpu", "dtype": "bfloat16", "batch_size": 4, "max_length": 64},
+    "runtime": {
+        "device": "cpu",
+        "dtype": "bfloat16",
+        "batch_size": 4,
+        "max_tokens": 512,
+        "max_length": 64,
+        "backend": "hf",
+    },
 }
 
 
@@ -106,6 +113,8 @@ def test_corpus_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypatc
         ({"evaluate": {"layers": [1, 1]}}, r"evaluate.layers = \[1, 1\]: must be distinct embedding layers >= 0"),
         ({"runtime": {"dtype": "float8"}}, r"runtime.dtype = 'float8': must be one of"),
         ({"runtime": {"batch_size": 0}}, r"runtime.batch_size = 0: must be >= 1"),
+        ({"runtime": {"max_tokens": 0}}, r"runtime.max_tokens = 0: must be >= 1"),
+        ({"runtime": {"backend": "onnx"}}, r"runtime.backend = .onnx.: must be one of auto, bridge, hf"),
         ({"find": {"sentences": 1}}, r"find.sentences = 1: must be >= 2"),
         ({"intervene": {"method": "ablate"}}, r"unknown intervention method 'ablate'; registered: force, damp, det0"),
         ({"intervene": {"value": "median"}}, r"intervene.value = 'median': must be a number, 'zero' or a statistic"),

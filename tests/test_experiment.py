@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import json
 from pathlib import Path
 
@@ -140,12 +142,23 @@ def test_resume_uses_cache_and_rerun_is_identical(run: tuple[Path, RunResults], 
     fresh = run_experiment(CONFIG, tmp_path, progress=False)
     pd.testing.assert_frame_equal(fresh.retrieval, results.retrieval, check_exact=True)
     pd.testing.assert_frame_equal(fresh.alignment, results.alignment, check_exact=True)
-    # Resuming reads cached embeddings: poison one and see it come back.
+    # Resuming reads each condition's cached measurements: poison the baseline's and see it come back.
+    measured = sorted((tmp_path / "cache").glob("measured-*"))
+    assert len(measured) == len(results.conditions)
+    baseline = next(m for m in measured if '"condition": "baseline"' in (m / "measured.json").read_text())
+    text = (baseline / "measured.json").read_text()
+    (baseline / "measured.json").write_text(text.replace('"top1": ', '"top1": 7', 1))
+    resumed = run_experiment(CONFIG, tmp_path, progress=False)
+    assert resumed.retrieval["top1"].max() > 7
+    # Without them, it measures the cached embeddings again: poison one and see that come back too.
+    for folder in measured:
+        shutil.rmtree(folder)
     victim = tmp_path / fresh.embedding_files[Condition.baseline()]
     emb = load_tensors(victim)["embeddings"]
     save_tensors(victim, {"embeddings": emb.flip(0)})  # rows no longer aligned
     resumed = run_experiment(CONFIG, tmp_path, progress=False)
     assert not resumed.table("retrieval").equals(results.table("retrieval"))
+    assert resumed.retrieval["top1"].max() <= 1
 
 
 def test_the_dtype_is_part_of_every_cache_key(tmp_path: Path) -> None:

@@ -194,9 +194,16 @@ def test_a_reachable_hub_loads_as_before(monkeypatch: pytest.MonkeyPatch) -> Non
         raise OSError("stop here")
 
     monkeypatch.setattr(TransformerBridge, "boot_transformers", boot)
+    # The backend is chosen from the hub's config.json, read at the same revision.
+    configs: list[tuple[str, str | None]] = []
+    bloom = {"architectures": ["BloomForCausalLM"], "model_type": "bloom"}
+    monkeypatch.setattr(
+        model_loading, "_config_dict", lambda where, revision=None: configs.append((where, revision)) or bloom
+    )
     with pytest.raises(ModelLoadError, match="could not load 'owner/model' \\(hub\\)"):
         load_model("owner/model", device="cpu", revision="abc123")
     assert asked[0][0] == "owner/model" and asked[0][1]["revision"] == "abc123"
+    assert configs == [("owner/model", "abc123")]
 
 
 def test_the_probe_goes_to_the_https_proxy_when_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:

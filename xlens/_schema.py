@@ -69,8 +69,13 @@ def _normalise(value: Any, tp: Any) -> Any:
     return value
 
 
+# A class pickled by value into another process (a Ray worker) keeps only the globals its code uses, not those
+# its string annotations name: typing's names fill in.
+_TYPING_NAMES = {name: getattr(typing, name) for name in typing.__all__}
+
+
 def field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, localns=_TYPING_NAMES)
 
 
 def from_mapping(cls: type[T], data: Any, section: str, *, note: str = "", given: Mapping[str, Any] | None = None) -> T:

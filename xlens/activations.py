@@ -21,7 +21,7 @@ from torch import Tensor
 
 from xlens._io import content_key, read_pair, reading, write_pair
 from xlens.errors import InputError, InputIndexError, InputTypeError
-from xlens.models.lens import ForwardBatch, LensModel, Reader, block_of
+from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader, block_of
 
 Pooling = Literal["mean", "max", "last", "median", "active", "weighted"]
 POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active", "weighted")
@@ -297,7 +297,8 @@ def collect_responses(
     *,
     units: UnitSpec = "mlp",
     pooling: str | Sequence[str] = "mean",
-    batch_size: int = 16,
+    batch_size: int | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_length: int | None = 256,
     dtype: torch.dtype = torch.float32,
     lang_ids: Int[Tensor, " sentence"] | Sequence[int] | None = None,
@@ -335,16 +336,24 @@ def collect_responses(
 
     def pooler(start: int, width: int) -> Reader:
         def read(act: Tensor, batch: ForwardBatch) -> None:
-            flat = act.reshape(act.shape[0], act.shape[1], -1).float()
+            flat = act.reshape(act.shape[0], act.shape[1], -1).float()  # pooled in float32 whatever the dtype
+            mask = batch.mask_on(act.device)
             for p in poolings:
-                out[p][batch.row_ids, start : start + width] = pool(flat, batch.mask, p).to("cpu", dtype)
-            token_counts[batch.row_ids] = batch.lengths.cpu()
+                batch.store(out[p], pool(flat, mask, p), slice(start, start + width))
+            if start == 0:
+                batch.store(token_counts, batch.lengths)
 
         return read
 
     readers = [(h, pooler(o, w)) for h, o, w in zip(hooks, index.offsets, index.widths, strict=True)]
     model.forward(
-        texts, readers, batch_size=batch_size, max_length=max_length, progress=progress, desc="pooled responses"
+        texts,
+        readers,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        max_length=max_length,
+        progress=progress,
+        desc="pooled responses",
     )
     info = {
         "model": model.identity(),
@@ -395,7 +404,8 @@ def collect_corpus_responses(
     cache: str | os.PathLike[str] | None = None,
     units: UnitSpec = "mlp",
     pooling: str | Sequence[str] = "mean",
-    batch_size: int = 16,
+    batch_size: int | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_length: int | None = 256,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
@@ -415,6 +425,7 @@ def collect_corpus_responses(
         "units": resolve_units(model, units),  # the hook names themselves: a callable filter keys by what it picks
         "pooling": check_poolings(pooling),
         "batch_size": batch_size,
+        "max_tokens": max_tokens,
         "max_length": max_length,
         "dtype": str(dtype),
     }
@@ -429,6 +440,7 @@ def collect_corpus_responses(
             units=units,
             pooling=pooling,
             batch_size=batch_size,
+            max_tokens=max_tokens,
             max_length=max_length,
             dtype=dtype,
             lang_ids=lang_ids,

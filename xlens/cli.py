@@ -274,16 +274,33 @@ def sweep(
     settings: ParamOpt = None,
     force: ForceOpt = False,
     figures: Annotated[bool, typer.Option(help="write figures and the HTML report")] = True,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (this process) or ray (one worker per GPU of a Ray cluster)")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address (host:port, auto); default: start one here")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Ray workers (default: the cluster's GPUs, or 1)")
+    ] = None,
+    keep_embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--keep-embeddings", help="Ray workers write embeddings into the run folder (it must be on a shared disk)"
+        ),
+    ] = False,
 ) -> None:
     """A grid of interventions with controls and bootstrap statistics: methods x settings x k x expert
     languages, one baseline, every condition computed once and cached (``xlens run`` is its one-point case)."""
 
     def body() -> None:
         from xlens.config import ExperimentConfig
+        from xlens.executors import make_executor
         from xlens.experiment import run_experiment
 
         cfg = ExperimentConfig.load(config).override(_settings(settings))
-        results = run_experiment(cfg, out, force=force)
+        where = make_executor(executor, address=address, workers=workers, keep_embeddings=keep_embeddings)
+        results = run_experiment(cfg, out, executor=where, force=force)
         typer.echo(results.comparison().drop(columns=["intervention", "expert_lang", "k"]).to_string(index=False))
         if figures:
             from xlens.report import write_report
@@ -445,6 +462,39 @@ def bench_retrieval(
             dtype=dtype,
             force=force,
         )
+        write_json(json_out, report)
+        typer.echo(json.dumps(report, indent=2))
+
+    _guarded(body)
+
+
+@bench_app.command("gpu")
+def bench_gpu(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
+    shapes: Annotated[
+        str, typer.Option(help="random-weight model shapes: gemma3-270m-shape, gemma3-1b-shape (comma-separated)")
+    ] = "gemma3-270m-shape,gemma3-1b-shape",
+    sentences: Annotated[int, typer.Option(help="sentences (built-in corpus, repeated)")] = 512,
+    units: Annotated[int, typer.Option(help="MLP units forced in (d)")] = 2000,
+    batch_size: Annotated[int | None, typer.Option(help="sentences per batch at most (default: by device)")] = None,
+    max_tokens: Annotated[int, typer.Option(help="padded tokens per batch at most")] = 8192,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
+) -> None:
+    """Tokens per second of a plain Hugging Face forward against xlens embeddings, pooled responses and a forced
+    intervention on the same batches, with peak GPU memory (runs on CPU too)."""
+
+    def body() -> None:
+        from xlens.bench import THROUGHPUT_SHAPES
+        from xlens.bench import bench_gpu as run_bench
+
+        _new_file(json_out, force)
+        chosen = [s.strip() for s in shapes.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in THROUGHPUT_SHAPES]
+        if unknown or not chosen:
+            raise InputError(f"--shapes {shapes!r}: choose from {', '.join(THROUGHPUT_SHAPES)}")
+        report = run_bench(chosen, sentences, units, batch_size, max_tokens, device=device, dtype=dtype)
         write_json(json_out, report)
         typer.echo(json.dumps(report, indent=2))
 

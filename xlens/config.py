@@ -28,7 +28,7 @@ An example (every key is optional; the defaults are those of the dataclasses bel
     retrieval = "cosine"
 
     [runtime]
-    batch_size = 16
+    max_tokens = 8192          # padded tokens per batch (batch_size caps sentences per batch)
     max_length = 128
 
 Relative paths in corpus specs are resolved against the config file's folder. Every setting is checked when the
@@ -298,13 +298,19 @@ class RuntimeConfig:
 
     device: str | None = None
     dtype: str | None = None
-    batch_size: int = 16
+    batch_size: int | None = None  # sentences per batch at most; default 16 on CPU, 1024 on GPUs
+    max_tokens: int = 8192  # padded tokens per batch at most (sentences are batched by length)
     max_length: int = 128
+    backend: str = "auto"  # auto: the TransformerBridge where TransformerLens has an adapter, else Hugging Face
 
     def __post_init__(self) -> None:
-        from xlens.models.loading import DTYPES
+        from xlens.models.loading import BACKENDS, DTYPES
 
-        _at_least("runtime", "batch_size", self.batch_size, 1)
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"runtime.backend = {self.backend!r}: must be one of {', '.join(BACKENDS)}")
+        if self.batch_size is not None:
+            _at_least("runtime", "batch_size", self.batch_size, 1)
+        _at_least("runtime", "max_tokens", self.max_tokens, 1)
         _at_least("runtime", "max_length", self.max_length, 2)
         if self.dtype is not None and self.dtype.lower() not in DTYPES:
             raise ConfigError(f"runtime.dtype = {self.dtype!r}: must be one of {', '.join(DTYPES)}")

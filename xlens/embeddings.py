@@ -16,7 +16,7 @@ from torch import Tensor
 
 from xlens.activations import pool
 from xlens.errors import InputError, InputTypeError
-from xlens.models.lens import ForwardBatch, LensModel, Reader
+from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader
 
 EmbeddingPooling = Literal["mean", "last", "weighted"]
 EMBEDDING_POOLINGS: tuple[str, ...] = ("mean", "last", "weighted")
@@ -29,7 +29,8 @@ def sentence_embeddings(
     layers: Sequence[int] | None = None,
     pooling: str = "mean",
     interventions: Sequence[Any] = (),
-    batch_size: int = 16,
+    batch_size: int | None = None,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_length: int | None = 256,
     progress: bool = True,
     desc: str = "embeddings",
@@ -59,7 +60,7 @@ def sentence_embeddings(
 
     def reader(slot: int) -> Reader:
         def read(act: Tensor, batch: ForwardBatch) -> None:
-            out[batch.row_ids, slot] = pool(act.float(), batch.mask, pooling).cpu()
+            batch.store(out, pool(act.float(), batch.mask_on(act.device), pooling), slot)
 
         return read
 
@@ -69,6 +70,7 @@ def sentence_embeddings(
         readers,
         interventions=interventions,
         batch_size=batch_size,
+        max_tokens=max_tokens,
         max_length=max_length,
         progress=progress,
         desc=desc,

@@ -98,3 +98,11 @@ class ProjectionError(XlensError, ValueError):
 
 class FigureExportError(XlensError, RuntimeError):
     """A figure that cannot be written in the asked format (no kaleido or browser for images, ...)."""
+
+
+class ExecutorError(XlensError, RuntimeError):
+    """An executor that cannot run: Ray missing, a cluster that does not answer, workers that disagree."""
+
+
+class ConditionsFailedError(XlensError, RuntimeError):
+    """Conditions of a run that failed while the others finished (each named with its error)."""

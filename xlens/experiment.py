@@ -20,12 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from xlens._io import content_key
-from xlens.config import RETRIEVAL_KNN, ExperimentConfig
-from xlens.errors import ConfigError, ExpertInputError, InterventionError, ModelMismatchError
+from xlens.config import ExperimentConfig
+from xlens.errors import (
+    ArtifactError,
+    ConditionsFailedError,
+    ConfigError,
+    ExpertInputError,
+    InterventionError,
+    ModelMismatchError,
+)
 from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, tidy
 
 OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.html", "figures")
@@ -91,6 +97,7 @@ def run_experiment(
     out: str | os.PathLike[str],
     *,
     model: Any = None,
+    executor: Any = None,
     progress: bool = True,
     force: bool = False,
 ) -> RunResults:
@@ -98,20 +105,27 @@ def run_experiment(
 
     Args:
         model: the loaded model to use (it must be ``config.model``); default: load it.
+        executor: where the conditions are computed (:func:`xlens.executors.make_executor`); default: here, with
+            ``model``.
         force: replace the results of another config in ``out`` (the content-keyed cache is kept).
     """
-    return Experiment(config, Path(out), model=model, progress=progress, force=force).run()
+    from xlens.executors import make_executor
+
+    where = executor if executor is not None else make_executor("local", model=model)
+    return Experiment(config, Path(out), executor=where, progress=progress, force=force).run()
 
 
 class Experiment:
     """One run of the experiment; :meth:`run` reads as its list of stages."""
 
     def __init__(
-        self, config: ExperimentConfig, out: Path, *, model: Any = None, progress: bool = True, force: bool = False
+        self, config: ExperimentConfig, out: Path, *, executor: Any = None, progress: bool = True, force: bool = False
     ) -> None:
+        from xlens.executors import LocalExecutor
+
         self.config = config
         self.out = out
-        self.model = model
+        self.executor = executor if executor is not None else LocalExecutor()
         self.progress = progress
         self.force = force
         self.timings: dict[str, float] = {}
@@ -122,23 +136,28 @@ class Experiment:
         self.rank_files: dict[Condition, Path] = {}
 
     def run(self) -> RunResults:
+        from xlens.executors import EvalInputs
         from xlens.runfolder import RunFolder
 
         started = time.perf_counter()
         splits = check_config(self.config)
-        with RunFolder.open(self.out, "experiment", self.owner(), outputs=OUTPUTS, force=self.force) as run:
-            self.store = run.artifacts
-            model = self.load_model()
-            self.layer_ids = list(self.config.evaluate.layers or model.embedding_layers)
-            scores = self.timed("experts_s", self.experts, model, splits)
-            conditions = self.conditions()
-            self.check_conditions(scores, conditions)
-            tables = self.measure_all(model, scores, splits, conditions)
-            tables.update(self.timed("stats_s", self.statistics, conditions, tables))
-            self.timings["total_s"] = time.perf_counter() - started
-            results = self.results(model, scores, splits, conditions, tables)
-            run.commit(RESULTS_FILE, results.to_dict(), results.tables())
-            return results
+        try:
+            with RunFolder.open(self.out, "experiment", self.owner(), outputs=OUTPUTS, force=self.force) as run:
+                self.store = run.artifacts
+                info = self.executor.start(self.config, self.out)
+                self.layer_ids = list(self.config.evaluate.layers or info.embedding_layers)
+                scores = self.timed("experts_s", self.experts, splits)
+                conditions = self.conditions()
+                self.check_conditions(scores, conditions)
+                inputs = EvalInputs(self.config, splits, scores, self.scores_key, self.layer_ids)
+                tables = self.measure_all(inputs, info, conditions)
+                tables.update(self.timed("stats_s", self.statistics, conditions, tables))
+                self.timings["total_s"] = time.perf_counter() - started
+                results = self.results(info, scores, splits, conditions, tables)
+                run.commit(RESULTS_FILE, results.to_dict(), results.tables())
+                return results
+        finally:
+            self.executor.close()
 
     def timed(self, name: str, stage: Any, *args: Any) -> Any:
         tick = time.perf_counter()
@@ -148,59 +167,32 @@ class Experiment:
 
     # --- stages --------------------------------------------------------------------------------------------
 
-    def load_model(self) -> Any:
-        from xlens.models.loading import load_model
-
-        runtime = self.config.runtime
-        if self.model is None:
-            return load_model(self.config.model, device=runtime.device, dtype=runtime.dtype)
-        return self.model
-
     def owner(self) -> dict[str, Any]:
         """What the run folder records as its owner: the config, and the numerics it resolves to (so a rerun
         that would compute in another dtype or on another device kind is another run, not a resume)."""
         from xlens.models.loading import resolved_numerics, same_model_name
 
-        runtime = self.config.runtime
-        if self.model is None:
-            numerics = resolved_numerics(runtime.device, runtime.dtype)
-        else:
-            numerics = self.model.numerics()
-            if not same_model_name(self.model.name, self.config.model):
+        runtime, model = self.config.runtime, getattr(self.executor, "model", None)
+        numerics = self.executor.numerics(self.config)
+        if model is not None:
+            if not same_model_name(model.name, self.config.model):
                 raise ModelMismatchError(
-                    f"the model given ({self.model.name!r}) is not the config's model {self.config.model!r}"
+                    f"the model given ({model.name!r}) is not the config's model {self.config.model!r}"
                 )
-            asked = resolved_numerics(str(self.model.device), runtime.dtype)["dtype"]
+            asked = resolved_numerics(str(model.device), runtime.dtype)["dtype"]
             if runtime.dtype is not None and asked != numerics["dtype"]:
                 raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
         return {**self.config.to_dict(), "numerics": numerics}
 
-    def experts(self, model: Any, splits: Splits) -> Any:
-        """Every language's scores on the find split (ranked by LAPE when a method needs it), from cached
-        responses; kept as an artefact keyed by the responses and the scoring settings."""
-        from xlens.activations import resolve_units
-        from xlens.experts.sets import ExpertScores, find_experts
+    def experts(self, splits: Splits) -> Any:
+        """Every language's scores on the find split, found by the executor (from responses cached in the run
+        folder where it can write there); kept as an artefact keyed by the responses and the scoring settings."""
+        from xlens.experts.sets import ExpertScores
 
-        find, intervene = self.config.find, self.config.intervene
-        if intervene.k_values and find.units not in ("mlp", "resid"):  # counts the model's config could not tell
-            n_units = sum(model.hook_widths(resolve_units(model, find.units)).values())
-            if max(intervene.k_values) > n_units:
-                raise ConfigError(f"intervene.k = {intervene.k_values}: k must be <= {n_units} ({find.units})")
-        rates = {spec.params()["top_rate"] for spec in intervene.specs if "lape" in spec.needs}
-        top_rate = rates.pop() if rates else None  # one at most: the config checks it
-        scores = find_experts(
-            model,
-            splits.find,
-            self.config.find_languages,
-            units=find.units,
-            pooling=find.pooling,
-            negatives=find.negatives,
-            lape_top_rate=top_rate,
-            cache=self.store.root,
-            batch_size=self.config.runtime.batch_size,
-            max_length=self.config.runtime.max_length,
-            progress=self.progress,
-        )
+        find = self.config.find
+        scores = self.executor.experts(self.config, splits, self.store.root, self.progress)
+        rates = {spec.params()["top_rate"] for spec in self.config.intervene.specs if "lape" in spec.needs}
+        top_rate = rates.pop() if rates else None
         self.scores_key = content_key("scores", scores.meta["cache_key"], find.pooling, find.negatives, top_rate)
         return self.store.folder("scores", self.scores_key, lambda: scores, ExpertScores.save, ExpertScores.load)
 
@@ -242,87 +234,42 @@ class Experiment:
                 except (ExpertInputError, InterventionError) as err:
                     raise ExpertInputError(f"condition {condition.label}: {err}") from err
 
-    def embedding_key(self, model: Any, splits: Splits, condition: Condition) -> str:
-        evaluate, runtime = self.config.evaluate, self.config.runtime
-        needs = frozenset() if condition.is_baseline else condition.spec().needs
-        return content_key(
-            "embeddings",
-            model.identity(),
-            model.numerics(),
-            splits.eval.fingerprint(),
-            self.config.eval_languages,
-            evaluate.pooling,
-            self.layer_ids,
-            runtime.max_length,
-            runtime.batch_size,
-            condition.to_dict(),
-            self.scores_key if "experts" in needs else None,
-            splits.find.fingerprint() if "corpus" in needs else None,
+    def measure_all(self, inputs: Any, info: Any, conditions: list[Condition]) -> dict[str, pd.DataFrame]:
+        """Every condition not measured yet is evaluated by the executor and kept as an artefact; a condition
+        that fails is reported with its error once the others are done. Then the tables, in condition order."""
+        from xlens.executors import load_measured, measured_key, save_measured
+
+        keys = {c: measured_key(inputs, info, c) for c in conditions}
+        todo = [c for c in conditions if not self.store.path("measured", keys[c]).is_dir()]
+        failed: dict[Condition, BaseException] = {}
+        bar = tqdm(
+            total=len(conditions), initial=len(conditions) - len(todo), desc="conditions", disable=not self.progress
         )
-
-    def embed(self, model: Any, scores: Any, splits: Splits, condition: Condition) -> torch.Tensor:
-        """The evaluation embeddings under ``condition`` (an artefact)."""
-        from xlens.activations import corpus_texts
-        from xlens.embeddings import sentence_embeddings
-
-        def compute() -> dict[str, torch.Tensor]:
-            interventions = []
-            if not condition.is_baseline:
-                spec = condition.spec()
-                interventions = [spec.build(scores, condition.language, condition.k, model=model, corpus=splits.find)]
-            texts, _ = corpus_texts(splits.eval, self.config.eval_languages)
-            emb = sentence_embeddings(
-                model,
-                texts,
-                layers=self.layer_ids,
-                pooling=self.config.evaluate.pooling,
-                interventions=interventions,
-                batch_size=self.config.runtime.batch_size,
-                max_length=self.config.runtime.max_length,
-                progress=self.progress,
-                desc=f"embeddings: {condition.label}",
+        with bar:
+            for condition, outcome in self.executor.evaluate(inputs, todo, self.store, self.out, self.progress):
+                bar.update()
+                if isinstance(outcome, BaseException):
+                    failed[condition] = outcome
+                    continue
+                for stage, seconds in outcome.seconds.items():
+                    self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+                self.store.folder("measured", keys[condition], lambda m=outcome: m, save_measured, load_measured)
+        if failed:
+            lines = "\n".join(f"  {c.label}: {type(e).__name__}: {e}" for c, e in failed.items())
+            raise ConditionsFailedError(
+                f"{len(failed)} of {len(conditions)} conditions failed (the others are kept in {self.out}/cache "
+                f"and a rerun computes only these):\n{lines}"
             )
-            return {"embeddings": emb}
-
-        key = self.embedding_key(model, splits, condition)
-        self.embedding_files[condition] = str(self.store.tensor_file("embeddings", key).relative_to(self.out))
-        return self.timed("embeddings_s", self.store.tensors, "embeddings", key, compute)["embeddings"]
-
-    def measure_all(
-        self, model: Any, scores: Any, splits: Splits, conditions: list[Condition]
-    ) -> dict[str, pd.DataFrame]:
-        """Every condition embedded and measured in turn; only its rows stay in memory."""
         rows: dict[str, list[dict[str, Any]]] = {"retrieval": [], "alignment": [], "centroids": []}
-        baseline = None
-        for condition in tqdm(conditions, desc="conditions", unit="cond", disable=not self.progress):
-            emb = self.embed(model, scores, splits, condition)
-            per_lang = emb.view(len(self.config.eval_languages), -1, len(self.layer_ids), emb.shape[-1])
-            baseline = per_lang if condition.is_baseline else baseline
-            for name, table in self.measure(condition, per_lang, baseline).items():
+        for condition in conditions:
+            folder = self.store.path("measured", keys[condition])
+            measured = self.store.folder("measured", keys[condition], _missing, save_measured, load_measured)
+            self.rank_files[condition] = folder / "ranks.safetensors"
+            if measured.embeddings is not None:
+                self.embedding_files[condition] = measured.embeddings
+            for name, table in measured.tables.items():
                 rows[name] += table
         return {name: pd.DataFrame(table) for name, table in rows.items()}
-
-    def measure(self, condition: Condition, per_lang: torch.Tensor, baseline: Any) -> dict[str, list[dict]]:
-        """The tables of one condition (and its ranks, kept as an artefact for the statistics)."""
-        from xlens.measure import layer_metrics, mixed_retrieval
-
-        evaluate, langs = self.config.evaluate, self.config.eval_languages
-        settings = (evaluate.retrieval, evaluate.center, RETRIEVAL_KNN)
-        tables, ranks = self.timed(
-            "metrics_s", layer_metrics, per_lang, langs, self.layer_ids, *settings, condition.language
-        )
-        all_ranks = {"both": ranks}
-        mixed = self.config.controls.mixed and not condition.is_baseline
-        if mixed:
-            rows, mixed_ranks = self.timed(
-                "metrics_s", mixed_retrieval, baseline, per_lang, langs, self.layer_ids, *settings
-            )
-            tables["retrieval"] += rows
-            all_ranks |= mixed_ranks
-        files = [self.embedding_files[c] for c in ([Condition.baseline(), condition] if mixed else [condition])]
-        self.rank_files[condition] = self.store.keep("ranks", content_key("ranks", files, settings), all_ranks)
-        columns = condition.columns()
-        return {name: [{**columns, **row} for row in table] for name, table in tables.items()}
 
     def statistics(self, conditions: list[Condition], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         """Paired bootstrap of every condition against the baseline and of every intervention against its random
@@ -348,7 +295,7 @@ class Experiment:
         return {"differences": pd.DataFrame(rows), "correlation": pd.DataFrame(correlation)}
 
     def results(
-        self, model: Any, scores: Any, splits: Splits, conditions: list[Condition], tables: dict[str, pd.DataFrame]
+        self, info: Any, scores: Any, splits: Splits, conditions: list[Condition], tables: dict[str, pd.DataFrame]
     ) -> RunResults:
         k_values = self.config.intervene.k_values
         largest_k = max(k_values, default=None)
@@ -364,17 +311,14 @@ class Experiment:
             for row in scores.summary().to_dict(orient="records")
         }
         provenance = {
-            "model": model.identity(),
-            "numerics": model.numerics(),
+            "model": info.identity,
+            "numerics": info.numerics,
             "find_corpus": _corpus_provenance(self.config.find.corpus, splits.find),
             "eval_corpus": _corpus_provenance(self.config.evaluate.corpus, splits.eval),
             "splits": splits.provenance(),
             "versions": _versions(),
-            "machine": {
-                "platform": platform.platform(),
-                "device": str(model.device),
-                "threads": torch.get_num_threads(),
-            },
+            "machine": {"platform": platform.platform(), "device": info.device, "threads": info.threads},
+            "executor": self.executor.describe(),
             "seed": self.config.seed,
             "timings": self.timings,
         }
@@ -389,8 +333,12 @@ class Experiment:
             embedding_files=dict(self.embedding_files),
             scores_folder=str(self.store.path("scores", self.scores_key).relative_to(self.out)),
             folder=self.out,
-            _model=model,
+            _model=getattr(self.executor, "model", None),
         )
+
+
+def _missing() -> Any:
+    raise ArtifactError("a measured condition vanished from the run's cache while the run was writing it")
 
 
 def _file_hashes(sources: dict[str, str]) -> dict[str, dict[str, str]]:

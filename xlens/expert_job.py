@@ -48,7 +48,7 @@ class ExpertsJob:
 
         skip = ("out", "force", "device", "dtype")
         settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
-        return {**settings, "numerics": resolved_numerics(self.device, self.dtype)}
+        return {**settings, "numerics": resolved_numerics(self.device, self.dtype, self.model)}
 
     def check(self) -> Any:
         """Settings, the model's shape and the corpus, before any model is loaded; returns the sentences."""

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from xlens.errors import GenerationError
 from xlens.interventions import Hook, Intervention, TokenPositions, apply, token_positions
-from xlens.models.lens import ForwardBatch, LensModel, TokenBatch
+from xlens.models.lens import LOGITS_MAX_TOKENS, ForwardBatch, LensModel, TokenBatch
 
 UNKNOWN_LANGUAGE = "und"
 
@@ -82,12 +82,12 @@ def load_prompts(spec: str | os.PathLike[str] | Sequence[str] = "builtin") -> li
 
 
 def check_generation(
-    max_new_tokens: int, batch_size: int, greedy: bool, temperature: float, top_p: float | None
+    max_new_tokens: int, batch_size: int | None, greedy: bool, temperature: float, top_p: float | None
 ) -> None:
     """Generation settings, checked before any model runs."""
     if max_new_tokens < 0:
         raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
     if not greedy and temperature <= 0:
         raise GenerationError(f"temperature must be > 0 for sampling, got {temperature} (or use greedy=True)")
@@ -105,7 +105,7 @@ def generate(
     temperature: float = 1.0,
     top_p: float | None = None,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     stop_at_eos: bool = True,
 ) -> list[str]:
     """Continue every prompt (returns the continuations only, special tokens dropped).
@@ -193,7 +193,7 @@ def perplexity(
     texts: Sequence[str],
     *,
     interventions: Sequence[Intervention | Hook] = (),
-    batch_size: int = 16,
+    batch_size: int | None = None,
     max_length: int | None = 256,
 ) -> float:
     """Perplexity of ``texts``: exp of the mean negative log-likelihood over all predicted tokens (token-weighted).
@@ -204,19 +204,26 @@ def perplexity(
     """
     if isinstance(texts, str) or len(texts) == 0:
         raise GenerationError("perplexity takes a non-empty list of texts")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
     total = torch.zeros((), dtype=torch.float64)
     count = [0]
 
     def score(logits: Tensor, batch: ForwardBatch) -> None:
-        targets = batch.tokens[:, 1:]
+        targets = batch.tokens[:, 1:].to(logits.device)
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
-        predicted = batch.mask[:, 1:]
+        predicted = batch.mask_on(logits.device)[:, 1:]
         total.add_(nll[predicted].double().sum().cpu())
         count[0] += int(predicted.sum())
 
-    model.forward(texts, logits=score, interventions=interventions, batch_size=batch_size, max_length=max_length)
+    model.forward(
+        texts,
+        logits=score,
+        interventions=interventions,
+        batch_size=batch_size,
+        max_tokens=LOGITS_MAX_TOKENS,
+        max_length=max_length,
+    )
     if count[0] == 0:
         raise GenerationError("no text has a token to predict (every text is a single token)")
     return math.exp(float(total) / count[0])

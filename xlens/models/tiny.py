@@ -1,5 +1,6 @@
 """Tiny randomly initialised models of the paper's architectures (Bloom, Cohere = Aya-23, GPT-2 = PolyLM) and of
-Gemma-3, with a byte-level tokenizer: every architecture xlens claims, tested offline in seconds."""
+Gemma-3, with a byte-level tokenizer: every architecture xlens claims, tested offline in seconds. ``tiny-biogpt`` is
+an architecture TransformerLens has no adapter for, loaded by the Hugging Face backend (:mod:`xlens.models.hf`)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from xlens._io import atomic_folder
 from xlens.errors import ModelLoadError
 
 TINY_ARCHITECTURES = ("bloom", "cohere", "gpt2", "gemma3")
+HF_TINY_ARCHITECTURES = ("biogpt",)  # no TransformerLens adapter: the Hugging Face backend only
 TINY_VERSION = "v1"  # bump when a tiny config changes: the cache folder is named after it
 
 
 def tiny_config(arch: str) -> Any:
     """The Hugging Face config of ``tiny-<arch>``."""
-    from transformers import BloomConfig, CohereConfig, Gemma3TextConfig, GPT2Config
+    from transformers import BioGptConfig, BloomConfig, CohereConfig, Gemma3TextConfig, GPT2Config
 
     common: dict[str, Any] = {"vocab_size": 260, "bos_token_id": 256, "eos_token_id": 257, "pad_token_id": 258}
     if arch == "gpt2":
@@ -47,7 +49,17 @@ def tiny_config(arch: str) -> Any:
             layer_types=["sliding_attention", "full_attention"],
             **common,
         )
-    raise ModelLoadError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(TINY_ARCHITECTURES)}")
+    if arch == "biogpt":
+        return BioGptConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
+    known = ", ".join(TINY_ARCHITECTURES + HF_TINY_ARCHITECTURES)
+    raise ModelLoadError(f"unknown tiny architecture {arch!r}; choose one of {known}")
 
 
 def byte_tokenizer(prepend_bos: bool) -> Any:

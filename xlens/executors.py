@@ -1,0 +1,496 @@
+"""Where a run's conditions are computed: in this process (``local``) or on a Ray cluster (``ray``).
+
+A condition's work is the same wherever it runs (:class:`ConditionEvaluator`): embed the evaluation split under
+the condition, measure it (retrieval, alignment, centroids, mixed retrieval against the baseline) and return only
+the table rows and the translations' ranks (:class:`Measured`). The runner (:mod:`xlens.experiment`) keeps each
+:class:`Measured` as a content-keyed artefact, so a rerun skips the conditions already done, and computes the
+statistics from the ranks.
+
+- :class:`LocalExecutor` evaluates conditions in turn with one model in this process; embeddings are kept in the
+  run's cache.
+- :class:`RayExecutor` starts one actor per worker (a GPU each where the cluster has GPUs), each loading the model
+  once; conditions are tasks scheduled on idle actors. A worker killed mid-task is restarted and the task retried;
+  a condition that keeps failing is reported with its error while the rest finish. Workers write embeddings (and
+  the find split's responses) into the run folder only with ``keep_embeddings``, which needs the run folder on a
+  filesystem the workers share.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from xlens._io import content_key
+from xlens.config import RETRIEVAL_KNN, ExperimentConfig
+from xlens.errors import ExecutorError
+from xlens.results import Condition
+
+ExecutorName = Literal["local", "ray"]
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+TASK_RETRIES = 2  # a condition whose worker dies this many more times is reported as failed
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runner records about the model the workers run (without holding it)."""
+
+    identity: dict[str, Any]
+    numerics: dict[str, str]
+    device: str
+    threads: int
+    embedding_layers: list[int]
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """Everything a worker needs besides its model to evaluate any condition of a run."""
+
+    config: ExperimentConfig
+    splits: Any
+    scores: Any
+    scores_key: str | None
+    layer_ids: list[int]
+
+
+@dataclass
+class Measured:
+    """One condition's results: its table rows, the translations' ranks per retrieval mode, where its embeddings
+    were kept (relative to the run folder; None when not kept) and the seconds its stages took."""
+
+    tables: dict[str, list[dict[str, Any]]]
+    ranks: dict[str, Tensor]
+    embeddings: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def save_measured(measured: Measured, folder: Path) -> None:
+    from xlens._io import save_tensors, write_json
+
+    save_tensors(folder / "ranks.safetensors", measured.ranks)
+    write_json(folder / "measured.json", {"tables": measured.tables, "embeddings": measured.embeddings})
+
+
+def load_measured(folder: Path) -> Measured:
+    from xlens._io import load_tensors, read_json, reading
+
+    with reading(folder / "measured.json"):
+        data = read_json(folder / "measured.json")
+        return Measured(data["tables"], load_tensors(folder / "ranks.safetensors"), data["embeddings"])
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers: table rows survive the JSON round trip of a cached Measured unchanged."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+
+
+def embedding_key(inputs: EvalInputs, info: ModelInfo, condition: Condition) -> str:
+    """The content key of the evaluation embeddings under ``condition``."""
+    config, splits = inputs.config, inputs.splits
+    evaluate, runtime = config.evaluate, config.runtime
+    needs = frozenset() if condition.is_baseline else condition.spec().needs
+    return content_key(
+        "embeddings",
+        info.identity,
+        info.numerics,
+        splits.eval.fingerprint(),
+        config.eval_languages,
+        evaluate.pooling,
+        inputs.layer_ids,
+        runtime.max_length,
+        runtime.batch_size,
+        runtime.max_tokens,
+        condition.to_dict(),
+        inputs.scores_key if "experts" in needs else None,
+        splits.find.fingerprint() if "corpus" in needs else None,
+    )
+
+
+def uses_mixed(config: ExperimentConfig, condition: Condition) -> bool:
+    return config.controls.mixed and not condition.is_baseline
+
+
+def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition) -> str:
+    """The content key of a condition's :class:`Measured`: its embeddings (and the baseline's, for mixed
+    retrieval) and the measurement settings."""
+    config = inputs.config
+    embeddings = [embedding_key(inputs, info, condition)]
+    if uses_mixed(config, condition):
+        embeddings.append(embedding_key(inputs, info, Condition.baseline()))
+    settings = (config.evaluate.retrieval, config.evaluate.center, RETRIEVAL_KNN)
+    return content_key("measured", embeddings, settings, condition.columns())
+
+
+class ConditionEvaluator:
+    """Embeds and measures conditions with one model (see the module docstring)."""
+
+    def __init__(
+        self, model: Any, inputs: EvalInputs, *, store: Any = None, out: Path | None = None, progress: bool = False
+    ) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.info = model_info(model)
+        self.store = store  # None: embeddings are computed in memory and not kept
+        self.out = out
+        self.progress = progress
+        self._baseline: Tensor | None = None
+
+    def embeddings(self, condition: Condition) -> tuple[Tensor, str | None]:
+        """The evaluation embeddings under ``condition`` (kept in the store when there is one) and their file."""
+        from xlens.activations import corpus_texts
+        from xlens.embeddings import sentence_embeddings
+
+        config, splits, model = self.inputs.config, self.inputs.splits, self.model
+
+        def compute() -> dict[str, Tensor]:
+            interventions = []
+            if not condition.is_baseline:
+                spec = condition.spec()
+                build = spec.build(self.inputs.scores, condition.language, condition.k, model=model, corpus=splits.find)
+                interventions = [build]
+            texts, _ = corpus_texts(splits.eval, config.eval_languages)
+            emb = sentence_embeddings(
+                model,
+                texts,
+                layers=self.inputs.layer_ids,
+                pooling=config.evaluate.pooling,
+                interventions=interventions,
+                batch_size=config.runtime.batch_size,
+                max_tokens=config.runtime.max_tokens,
+                max_length=config.runtime.max_length,
+                progress=self.progress,
+                desc=f"embeddings: {condition.label}",
+            )
+            return {"embeddings": emb}
+
+        if self.store is None:
+            return compute()["embeddings"], None
+        key = embedding_key(self.inputs, self.info, condition)
+        file = self.store.tensor_file("embeddings", key)
+        where = str(file.relative_to(self.out)) if self.out is not None else str(file)
+        return self.store.tensors("embeddings", key, compute)["embeddings"], where
+
+    def per_language(self, emb: Tensor) -> Tensor:
+        langs = self.inputs.config.eval_languages
+        return emb.view(len(langs), -1, len(self.inputs.layer_ids), emb.shape[-1])
+
+    def baseline(self) -> Tensor:
+        """The baseline embeddings per language (computed once per evaluator, for mixed retrieval)."""
+        if self._baseline is None:
+            self._baseline = self.per_language(self.embeddings(Condition.baseline())[0])
+        return self._baseline
+
+    def evaluate(self, condition: Condition) -> Measured:
+        """Embed and measure one condition."""
+        from xlens.measure import layer_metrics, mixed_retrieval
+
+        config, layers = self.inputs.config, self.inputs.layer_ids
+        evaluate, langs = config.evaluate, config.eval_languages
+        settings = (evaluate.retrieval, evaluate.center, RETRIEVAL_KNN)
+        tick = time.perf_counter()
+        emb, file = self.embeddings(condition)
+        per_lang = self.per_language(emb)
+        if condition.is_baseline:
+            self._baseline = per_lang
+        seconds = {"embeddings_s": time.perf_counter() - tick}
+        tick = time.perf_counter()
+        tables, ranks = layer_metrics(per_lang, langs, layers, *settings, condition.language)
+        all_ranks = {"both": ranks}
+        if uses_mixed(config, condition):
+            rows, mixed_ranks = mixed_retrieval(self.baseline(), per_lang, langs, layers, *settings)
+            tables["retrieval"] += rows
+            all_ranks |= mixed_ranks
+        seconds["metrics_s"] = time.perf_counter() - tick
+        columns = condition.columns()
+        rows_out = {
+            name: [{k: _plain(v) for k, v in {**columns, **row}.items()} for row in table]
+            for name, table in tables.items()
+        }
+        return Measured(rows_out, all_ranks, file, seconds)
+
+
+def config_numerics(config: ExperimentConfig) -> dict[str, str]:
+    """The numerics :func:`load` gives the config's model on this machine (without loading it)."""
+    from xlens.models.loading import resolved_numerics
+
+    runtime = config.runtime
+    return resolved_numerics(runtime.device, runtime.dtype, config.model, backend=runtime.backend)
+
+
+def load(config: ExperimentConfig) -> Any:
+    """The config's model, as its runtime section asks."""
+    from xlens.models.loading import load_model
+
+    runtime = config.runtime
+    return load_model(config.model, device=runtime.device, dtype=runtime.dtype, backend=runtime.backend)  # type: ignore[arg-type]
+
+
+def model_info(model: Any) -> ModelInfo:
+    return ModelInfo(
+        model.identity(), model.numerics(), str(model.device), torch.get_num_threads(), model.embedding_layers
+    )
+
+
+def find_scores(model: Any, config: ExperimentConfig, splits: Any, cache: Path | None, progress: bool) -> Any:
+    """Every find language's expert scores on the find split (ranked by LAPE when a method needs it)."""
+    from xlens.activations import resolve_units
+    from xlens.errors import ConfigError
+    from xlens.experts.sets import find_experts
+
+    find, intervene = config.find, config.intervene
+    if intervene.k_values and find.units not in ("mlp", "resid"):  # counts the model's config could not tell
+        n_units = sum(model.hook_widths(resolve_units(model, find.units)).values())
+        if max(intervene.k_values) > n_units:
+            raise ConfigError(f"intervene.k = {intervene.k_values}: k must be <= {n_units} ({find.units})")
+    rates = {spec.params()["top_rate"] for spec in intervene.specs if "lape" in spec.needs}
+    top_rate = rates.pop() if rates else None  # one at most: the config checks it
+    return find_experts(
+        model,
+        splits.find,
+        config.find_languages,
+        units=find.units,
+        pooling=find.pooling,
+        negatives=find.negatives,
+        lape_top_rate=top_rate,
+        cache=cache,
+        batch_size=config.runtime.batch_size,
+        max_tokens=config.runtime.max_tokens,
+        max_length=config.runtime.max_length,
+        progress=progress,
+    )
+
+
+Outcome = tuple[Condition, Measured | BaseException]
+
+
+class LocalExecutor:
+    """Conditions in turn, with one model in this process."""
+
+    name = "local"
+
+    def __init__(self, model: Any = None) -> None:
+        self.model = model
+        self.evaluator: ConditionEvaluator | None = None
+
+    def numerics(self, config: ExperimentConfig) -> dict[str, str]:
+        """The dtype and device kind the conditions will be computed in (before any model is loaded)."""
+        return self.model.numerics() if self.model is not None else config_numerics(config)
+
+    def start(self, config: ExperimentConfig, out: Path) -> ModelInfo:
+        if self.model is None:
+            self.model = load(config)
+        return model_info(self.model)
+
+    def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
+        return find_scores(self.model, config, splits, cache, progress)
+
+    def evaluate(
+        self, inputs: EvalInputs, conditions: Sequence[Condition], store: Any, out: Path, progress: bool
+    ) -> Iterator[Outcome]:
+        evaluator = ConditionEvaluator(self.model, inputs, store=store, out=out, progress=progress)
+        for condition in conditions:
+            try:
+                yield condition, evaluator.evaluate(condition)
+            except Exception as err:  # reported with the others once every condition has run
+                yield condition, err
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": "local", "workers": 1}
+
+    def close(self) -> None:
+        return None
+
+
+class _Worker:
+    """A Ray actor: one model, loaded once, evaluating conditions (restarted with the same arguments if killed)."""
+
+    def __init__(self, config: ExperimentConfig, methods: list[type], out: str, keep: bool) -> None:
+        from xlens.artifacts import ArtifactStore
+        from xlens.interventions.specs import register
+
+        for cls in methods:  # the driver's own methods (a notebook's, a plugin's) travel by value
+            register(cls)
+        self.model = load(config)
+        self.out = Path(out)
+        self.store = ArtifactStore(self.out / "cache") if keep else None
+        self.evaluators: dict[str, ConditionEvaluator] = {}
+
+    def info(self) -> ModelInfo:
+        return model_info(self.model)
+
+    def experts(self, config: ExperimentConfig, splits: Any) -> Any:
+        return find_scores(self.model, config, splits, None if self.store is None else self.store.root, False)
+
+    def evaluate(self, inputs: EvalInputs, key: str, condition: Condition) -> Measured:
+        # Inputs arrive with every task, so a restarted worker needs no other state.
+        if key not in self.evaluators:
+            self.evaluators = {key: ConditionEvaluator(self.model, inputs, store=self.store, out=self.out)}
+        return self.evaluators[key].evaluate(condition)
+
+
+class RayExecutor:
+    """Conditions as tasks on Ray actors (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, keep_embeddings: bool = False) -> None:
+        self.address = address
+        self.workers = workers
+        self.keep_embeddings = keep_embeddings
+        self.actors: list[Any] = []
+        self.started_ray = False
+        self.count = 0
+        self.gpus_per_worker = 0.0
+
+    def connect(self) -> None:
+        """Join the cluster at ``address`` (or start a local one): clear errors before any model is loaded."""
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError(
+                "the ray executor needs Ray, which is not installed: pip install 'xlens[ray]' (or use --executor local)"
+            ) from None
+        if self.workers is not None and self.workers < 1:
+            raise ExecutorError(f"workers must be >= 1, got {self.workers}")
+        if self.address not in (None, "auto", "local") and not self.address.startswith("ray://"):
+            check_answers(self.address)
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+            except (ConnectionError, RuntimeError) as err:
+                raise ExecutorError(
+                    f"could not join a Ray cluster at {self.address!r}: {err}. Start one with `ray start --head` "
+                    "and pass its address, or leave --address out to start a local cluster"
+                ) from err
+            self.started_ray = True
+
+    def numerics(self, config: ExperimentConfig) -> dict[str, str]:
+        """The dtype and device kind the workers will compute in, asked of the cluster with a worker's resources
+        (the driver may have no GPU where the workers do)."""
+        self.connect()  # first: a missing Ray or a silent cluster is named before anything else
+        import ray
+        from ray import cloudpickle  # Ray's own copy: the one that pickles the tasks' arguments
+
+        from xlens.interventions.specs import user_methods
+
+        for cls in user_methods():  # configs name them, so they travel by value with every task
+            cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.count = self.workers or max(gpus, 1)
+        self.gpus_per_worker = 1.0 if gpus >= self.count else gpus / self.count
+        probe = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker)(config_numerics)
+        return ray.get(probe.remote(config))
+
+    def start(self, config: ExperimentConfig, out: Path) -> ModelInfo:
+        import ray
+        from ray.exceptions import RayError
+
+        from xlens.interventions.specs import user_methods
+
+        if self.count == 0:
+            self.numerics(config)
+        methods = user_methods()
+        actor = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=-1, max_task_retries=TASK_RETRIES)(
+            _Worker
+        )
+        self.actors = [actor.remote(config, methods, str(out), self.keep_embeddings) for _ in range(self.count)]
+        try:
+            infos = ray.get([a.info.remote() for a in self.actors])
+        except RayError as err:
+            raise ExecutorError(f"the Ray workers could not start: {err}") from err
+        numerics = {str(i.numerics) for i in infos}
+        if len(numerics) > 1:
+            raise ExecutorError(
+                f"the workers compute in different numerics ({', '.join(sorted(numerics))}): give runtime.device "
+                "and runtime.dtype so that every worker runs the model the same way"
+            )
+        return infos[0]
+
+    def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
+        import ray
+
+        return ray.get(self.actors[0].experts.remote(config, splits))
+
+    def evaluate(
+        self, inputs: EvalInputs, conditions: Sequence[Condition], store: Any, out: Path, progress: bool
+    ) -> Iterator[Outcome]:
+        import ray
+
+        shared = ray.put(inputs)
+        key = content_key("inputs", inputs.scores_key, inputs.layer_ids, inputs.config.to_dict())
+        todo = list(conditions)
+        idle = list(self.actors)
+        running: dict[Any, tuple[Condition, Any]] = {}
+        while todo or running:
+            while todo and idle:
+                actor = idle.pop()
+                condition = todo.pop(0)
+                running[actor.evaluate.remote(shared, key, condition)] = (condition, actor)
+            ready, _ = ray.wait(list(running), num_returns=1)
+            condition, actor = running.pop(ready[0])
+            idle.append(actor)
+            try:
+                yield condition, ray.get(ready[0])
+            except Exception as err:  # the task's own error, or its worker died more than TASK_RETRIES times
+                yield condition, getattr(err, "cause", None) or err  # the error itself, not Ray's wrapper
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "executor": "ray",
+            "workers": len(self.actors),
+            "gpus_per_worker": self.gpus_per_worker,
+            "keep_embeddings": self.keep_embeddings,
+        }
+
+    def close(self) -> None:
+        if not self.actors and not self.started_ray:
+            return  # never connected (Ray missing, a cluster that did not answer)
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.started_ray:
+            ray.shutdown()
+
+
+def check_answers(address: str, timeout: float = 3.0) -> None:
+    """Raise ExecutorError unless something listens at ``host:port`` (Ray's own connect retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"Ray address {address!r} is not host:port (e.g. 10.0.0.1:6379), 'auto' or ray://...")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ExecutorError(
+            f"no Ray cluster answers at {address} ({err}): start one there with `ray start --head --port {port}`, "
+            "check the address, or leave --address out to start a local cluster"
+        ) from None
+
+
+def make_executor(
+    name: str = "local",
+    *,
+    model: Any = None,
+    address: str | None = None,
+    workers: int | None = None,
+    keep_embeddings: bool = False,
+) -> LocalExecutor | RayExecutor:
+    """The executor called ``name`` (``local`` or ``ray``)."""
+    if name == "local":
+        if address is not None or workers not in (None, 1):
+            raise ExecutorError("--address and --workers are settings of the ray executor: add --executor ray")
+        return LocalExecutor(model)
+    if name == "ray":
+        if model is not None:
+            raise ExecutorError("the ray executor loads the model on its workers: do not pass a loaded model")
+        return RayExecutor(address, workers, keep_embeddings)
+    raise ExecutorError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")
