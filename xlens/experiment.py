@@ -5,7 +5,9 @@ find and evaluation splits, disjoint by content) before any model is loaded; the
 (:class:`xlens.runfolder.RunFolder`), it finds the experts of every language on the find split, embeds the
 evaluation split at every embedding layer under each condition (the baseline, then each language's intervention
 for each k) and measures it. Every expensive step is a content-keyed artefact in ``out/cache``, so an interrupted
-run resumes where it stopped and a rerun with the same config is identical. The result is a
+run resumes where it stopped and a rerun with the same config is identical. Where the conditions are computed is the
+executor's business (:mod:`xlens.executors`: this process, or workers on a Ray cluster); each returns its table rows
+and ranks, kept as a ``measured`` artefact. The result is a
 :class:`xlens.results.RunResults`, also written as ``results.json`` and parquet tables (schema in
 :mod:`xlens.results`).
 """
