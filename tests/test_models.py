@@ -20,10 +20,20 @@ def test_tiny_model_sizes_and_hooks(tiny_model: LensModel) -> None:
     assert tiny_model.d_model == 32
     assert tiny_model.mlp_hooks == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
     assert tiny_model.resid_hooks == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    widths = tiny_model.hook_widths(tiny_model.mlp_hooks + tiny_model.resid_hooks)
-    assert widths["blocks.1.mlp.hook_post"] == tiny_model.d_mlp
-    assert widths["blocks.0.hook_resid_post"] == tiny_model.d_model
     linear = tiny_model.linear_hooks()
+    names = [*tiny_model.mlp_hooks, *tiny_model.resid_hooks, "blocks.0.hook_resid_pre", linear[0]]
+    widths = tiny_model.hook_widths(names)  # the config's widths, and one probing pass for the linear hook
+    seen: dict[str, int] = {}
+
+    def reader(name: str):
+        def read(act: torch.Tensor, batch) -> None:
+            seen[name] = int(torch.tensor(act.shape[2:]).prod())
+
+        return read
+
+    tiny_model.forward(["some text"], [(n, reader(n)) for n in names])
+    assert widths == seen
+    assert widths["blocks.1.mlp.hook_post"] == tiny_model.d_mlp and widths["blocks.0.hook_resid_post"] == 32
     assert {"blocks.0.attn.q.hook_out", "blocks.1.mlp.out.hook_out"} <= set(linear)
 
 

@@ -324,7 +324,8 @@ def collect_responses(
         raise InputError("no sentences to collect responses on")
     poolings = check_poolings(pooling)
     hooks = resolve_units(model, units)
-    index = UnitIndex(tuple(hooks), tuple(model.hook_widths(hooks)[h] for h in hooks))
+    widths = model.hook_widths(hooks)  # one probing pass for every hook
+    index = UnitIndex(tuple(hooks), tuple(widths[h] for h in hooks))
     n = len(texts)
     ids = None if lang_ids is None else torch.as_tensor(lang_ids, dtype=torch.long)
     if ids is not None and ids.shape[0] != n:

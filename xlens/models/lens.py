@@ -277,9 +277,15 @@ class LensModel:
             )
 
     def hook_widths(self, hook_names: Sequence[str]) -> dict[str, int]:
-        """Units at each hook: the product of the dimensions after ``pos`` (heads x d_head count as units)."""
+        """Units at each hook: the product of the dimensions after ``pos`` (heads x d_head count as units). MLP
+        neurons and the residual stream have the config's widths; other hooks are measured by one short pass."""
         self.check_hooks(hook_names)
-        widths: dict[str, int] = {}
+        known = {self.mlp_hook(b): self.d_mlp for b in range(self.n_layers)}
+        known |= {self.embedding_hook(layer): self.d_model for layer in self.embedding_layers}
+        widths: dict[str, int] = {n: known[n] for n in hook_names if n in known}
+        probe = [n for n in hook_names if n not in known]
+        if not probe:
+            return widths
 
         def recorder(name: str) -> Reader:
             # Alias hooks report their canonical name, so remember the name that was asked for.
@@ -288,7 +294,7 @@ class LensModel:
 
             return record
 
-        self.forward(["a"], [(n, recorder(n)) for n in hook_names])
+        self.forward(["a"], [(n, recorder(n)) for n in probe])
         return {n: widths[n] for n in hook_names}
 
     # --- identity ----------------------------------------------------------------------------------------
