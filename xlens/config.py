@@ -159,6 +159,20 @@ class InterveneConfig:
             return list(self.k)
         return [200] if any(spec.takes_k for spec in self.specs) else []
 
+    @property
+    def lape_top_rates(self) -> list[float]:
+        """The LAPE top rates the grid's methods rank units with (a run allows one)."""
+        specs = self.specs
+        return sorted(
+            {spec.params()["top_rate"] for spec in specs if "lape" in spec.needs and "top_rate" in spec.params()}
+        )
+
+    @property
+    def lape_top_rate(self) -> float | None:
+        """The one LAPE top rate of the run, or None when no method ranks by LAPE."""
+        rates = self.lape_top_rates
+        return rates[0] if rates else None
+
     def ks(self, spec: InterventionSpec) -> list[int | None]:
         """The k values ``spec`` runs with (``[None]`` for a method without k)."""
         return list(self.k_values) if spec.takes_k else [None]
@@ -391,9 +405,7 @@ class ExperimentConfig:
 
     def _check_controls(self) -> None:
         specs, controls = self.intervene.specs, self.controls
-        rates = sorted(
-            {spec.params()["top_rate"] for spec in specs if "lape" in spec.needs and "top_rate" in spec.params()}
-        )
+        rates = self.intervene.lape_top_rates
         if len(rates) > 1:
             raise ConfigError(f"intervene.top_rate = {rates}: a run ranks its units by LAPE once, with one top_rate")
         wanted = {

@@ -249,8 +249,6 @@ def find_scores(model: Any, config: ExperimentConfig, splits: Any, cache: Path |
         n_units = sum(model.hook_widths(resolve_units(model, find.units)).values())
         if max(intervene.k_values) > n_units:
             raise ConfigError(f"intervene.k = {intervene.k_values}: k must be <= {n_units} ({find.units})")
-    rates = {spec.params()["top_rate"] for spec in intervene.specs if "lape" in spec.needs}
-    top_rate = rates.pop() if rates else None  # one at most: the config checks it
     return find_experts(
         model,
         splits.find,
@@ -258,7 +256,7 @@ def find_scores(model: Any, config: ExperimentConfig, splits: Any, cache: Path |
         units=find.units,
         pooling=find.pooling,
         negatives=find.negatives,
-        lape_top_rate=top_rate,
+        lape_top_rate=config.intervene.lape_top_rate,
         cache=cache,
         batch_size=config.runtime.batch_size,
         max_tokens=config.runtime.max_tokens,
@@ -273,11 +271,8 @@ Outcome = tuple[Condition, Measured | BaseException]
 class LocalExecutor:
     """Conditions in turn, with one model in this process."""
 
-    name = "local"
-
     def __init__(self, model: Any = None) -> None:
         self.model = model
-        self.evaluator: ConditionEvaluator | None = None
 
     def numerics(self, config: ExperimentConfig) -> dict[str, str]:
         """The dtype and device kind the conditions will be computed in (before any model is loaded)."""
@@ -337,8 +332,6 @@ class _Worker:
 
 class RayExecutor:
     """Conditions as tasks on Ray actors (see the module docstring)."""
-
-    name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, keep_embeddings: bool = False) -> None:
         self.address = address

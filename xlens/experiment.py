@@ -193,8 +193,7 @@ class Experiment:
 
         find = self.config.find
         scores = self.executor.experts(self.config, splits, self.store.root, self.progress)
-        rates = {spec.params()["top_rate"] for spec in self.config.intervene.specs if "lape" in spec.needs}
-        top_rate = rates.pop() if rates else None
+        top_rate = self.config.intervene.lape_top_rate
         self.scores_key = content_key("scores", scores.meta["cache_key"], find.pooling, find.negatives, top_rate)
         return self.store.folder("scores", self.scores_key, lambda: scores, ExpertScores.save, ExpertScores.load)
 
