@@ -17,7 +17,7 @@ from xlens.cli import app
 from xlens.config import ExperimentConfig, InterveneConfig
 from xlens.data import load_builtin
 from xlens.errors import ConfigError, ExpertInputError, InterventionError
-from xlens.experiment import Experiment, run_experiment
+from xlens.experiment import grid_conditions, run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.interventions import Aura, DiffMean, Force, ScaleUnits, SetUnits
 from xlens.measure import centroid_correlation, mixed_retrieval, query_scores
@@ -161,7 +161,7 @@ def test_the_conditions_of_a_grid_with_controls(sweep: RunResults) -> None:
     # baseline + (force x 2 values + det0) x 3 languages x 2 k x (1 + 2 seeds) + diffmean x 3 languages x 3
     assert len(labels) == 1 + 3 * 3 * 2 * 3 + 3 * 3 == len(set(labels))
     config = ExperimentConfig.from_dict({**SWEEP, "controls": {"neutral": True, "random_per_block": True}})
-    neutral = [c.label for c in Experiment(config, Path("unused")).conditions()]
+    neutral = [c.label for c in grid_conditions(config)]
     assert "force(value=all_p50) spa_Latn k=8" in neutral
     assert "force(control=random-per-block, value=all_p50) spa_Latn k=8" in neutral
     assert "det0(value=all_p50) spa_Latn k=8" not in neutral  # det0 has no value to neutralise
@@ -488,4 +488,4 @@ def test_the_paper_protocol_preset_loads(shared_data: Path) -> None:
     assert (spec.rank_by, spec.value, config.intervene.k_values) == ("auroc", "on_mean", [100, 2000])  # type: ignore[attr-defined]
     assert config.controls.random and config.evaluate.layers == [18]
     assert splits.provenance()["overlapping_rows"] == 0
-    assert len(Experiment(config, Path("unused")).conditions()) == 1 + 5 * 2 * 4
+    assert len(grid_conditions(config)) == 1 + 5 * 2 * 4

@@ -392,6 +392,72 @@ def _steer_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command()
+def transfer(
+    config: Annotated[Path, typer.Argument(help="TOML/YAML experiment config (its transfer section)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes the same config)")],
+    targets: Annotated[
+        str | None, typer.Option("--targets", help="override transfer.targets: 'all' or codes such as en,es,de")
+    ] = None,
+    layer: Annotated[
+        list[int] | None, typer.Option("--layer", help="override transfer.layers: an embedding layer (repeatable)")
+    ] = None,
+    settings: ParamOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Zero-shot cross-lingual transfer on SIB-200: a topic probe trained on the source language's embeddings,
+    tested on every target's, before and after each intervention of the run's grid (accuracy, macro-F1, intervals)."""
+
+    def body() -> None:
+        from xlens.config import ExperimentConfig
+        from xlens.transfer import MANIFEST, run_transfer
+
+        chosen = None
+        if targets is not None:
+            chosen = "all" if targets.strip() == "all" else [c.strip() for c in targets.split(",") if c.strip()]
+            if not chosen:
+                raise InputError("--targets is empty: give 'all' or comma-separated codes such as es,de")
+        changes = {"transfer.targets": chosen, "transfer.layers": list(layer) if layer else None, **_settings(settings)}
+        results = run_transfer(ExperimentConfig.load(config).override(changes), out, force=force)
+        typer.echo(results.summary())
+        typer.echo(f"wrote {out}/{MANIFEST} and {out}/transfer.parquet")
+
+    _guarded(body)
+
+
+@app.command()
+def translate(
+    config: Annotated[Path, typer.Argument(help="TOML/YAML experiment config with a translate section")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes the same config)")],
+    directions: Annotated[
+        str | None, typer.Option(help="override translate.directions, e.g. en-es,es-en (SOURCE-TARGET)")
+    ] = None,
+    sentences: Annotated[int | None, typer.Option(help="override translate.sentences (test sentences)")] = None,
+    shots: Annotated[int | None, typer.Option(help="override translate.shots (examples in every prompt)")] = None,
+    settings: ParamOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Few-shot translation of FLORES-200 sentences before and after each intervention of the config's grid:
+    chrF++ and BLEU, target-language share, and the chrF++ change with its bootstrap interval."""
+
+    def body() -> None:
+        from xlens.config import ExperimentConfig
+        from xlens.translate import MANIFEST, TABLE, run_translate
+
+        cfg = ExperimentConfig.load(config)
+        changes = {
+            "translate.directions": [d.strip() for d in directions.split(",") if d.strip()] if directions else None,
+            "translate.sentences": sentences,
+            "translate.shots": shots,
+            **_settings(settings),
+        }
+        results = run_translate(cfg.override(changes), out, force=force)
+        typer.echo(results.summary())
+        typer.echo(f"wrote {out}/{MANIFEST} and {out}/{TABLE}.parquet")
+
+    _guarded(body)
+
+
+@app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="folder of an `xlens run`")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default RUN_DIR/report.html)")] = None,
@@ -403,6 +469,80 @@ def report(
         from xlens.results import RunResults
 
         typer.echo(f"wrote {write_report(RunResults.load(run_dir), out=out)}")
+
+    _guarded(body)
+
+
+@app.command("choose-k")
+def choose_k(
+    experts_dir: Annotated[Path, typer.Option("--experts", help="folder written by `xlens experts` or `xlens run`")],
+    lang: Annotated[str, typer.Option("--lang", help="target language of the intervention")],
+    k: Annotated[str, typer.Option("--k", help="comma-separated k values (0, the baseline, is always run)")] = (
+        "50,200,1000,3000"
+    ),
+    samples: Annotated[int, typer.Option(help="sampled continuations per k (the prompts cycled)")] = 60,
+    min_rate: Annotated[float, typer.Option(help="target-language rate the chosen k must reach")] = 0.5,
+    max_ppl_ratio: Annotated[float, typer.Option(help="perplexity ratio the chosen k may not exceed")] = 1.5,
+    method: Annotated[str, typer.Option(help=" | ".join(methods()))] = "force",
+    settings: ParamOpt = None,
+    prompts: Annotated[str, typer.Option(help="'builtin' or a text file with one prompt per line")] = "builtin",
+    eval_corpus: Annotated[str, typer.Option(help="corpus spec of held-out sentences for perplexity")] = "builtin",
+    eval_langs: Annotated[str | None, typer.Option(help="languages whose perplexity is bounded")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens generated per continuation")] = 20,
+    temperature: float = 1.0,
+    top_p: Annotated[float, typer.Option(help="nucleus of the sampling")] = 0.9,
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the report")] = Path("choose-k.json"),
+    figure: Annotated[Path | None, typer.Option(help="where to write the figure (.html, .png, .pdf, .svg)")] = None,
+    model: ModelOpt = "",
+    seed: int = 0,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replace existing --json and --figure files")] = False,
+) -> None:
+    """Pick k as the paper does: the smallest k whose sampled continuations reach a target-language rate with a
+    bounded perplexity cost on held-out text."""
+
+    def body() -> None:
+        from xlens.interventions.specs import spec_class
+        from xlens.models import load_model
+        from xlens.steering import prepare_choose_k
+        from xlens.viz.export import check_figure_path, save_figure
+        from xlens.viz.steering import choose_k_figure
+
+        _new_file(json_out, force)
+        _new_file(figure, force)
+        if figure is not None:
+            check_figure_path(figure)
+        if not experts_dir.exists():
+            raise InputError(f"--experts {experts_dir} does not exist: pass a folder of `xlens experts` or `xlens run`")
+        plan = prepare_choose_k(
+            experts_dir,
+            lang,
+            _numbers("--k", k) or [],
+            samples=samples,
+            min_rate=min_rate,
+            max_perplexity_ratio=max_ppl_ratio,
+            method=spec_class(method).from_dict(_settings(settings)),
+            prompts=prompts,
+            eval_corpus=eval_corpus,
+            eval_langs=_langs(eval_langs) if eval_langs else None,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+        )
+        report = plan.run(load_model(model or None, device=device, dtype=dtype))
+        for row in report["rows"]:
+            low, high = row["target_rate_interval"]
+            typer.echo(
+                f"k = {row['k']:>6}  rate {row['target_rate']:.3f} [{low:.3f}, {high:.3f}]  "
+                f"ppl ratio {row['worst_perplexity_ratio']:.3f}  {'meets' if row['meets'] else ''}"
+            )
+        typer.echo(report["why"])
+        write_json(json_out, report)
+        typer.echo(f"wrote {json_out}")
+        if figure is not None:
+            typer.echo(f"wrote {save_figure(choose_k_figure(report), figure)}")
 
     _guarded(body)
 
@@ -495,6 +635,34 @@ def bench_gpu(
         if unknown or not chosen:
             raise InputError(f"--shapes {shapes!r}: choose from {', '.join(THROUGHPUT_SHAPES)}")
         report = run_bench(chosen, sentences, units, batch_size, max_tokens, device=device, dtype=dtype)
+        write_json(json_out, report)
+        typer.echo(json.dumps(report, indent=2))
+
+    _guarded(body)
+
+
+@bench_app.command("generate")
+def bench_generate(
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
+    model: ModelOpt = "",
+    prompts: Annotated[int, typer.Option(help="prompts (built-in openings)")] = 8,
+    new_tokens: Annotated[int, typer.Option(help="tokens generated per prompt")] = 64,
+    batch_size: Annotated[int, typer.Option(help="prompts per batch")] = 8,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
+) -> None:
+    """New tokens per second of KV-cached generation against the full-forward loop, without and under a force
+    intervention, and whether both give the same tokens."""
+
+    def body() -> None:
+        from xlens.bench import bench_generate as run_bench
+
+        _new_file(json_out, force)
+        for name, value in (("--prompts", prompts), ("--new-tokens", new_tokens), ("--batch-size", batch_size)):
+            if value < 1:
+                raise InputError(f"{name} must be >= 1, got {value}")
+        report = run_bench(model or None, prompts, new_tokens, batch_size, device, dtype)
         write_json(json_out, report)
         typer.echo(json.dumps(report, indent=2))
 

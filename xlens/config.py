@@ -346,6 +346,102 @@ class StatsConfig:
             raise ConfigError(f"stats.confidence = {self.confidence}: must lie in (0, 1)")
 
 
+@dataclass(frozen=True)
+class TransferConfig:
+    """``xlens transfer``: zero-shot cross-lingual transfer of a topic probe on SIB-200 sentence embeddings.
+
+    A logistic-regression probe is trained on the ``source`` language's train split (its strength ``C`` chosen among
+    ``c_values`` on the source's dev split) and tested on the test split of the source and of every target, per
+    embedding layer, under every condition of the run's grid applied as ``applied`` says: ``target`` (to the test
+    inputs only) or ``all`` (to the probe's training inputs too). ``corpus`` is ``sib200:PATH`` (a folder in
+    SIB-200's layout) or ``hf:DATASET`` (``hf:Davlan/sib200``); ``targets`` defaults to the run's languages
+    (``"all"``: every language of the corpus), the source left out; ``layers`` to every embedding layer.
+    ``sentences`` caps every split at that many rows (the same seeded sample in every language) for a quick look;
+    the benchmark's numbers use all of them (701 / 99 / 204).
+    """
+
+    corpus: str | None = None
+    source: str = "en"
+    targets: list[str] | str | None = None
+    layers: list[int] | None = None
+    applied: list[str] = field(default_factory=lambda: ["target", "all"])
+    c_values: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0])
+    pooling: str = "mean"
+    sentences: int | None = None
+
+    def __post_init__(self) -> None:
+        from xlens.data.languages import resolve_language
+        from xlens.embeddings import EMBEDDING_POOLINGS
+        from xlens.errors import UnknownLanguageError
+
+        def code(name: str, given: str) -> str:
+            try:
+                return resolve_language(given).flores
+            except UnknownLanguageError as err:
+                raise ConfigError(f"transfer.{name}: {err}") from err
+
+        bad = [a for a in self.applied if a not in ("target", "all")]
+        if bad or not self.applied or len(set(self.applied)) != len(self.applied):
+            raise ConfigError(f"transfer.applied = {self.applied}: 'target', 'all' or both, each listed once")
+        if not self.c_values or any(c <= 0 for c in self.c_values) or len(set(self.c_values)) != len(self.c_values):
+            raise ConfigError(f"transfer.c_values = {self.c_values}: give at least one C > 0, each listed once")
+        code("source", self.source)
+        if isinstance(self.targets, str) and self.targets != "all":
+            raise ConfigError(f"transfer.targets = {self.targets!r}: a list of languages, or 'all'")
+        if isinstance(self.targets, list):
+            if not self.targets:
+                raise ConfigError("transfer.targets = []: give at least one language, 'all', or leave it out")
+            codes = [code("targets", given) for given in self.targets]
+            if len(set(codes)) != len(codes):
+                raise ConfigError(f"transfer.targets = {self.targets}: a language is listed twice ({codes})")
+        if self.layers is not None and (
+            not self.layers or any(x < 0 for x in self.layers) or len(set(self.layers)) != len(self.layers)
+        ):
+            raise ConfigError(f"transfer.layers = {self.layers}: distinct embedding layers >= 0, or leave it out")
+        if self.pooling not in EMBEDDING_POOLINGS:
+            raise ConfigError(f"transfer.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}")
+        if self.sentences is not None:
+            _at_least("transfer", "sentences", self.sentences, 2)
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    """``xlens translate``: few-shot translation of FLORES-200 devtest sentences, greedy, before and after each
+    intervention of the run's grid; chrF++ and BLEU (sacrebleu) and the share of outputs in the target language.
+
+    ``template`` is one example of the prompt; it must hold ``{source}`` and may name the languages (by their
+    English names) with ``{source_language}`` and ``{target_language}``; no other placeholder (write literal braces
+    as ``{{``). A shot is the template followed by a space and its reference; the test sentence's template ends
+    the prompt, and the output is cut at its first line break. ``directions`` are ``SOURCE-TARGET`` language codes
+    (``en-es``). Shots and test sentences are distinct rows drawn with the config's top-level ``seed``; rows that
+    share a sentence with the find split are left out. See :mod:`xlens.translate`.
+    """
+
+    corpus: str | None = None  # flores:PATH[:SPLIT]
+    directions: list[str] | None = None  # "en-es", ...; default: English to and from every other run language
+    shots: int = 5
+    sentences: int = 50  # test sentences per direction
+    template: str = "{source_language}: {source}\n{target_language}:"
+    max_new_tokens: int = 64
+    experts: str = "target"  # whose interventions a direction gets: the target language's, or "all" conditions
+
+    def __post_init__(self) -> None:
+        from xlens.translate import check_template, parse_direction
+
+        _at_least("translate", "shots", self.shots, 0)
+        _at_least("translate", "sentences", self.sentences, 1)
+        _at_least("translate", "max_new_tokens", self.max_new_tokens, 1)
+        check_template(self.template)
+        if self.experts not in ("target", "all"):
+            raise ConfigError(f"translate.experts = {self.experts!r}: must be 'target' or 'all'")
+        if self.directions is not None:
+            if not self.directions:
+                raise ConfigError("translate.directions = []: give at least one, or leave it out for the default")
+            pairs = [parse_direction(d) for d in self.directions]
+            if len(set(pairs)) != len(pairs):
+                raise ConfigError(f"translate.directions = {self.directions}: a direction is listed twice")
+
+
 _SECTIONS: dict[str, Any] = {
     "find": FindConfig,
     "intervene": InterveneConfig,
@@ -353,7 +449,11 @@ _SECTIONS: dict[str, Any] = {
     "evaluate": EvaluateConfig,
     "stats": StatsConfig,
     "runtime": RuntimeConfig,
+    "transfer": TransferConfig,
+    "translate": TranslateConfig,
 }
+# Sections only `xlens transfer` and `xlens translate` read: not part of what owns an `xlens run` folder.
+DOWNSTREAM_SECTIONS = ("transfer", "translate")
 
 
 @dataclass(frozen=True)
@@ -370,6 +470,8 @@ class ExperimentConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    translate: TranslateConfig = field(default_factory=TranslateConfig)
 
     def __post_init__(self) -> None:
         for name, given in (
@@ -433,7 +535,7 @@ class ExperimentConfig:
         for name, kind in _SECTIONS.items():
             raw = data.get(name, {})
             corpus = raw.get("corpus") if isinstance(raw, Mapping) else None
-            if name in ("find", "evaluate") and base is not None and isinstance(corpus, str):
+            if name in ("find", "evaluate", "transfer", "translate") and base is not None and isinstance(corpus, str):
                 from xlens.data.loaders import resolve_spec_paths
 
                 raw = {**raw, "corpus": resolve_spec_paths(corpus, base)}

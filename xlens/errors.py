@@ -106,3 +106,7 @@ class ExecutorError(XlensError, RuntimeError):
 
 class ConditionsFailedError(XlensError, RuntimeError):
     """Conditions of a run that failed while the others finished (each named with its error)."""
+
+
+class MissingDependencyError(XlensError, ImportError):
+    """An optional dependency a command needs is not installed; the message names the ``pip install`` to run."""

@@ -128,6 +128,15 @@ def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition) -> s
     return content_key("measured", embeddings, settings, condition.columns())
 
 
+def condition_interventions(condition: Condition, scores: Any, model: Any, find_split: Any) -> list[Any]:
+    """The interventions of ``condition`` (none for the baseline), from the run's expert scores and, for methods
+    that need sentences (diffmean), its find split."""
+    if condition.is_baseline:
+        return []
+    spec = condition.spec()
+    return [spec.build(scores, condition.language, condition.k, model=model, corpus=find_split)]
+
+
 class ConditionEvaluator:
     """Embeds and measures conditions with one model (see the module docstring)."""
 
@@ -150,11 +159,7 @@ class ConditionEvaluator:
         config, splits, model = self.inputs.config, self.inputs.splits, self.model
 
         def compute() -> dict[str, Tensor]:
-            interventions = []
-            if not condition.is_baseline:
-                spec = condition.spec()
-                build = spec.build(self.inputs.scores, condition.language, condition.k, model=model, corpus=splits.find)
-                interventions = [build]
+            interventions = condition_interventions(condition, self.inputs.scores, model, splits.find)
             texts, _ = corpus_texts(splits.eval, config.eval_languages)
             emb = sentence_embeddings(
                 model,

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from xlens._io import content_key
-from xlens.config import ExperimentConfig
+from xlens.config import DOWNSTREAM_SECTIONS, ExperimentConfig
 from xlens.errors import (
     ArtifactError,
     ConditionsFailedError,
@@ -94,6 +94,83 @@ def check_config(config: ExperimentConfig) -> Splits:
     return load_splits(config)
 
 
+def kept_scores(store: Any, config: ExperimentConfig, scores: Any) -> tuple[Any, str]:
+    """Expert scores kept as a run folder artefact, keyed by the responses they came from and the scoring
+    settings; returns the kept scores and their key."""
+    from xlens.experts.sets import ExpertScores
+
+    key = content_key(
+        "scores", scores.meta["cache_key"], config.find.pooling, config.find.negatives, config.intervene.lape_top_rate
+    )
+    return store.folder("scores", key, lambda: scores, ExpertScores.save, ExpertScores.load), key
+
+
+def grid_conditions(config: ExperimentConfig) -> list[Condition]:
+    """The baseline, then every spec of the grid for each expert language and k, each followed by its controls
+    (see :class:`xlens.config.ControlsConfig`)."""
+    controls, intervene = config.controls, config.intervene
+    seeds = range(controls.seeds)
+    out = [Condition.baseline()]
+    for spec in intervene.specs:
+        neutral = spec.neutral() if controls.neutral else None
+        variants = [spec] if neutral is None else [spec, neutral]
+        for variant in variants:
+            kinds = [
+                kind
+                for kind, on in (("random", controls.random), ("random-per-block", controls.random_per_block))
+                if on and kind in variant.controls and variant.control == "none"
+            ]
+            for lang in config.expert_languages:
+                for k in intervene.ks(variant):
+                    out.append(Condition.of(variant, lang, k))
+                    out += [
+                        Condition.of(replace(variant, control=kind, seed=s), lang, k) for kind in kinds for s in seeds
+                    ]
+    return list(dict.fromkeys(out))
+
+
+def check_conditions(scores: Any, conditions: list[Condition]) -> None:
+    """Every condition can take its units from these scores (threshold yields, LAPE counts, ...): one clear error
+    before anything is embedded."""
+    from xlens.interventions.specs import ExpertMethod
+
+    for condition in conditions[1:]:
+        spec = condition.spec()
+        if isinstance(spec, ExpertMethod):
+            try:
+                spec.experts(scores, condition.language, condition.k)
+            except (ExpertInputError, InterventionError) as err:
+                raise ExpertInputError(f"condition {condition.label}: {err}") from err
+
+
+@dataclass
+class Interventions:
+    """A config's experts and its grid of conditions, for tasks beyond retrieval (cross-lingual transfer,
+    translation) that apply the same interventions to inputs of their own. :meth:`prepare` finds the experts with
+    the run folder's cache, as ``xlens run`` does; :meth:`build` makes one condition's interventions."""
+
+    config: ExperimentConfig
+    splits: Splits
+    scores: Any
+    scores_key: str
+    conditions: list[Condition]
+
+    @classmethod
+    def prepare(cls, config: ExperimentConfig, model: Any, store: Any, splits: Splits, progress: bool = True) -> Any:
+        from xlens.executors import find_scores
+
+        scores, key = kept_scores(store, config, find_scores(model, config, splits, store.root, progress))
+        conditions = grid_conditions(config)
+        check_conditions(scores, conditions)
+        return cls(config, splits, scores, key, conditions)
+
+    def build(self, condition: Condition, model: Any) -> list[Any]:
+        """The interventions of ``condition`` on ``model`` (none for the baseline)."""
+        from xlens.executors import condition_interventions
+
+        return condition_interventions(condition, self.scores, model, self.splits.find)
+
+
 def run_experiment(
     config: ExperimentConfig,
     out: str | os.PathLike[str],
@@ -149,8 +226,8 @@ class Experiment:
                 info = self.executor.start(self.config, self.out)
                 self.layer_ids = list(self.config.evaluate.layers or info.embedding_layers)
                 scores = self.timed("experts_s", self.experts, splits)
-                conditions = self.conditions()
-                self.check_conditions(scores, conditions)
+                conditions = grid_conditions(self.config)
+                check_conditions(scores, conditions)
                 inputs = EvalInputs(self.config, splits, scores, self.scores_key, self.layer_ids)
                 tables = self.measure_all(inputs, info, conditions)
                 tables.update(self.timed("stats_s", self.statistics, conditions, tables))
@@ -184,56 +261,16 @@ class Experiment:
             asked = resolved_numerics(str(model.device), runtime.dtype)["dtype"]
             if runtime.dtype is not None and asked != numerics["dtype"]:
                 raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
-        return {**self.config.to_dict(), "numerics": numerics}
+        run_settings = {k: v for k, v in self.config.to_dict().items() if k not in DOWNSTREAM_SECTIONS}
+        return {**run_settings, "numerics": numerics}
 
     def experts(self, splits: Splits) -> Any:
         """Every language's scores on the find split, found by the executor (from responses cached in the run
         folder where it can write there); kept as an artefact keyed by the responses and the scoring settings."""
-        from xlens.experts.sets import ExpertScores
 
-        find = self.config.find
         scores = self.executor.experts(self.config, splits, self.store.root, self.progress)
-        top_rate = self.config.intervene.lape_top_rate
-        self.scores_key = content_key("scores", scores.meta["cache_key"], find.pooling, find.negatives, top_rate)
-        return self.store.folder("scores", self.scores_key, lambda: scores, ExpertScores.save, ExpertScores.load)
-
-    def conditions(self) -> list[Condition]:
-        """The baseline, then every spec of the grid for each expert language and k, each followed by its
-        controls (see :class:`xlens.config.ControlsConfig`)."""
-        controls, intervene = self.config.controls, self.config.intervene
-        seeds = range(controls.seeds)
-        out = [Condition.baseline()]
-        for spec in intervene.specs:
-            neutral = spec.neutral() if controls.neutral else None
-            variants = [spec] if neutral is None else [spec, neutral]
-            for variant in variants:
-                kinds = [
-                    kind
-                    for kind, on in (("random", controls.random), ("random-per-block", controls.random_per_block))
-                    if on and kind in variant.controls and variant.control == "none"
-                ]
-                for lang in self.config.expert_languages:
-                    for k in intervene.ks(variant):
-                        out.append(Condition.of(variant, lang, k))
-                        out += [
-                            Condition.of(replace(variant, control=kind, seed=s), lang, k)
-                            for kind in kinds
-                            for s in seeds
-                        ]
-        return list(dict.fromkeys(out))
-
-    def check_conditions(self, scores: Any, conditions: list[Condition]) -> None:
-        """Every condition can take its units from these scores (threshold yields, LAPE counts, ...): one clear
-        error before anything is embedded."""
-        from xlens.interventions.specs import ExpertMethod
-
-        for condition in conditions[1:]:
-            spec = condition.spec()
-            if isinstance(spec, ExpertMethod):
-                try:
-                    spec.experts(scores, condition.language, condition.k)
-                except (ExpertInputError, InterventionError) as err:
-                    raise ExpertInputError(f"condition {condition.label}: {err}") from err
+        scores, self.scores_key = kept_scores(self.store, self.config, scores)
+        return scores
 
     def measure_all(self, inputs: Any, info: Any, conditions: list[Condition]) -> dict[str, pd.DataFrame]:
         """Every condition not measured yet is evaluated by the executor and kept as an artefact; a condition

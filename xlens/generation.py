@@ -1,10 +1,13 @@
 """Generation, perplexity and language identification, with or without interventions.
 
-Generation runs plain forward passes over the whole sequence at every step. The Hugging Face KV cache is not used:
-through the TransformerBridge (TransformerLens 4.3) the cache stays empty and cached decoding gives wrong logits on
-GPT-2, Cohere and Gemma-3 (``bridge.generate()`` is affected too), while full forward passes are exact under any
-hooks. Only the last position's logits are computed (``logits_to_keep=1``), which matters on Gemma-3 whose
-unembedding outweighs its body.
+Generation is KV-cached by default: the prompt fills the cache in one pass, then every step runs the model on the
+new token alone. TransformerLens 4.3's bridge drops the cache under transformers 5.x (its attention reads
+``past_key_values``, the layers pass ``cache``), which is why ``bridge.generate()`` gives wrong logits; xlens hands
+the cache on (:meth:`xlens.models.LensModel.kv_cache`) and calls the Hugging Face model, whose modules hold the
+bridge's hook points, so every intervention runs at every step. ``kv_cache=False`` keeps the reference loop: a full
+forward pass over the whole sequence per token. Both give the same greedy tokens under every intervention type
+(tests/test_kv_generation.py). Only the last position is unembedded (``logits_to_keep=1``), which matters on
+Gemma-3, whose unembedding outweighs its body.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -107,6 +111,8 @@ def generate(
     seed: int = 0,
     batch_size: int | None = None,
     stop_at_eos: bool = True,
+    stop: str | None = None,
+    kv_cache: bool = True,
 ) -> list[str]:
     """Continue every prompt (returns the continuations only, special tokens dropped).
 
@@ -117,12 +123,20 @@ def generate(
 
     Sampling (``greedy=False``) draws from ``softmax(logits / temperature)``, restricted to the nucleus of
     probability ``top_p`` when given, with a generator seeded by ``seed``: the same call gives the same texts.
-    A row stops at the EOS token (``stop_at_eos``). Results do not depend on the batch beyond float rounding.
+    A row stops at the EOS token (``stop_at_eos``) and, with ``stop``, once its continuation contains that string
+    (the text is cut before it). Results do not depend on the batch beyond float rounding.
+
+    With ``kv_cache`` (the default) each step runs the model on the new token only, reading the earlier ones' keys
+    and values from a cache; without it every step is a full forward pass over the whole sequence. Both give the
+    same tokens under every xlens intervention, which acts on each token's own activations (a raw hook that mixes
+    positions needs ``kv_cache=False``, since cached steps show it the new column only).
     """
     if isinstance(prompts, str):
         raise GenerationError("generate takes a list of prompts; wrap a single prompt in a list")
     prompts = load_prompts(list(prompts))
     check_generation(max_new_tokens, batch_size, greedy, temperature, top_p)
+    if stop == "":
+        raise GenerationError("stop must be a non-empty string (or None)")
     generator = torch.Generator(device=model.device).manual_seed(seed)
     out: list[str] = [""] * len(prompts)
     # Batches of similar length (left-padded) from the model's batcher; each row goes back to its prompt's place.
@@ -134,9 +148,11 @@ def generate(
             interventions,
             None if greedy else (temperature, top_p, generator),
             stop_at_eos,
+            stop,
+            kv_cache,
         )
-        for i, ids in zip(batch.row_ids.tolist(), rows, strict=True):
-            out[i] = model.tokenizer.decode(ids, skip_special_tokens=True)
+        for i, text in zip(batch.row_ids.tolist(), rows, strict=True):
+            out[i] = text
     return out
 
 
@@ -147,22 +163,36 @@ def _generate_batch(
     interventions: Sequence[Intervention | Hook],
     sampling: tuple[float, float | None, torch.Generator] | None,
     stop_at_eos: bool,
-) -> list[list[int]]:
+    stop: str | None,
+    kv_cache: bool,
+) -> list[str]:
     tokens, mask = batch.tokens, batch.mask
     n, width = tokens.shape
     eos = model.tokenizer.eos_token_id if stop_at_eos else None
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     finished = torch.zeros(n, dtype=torch.bool, device=tokens.device)
     new: list[list[int]] = [[] for _ in range(n)]
-    with (
-        torch.inference_mode(),
-        apply(model, *interventions),
-        token_positions(TokenPositions.generating(width, n)),
-    ):
+    positions = TokenPositions.generating(width, n)
+    kv = model.kv_cache() if kv_cache else None
+
+    def text(row: int) -> str:
+        return model.tokenizer.decode(new[row], skip_special_tokens=True)
+
+    with torch.inference_mode(), apply(model, *interventions):
         for _ in range(max_new_tokens):
-            next_ids = _pick(model.logits_at_last(TokenBatch(tokens, mask)), sampling)
+            if kv is None:
+                with token_positions(positions):
+                    logits = model.logits_at_last(TokenBatch(tokens, mask))
+            else:
+                # The first step fills the cache with the prompt; later ones pass the newest column only.
+                offset = 0 if tokens.shape[1] == width else tokens.shape[1] - 1
+                with token_positions(replace(positions, offset=offset)):
+                    logits = model.decode(tokens[:, offset:], mask, kv)
+            next_ids = _pick(logits, sampling)
             for row in (~finished).nonzero().squeeze(1).tolist():
                 new[row].append(int(next_ids[row]))
+                if stop is not None and stop in text(row):
+                    finished[row] = True
             if eos is not None:
                 finished |= next_ids == eos
             # Rows that are done get right padding: masked, and after their real tokens, so harmless.
@@ -171,7 +201,8 @@ def _generate_batch(
             mask = torch.cat([mask, (~finished).unsqueeze(1)], dim=1)
             if bool(finished.all()):
                 break
-    return new
+    texts = [text(row) for row in range(n)]
+    return [t.split(stop, 1)[0] for t in texts] if stop is not None else texts
 
 
 def _pick(logits: Float[Tensor, "batch vocab"], sampling: tuple[float, float | None, torch.Generator] | None) -> Tensor:

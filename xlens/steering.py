@@ -277,3 +277,127 @@ def _held_out(
     held = set(held_out.ids)
     rest = [i for i, row_id in enumerate(corpus.ids) if row_id not in held]
     return held_out, (corpus.subset(rest) if rest else held_out)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial rate (sound at rates near 0 or 1, where the normal one is not)."""
+    from statistics import NormalDist
+
+    if n < 1 or not 0 <= successes <= n:
+        raise SteeringError(f"a rate needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class ChooseKPlan:
+    """A choose-k run checked without the model (see :func:`prepare_choose_k`); :meth:`run` measures and picks."""
+
+    steer: SteerPlan
+    min_rate: float
+    max_perplexity_ratio: float
+
+    def run(self, model: LensModel) -> dict[str, Any]:
+        report = self.steer.run(model)
+        n = len(self.steer.prompts)
+        rows = []
+        for entry in [report["baseline"], *report["runs"]]:
+            hits = round(entry["target_rate"] * n)
+            ratios = entry.get("perplexity_ratio", dict.fromkeys(self.steer.langs, 1.0))
+            worst = max(ratios.values())
+            rows.append(
+                {
+                    "k": entry.get("k", 0),
+                    "target_rate": entry["target_rate"],
+                    "target_rate_interval": wilson_interval(hits, n),
+                    "perplexity_ratio": ratios,
+                    "worst_perplexity_ratio": worst,
+                }
+            )
+        chosen = pick_k(rows, self.min_rate, self.max_perplexity_ratio)
+        return {
+            "lang": self.steer.target,
+            "rule": {"min_rate": self.min_rate, "max_perplexity_ratio": self.max_perplexity_ratio},
+            "chosen_k": chosen,
+            "why": _why(rows, chosen, self.min_rate, self.max_perplexity_ratio),
+            "rows": rows,
+            "steer": report,
+        }
+
+
+def pick_k(rows: Sequence[dict[str, Any]], min_rate: float, max_perplexity_ratio: float) -> int | None:
+    """The smallest k > 0 whose ``target_rate`` reaches ``min_rate`` with ``worst_perplexity_ratio`` at most the
+    bound (None if none does); marks each row's ``meets``."""
+    for row in rows:
+        row["meets"] = row["target_rate"] >= min_rate and row["worst_perplexity_ratio"] <= max_perplexity_ratio
+    return min((row["k"] for row in rows if row["k"] and row["meets"]), default=None)
+
+
+def _why(rows: list[dict[str, Any]], chosen: int | None, min_rate: float, max_ratio: float) -> str:
+    if chosen is not None:
+        return f"k = {chosen} is the smallest k with target rate >= {min_rate} and perplexity ratio <= {max_ratio}"
+    best = max(rows[1:] or rows, key=lambda row: row["target_rate"])
+    return (
+        f"no k meets target rate >= {min_rate} with perplexity ratio <= {max_ratio}; the highest rate is "
+        f"{best['target_rate']:.3f} at k = {best['k']} (perplexity ratio {best['worst_perplexity_ratio']:.3f})"
+    )
+
+
+def prepare_choose_k(
+    experts: str | os.PathLike[str] | ExpertScores | ExpertSet,
+    lang: str,
+    k_values: Sequence[int] = (0, 50, 200, 1000, 3000),
+    *,
+    samples: int = 60,
+    min_rate: float = 0.5,
+    max_perplexity_ratio: float = 1.5,
+    method: str | InterventionSpec = "force",
+    prompts: str | os.PathLike[str] | Sequence[str] = "builtin",
+    eval_corpus: str | ParallelCorpus = "builtin",
+    temperature: float = 1.0,
+    top_p: float | None = 0.9,
+    **options: Any,
+) -> ChooseKPlan:
+    """Check a choose-k run without a model. See :func:`choose_k`."""
+    if samples < 1:
+        raise SteeringError(f"samples must be >= 1, got {samples}")
+    if not 0 < min_rate <= 1:
+        raise SteeringError(f"min_rate must lie in (0, 1], got {min_rate}")
+    if max_perplexity_ratio <= 0:
+        raise SteeringError(f"max_perplexity_ratio must be > 0, got {max_perplexity_ratio}")
+    spec = method if isinstance(method, InterventionSpec) else spec_class(method)()
+    if not spec.takes_k:
+        raise SteeringError(f"method {spec.name!r} takes no k: choose-k sweeps the number of experts")
+    openings = load_prompts(prompts)
+    cycled = [openings[i % len(openings)] for i in range(samples)]  # each draw of a repeated prompt is a new sample
+    ks = sorted({0, *(int(k) for k in k_values)})
+    plan = prepare_steer(
+        experts, lang, ks, spec, cycled, eval_corpus, greedy=False, temperature=temperature, top_p=top_p, **options
+    )
+    return ChooseKPlan(plan, min_rate, max_perplexity_ratio)
+
+
+def choose_k(
+    model: LensModel,
+    experts: str | os.PathLike[str] | ExpertScores | ExpertSet,
+    lang: str,
+    k_values: Sequence[int] = (0, 50, 200, 1000, 3000),
+    **options: Any,
+) -> dict[str, Any]:
+    """The paper's choice of k: for each k, the target-language rate of ``samples`` sampled continuations (seeded;
+    the built-in prompts cycled) and the perplexity ratio against no intervention on held-out text; the chosen k is
+    the smallest whose rate reaches ``min_rate`` with every perplexity ratio at most ``max_perplexity_ratio``.
+
+    ``options``: ``samples``, ``min_rate``, ``max_perplexity_ratio``, ``method``, ``prompts``, ``eval_corpus``,
+    ``temperature``, ``top_p`` and the options of :func:`run_steer` (``eval_langs``, ``eval_sentences``,
+    ``max_new_tokens``, ``seed``, ``batch_size``, ...).
+
+    Returns:
+        ``{"lang", "rule", "chosen_k" (None if no k qualifies), "why", "rows", "steer"}``; each row holds ``k``,
+        ``target_rate`` with its 95% Wilson interval, ``perplexity_ratio`` per language, ``worst_perplexity_ratio``
+        and ``meets``; ``steer`` is the full :func:`run_steer` report (examples, language mixes).
+    """
+    return prepare_choose_k(experts, lang, k_values, **options).run(model)

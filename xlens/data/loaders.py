@@ -564,12 +564,13 @@ def load_corpus(spec: str = "builtin", langs: Langs = None, on_duplicate: OnDupl
 
 def resolve_spec_paths(spec: str, base: str | os.PathLike[str]) -> str:
     """``spec`` with a relative path made absolute against ``base`` (a config file's folder), so a config means the
-    same corpus wherever it is run from. ``builtin`` and hub dataset ids are returned as they are."""
+    same corpus wherever it is run from (``sib200:PATH`` too, :mod:`xlens.data.sib200`). ``builtin`` and hub dataset
+    ids are returned as they are."""
     text = spec.strip()
     scheme, _, rest = text.partition(":")
     kind = scheme.casefold()
     root = Path(base)
-    if kind not in ("flores", "ntrex", "dir", "tsv", "hf") or not rest:
+    if kind not in ("flores", "ntrex", "dir", "tsv", "hf", "sib200") or not rest:
         return text
     suffix = ""
     path = rest

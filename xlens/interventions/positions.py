@@ -7,7 +7,8 @@ so one setting serves every intervention and hook of a forward pass):
   row, last = the last REAL token of each row (not the padding at the end);
 - :func:`xlens.generation.generate` sets it for generation: prompt = the prompt tokens (never the generated ones)
   and last = the last prompt token and every generated token (each one is the last token when it is produced, so
-  the same positions stay forced on every later step);
+  the same positions stay forced on every later step); KV-cached steps pass only their new columns, with the
+  column ``offset`` of the first one;
 - with no context, every token is a prompt token and last is the final column: right for unpadded input.
 
 Interventions on padding do not change real tokens (causal attention with the padding masked), so ``"all"`` needs
@@ -36,13 +37,15 @@ WHERE: tuple[str, ...] = ("all", "prompt", "last")
 class TokenPositions:
     """Which columns of the forward passes in a :func:`token_positions` context are prompt and last tokens.
 
-    Columns are positions in the sequence passed to the model. Per row: prompt tokens are the columns
-    ``< prompt_end``; last tokens are the columns ``last_start <= c < last_end``.
+    Columns are positions in the whole sequence. Per row: prompt tokens are the columns ``< prompt_end``; last
+    tokens are the columns ``last_start <= c < last_end``. A forward pass over the columns from ``offset`` on (a
+    KV-cached decoding step, whose earlier columns are cached) sees its own positions shifted by ``offset``.
     """
 
     prompt_end: Int[Tensor, " batch"]
     last_start: Int[Tensor, " batch"]
     last_end: Int[Tensor, " batch"]
+    offset: int = 0
 
     @classmethod
     def from_mask(cls, mask: Bool[Tensor, "batch pos"]) -> TokenPositions:
@@ -74,7 +77,7 @@ class TokenPositions:
                 f"token positions were set for a batch of {self.prompt_end.shape[0]} rows but the forward pass has "
                 f"{batch}: set token_positions for the batch being run"
             )
-        column = torch.arange(n_pos, device=device).unsqueeze(0)
+        column = torch.arange(self.offset, self.offset + n_pos, device=device).unsqueeze(0)
         if where == "prompt":
             return column < self.prompt_end.to(device).unsqueeze(1)
         start, end = self.last_start.to(device).unsqueeze(1), self.last_end.to(device).unsqueeze(1)

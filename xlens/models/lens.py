@@ -16,6 +16,7 @@ call it; generation takes its batches from :meth:`LensModel.batches`.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -98,6 +99,16 @@ class ForwardBatch(TokenBatch):
 Reader = Callable[[Tensor, ForwardBatch], None]
 
 
+@dataclass
+class KVCache:
+    """The KV cache of one batch being decoded, and how the model takes it."""
+
+    cache: Any
+    keyword: str
+    positions: bool  # whether positions are passed (derived from the mask) or the model derives them itself
+    logits_to_keep: bool
+
+
 class _StopForward(Exception):
     """Raised by a hook to end a forward pass early."""
 
@@ -123,6 +134,29 @@ def _budgeted(order: list[int], lengths: list[int], limit: int, max_tokens: int 
         rows.append(i)
     if rows:
         yield rows
+
+
+def _pass_cache_to_attention(model: Any) -> None:
+    """Let TransformerLens' attention bridges see the KV cache (once per model).
+
+    TransformerLens 4.3's attention bridges read the cache from ``past_key_values`` (or ``layer_past``), but
+    transformers 5.x layers hand it over as ``cache``: without this the cache stays empty and every decoded token
+    attends to itself alone, which is why the bridge's own ``generate()`` gives wrong logits.
+    """
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    if getattr(model, "_xlens_cache_passed", False):
+        return
+
+    def pass_cache(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+            kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
+        return args, kwargs
+
+    for module in model.modules():
+        if isinstance(module, AttentionBridge):
+            module.register_forward_pre_hook(pass_cache, with_kwargs=True)
+    model._xlens_cache_passed = True
 
 
 def block_of(hook_name: str) -> int | None:
@@ -459,6 +493,44 @@ class LensModel:
         """Next-token logits at the last column of a left-padded batch (only that position is unembedded)."""
         out = self.bridge(batch.tokens, attention_mask=batch.mask.long(), logits_to_keep=1)
         return out[:, -1].float()
+
+    # --- KV-cached decoding --------------------------------------------------------------------------------
+
+    def kv_cache(self) -> KVCache:
+        """An empty KV cache for :meth:`decode` (one per batch being generated)."""
+        from transformer_lens.utilities.position_ids import accepts_mask_derived_position_ids
+        from transformers import DynamicCache
+
+        model = self.bridge.original_model
+        if self.backend == "bridge":
+            _pass_cache_to_attention(model)
+        parameters = inspect.signature(model.forward).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        return KVCache(
+            DynamicCache(config=model.config),
+            # transformers 5.x calls it ``cache``, earlier versions ``past_key_values``.
+            keyword="cache" if "cache" in parameters else "past_key_values",
+            positions=accepts_mask_derived_position_ids(model),
+            logits_to_keep=takes_any or "logits_to_keep" in parameters,
+        )
+
+    def decode(
+        self, new: Int[Tensor, "batch new"], mask: Bool[Tensor, "batch pos"], kv: KVCache
+    ) -> Float[Tensor, "batch vocab"]:
+        """Next-token logits after ``new``, the last columns of a left-padded sequence whose earlier columns are in
+        ``kv`` (:meth:`kv_cache`); ``mask`` covers every column so far. The hooks run on the new columns only:
+        interventions learn their column offset from :func:`xlens.interventions.token_positions`.
+
+        The Hugging Face model is called directly: the TransformerBridge's components (and the hf backend's hook
+        points) sit inside it, so every hook runs; positions come from the mask, as the bridge derives them.
+        """
+        inputs: dict[str, Any] = {"input_ids": new, "attention_mask": mask.long(), kv.keyword: kv.cache}
+        inputs["use_cache"] = True
+        if kv.logits_to_keep:
+            inputs["logits_to_keep"] = 1
+        if kv.positions:
+            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -new.shape[1] :]
+        return self.bridge.original_model(**inputs).logits[:, -1].float()
 
     # --- display -----------------------------------------------------------------------------------------
 

@@ -166,14 +166,11 @@ def save_figures(
     if len(figs) != len(paths):
         raise InputError(f"{len(figs)} figures for {len(paths)} paths")
     targets = [Path(p) for p in paths]
-    formats = [t.suffix.lower().lstrip(".") for t in targets]
-    for target, fmt in zip(targets, formats, strict=True):
-        if fmt != "html" and fmt not in IMAGE_FORMATS:
-            raise InputError(f"cannot write {target.name}: use .html or one of .{', .'.join(IMAGE_FORMATS)}")
+    formats = [check_figure_path(t) for t in targets]
+    for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
     images = [(fig, t, f) for fig, t, f in zip(figs, targets, formats, strict=True) if f != "html"]
     if images:
-        _check_image_export(images[0][2])
         # A still image shows the first frame; the other frames would only slow kaleido down.
         stills = [go.Figure(data=fig.data, layout=fig.layout) for fig, _, _ in images]
         layouts: list[Any] = [fig.layout for fig in stills]  # plotly's dynamic attributes are untyped
@@ -199,6 +196,18 @@ def save_figures(
                 auto_play=False,
             )
     return targets
+
+
+def check_figure_path(path: str | os.PathLike[str]) -> str:
+    """The format a figure path asks for (its suffix), checked: ``html``, or an image format that kaleido and a
+    browser can write here. Call it before expensive work whose figure would fail at the end."""
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt != "html" and fmt not in IMAGE_FORMATS:
+        raise InputError(f"cannot write {target.name}: use .html or one of .{', .'.join(IMAGE_FORMATS)}")
+    if fmt != "html":
+        _check_image_export(fmt)
+    return fmt
 
 
 def _check_image_export(fmt: str) -> None:

@@ -1,0 +1,510 @@
+"""Cross-lingual transfer on SIB-200: the loader against pandas, the probe and its bootstrap against scikit-learn and a
+brute-force bootstrap, and ``run_transfer`` end to end (caching, ownership, checks before the model loads)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from typer.testing import CliRunner
+
+import xlens.embeddings
+import xlens.executors
+from xlens.cli import app
+from xlens.config import ExperimentConfig
+from xlens.data.loaders import resolve_spec_paths
+from xlens.data.sib200 import SIB200_LABELS, load_sib200, sib200_languages
+from xlens.errors import (
+    ConfigError,
+    CorpusError,
+    HubError,
+    MissingDependencyError,
+    RunFolderError,
+    UnknownLanguageError,
+)
+from xlens.experiment import Interventions
+from xlens.metrics.bootstrap import resample_counts
+from xlens.models import LensModel
+from xlens.results import Condition
+from xlens.transfer import TransferResults, check_transfer, fit_probe, majority_rate, run_transfer, score_predictions
+
+runner = CliRunner()
+SPLITS = ("train", "dev", "test")
+
+
+@pytest.fixture(scope="module")
+def sib(shared_data: Path) -> Path:
+    return shared_data / "sib200"
+
+
+def _pandas(folder: Path, lang: str, split: str) -> pd.DataFrame:
+    """The reference reader: pandas' CSV parser with tab separators (quotes handled as in the release)."""
+    return pd.read_csv(folder / lang / f"{split}.tsv", sep="\t", dtype={"index_id": int, "category": str, "text": str})
+
+
+# --- the loader ------------------------------------------------------------------------------------------------
+
+
+def test_the_loader_reads_every_split_as_pandas_does(sib: Path) -> None:
+    data = load_sib200(f"sib200:{sib}", ["en", "es", "ja"])
+    assert data.languages == ["eng_Latn", "spa_Latn", "jpn_Jpan"]
+    labels = (sib / "eng_Latn" / "labels.txt").read_text(encoding="utf-8").split()
+    assert data.labels == labels == list(SIB200_LABELS) and len(labels) == 7
+    for split, size in zip(SPLITS, (701, 99, 204), strict=True):
+        reference = {lang: _pandas(sib, lang, split) for lang in data.languages}
+        assert len(data.ids_of(split)) == len(data.labels_of(split)) == size
+        for lang, frame in reference.items():
+            assert data.texts(lang, split) == [t.strip() for t in frame["text"]]
+            # The same sentence ids and topics in every language, as the loader claims.
+            assert data.ids_of(split) == frame["index_id"].tolist()
+            assert [labels[i] for i in data.labels_of(split)] == frame["category"].tolist()
+
+
+def test_quoted_fields_keep_their_quotes(sib: Path) -> None:
+    data = load_sib200(sib, "eng_Latn")  # a plain folder reads as sib200:PATH
+    raw = (sib / "eng_Latn" / "test.tsv").read_text(encoding="utf-8").split("\n")
+    quoted = next(line for line in raw[1:] if '""' in line)
+    row = data.ids_of("test").index(int(quoted.split("\t")[0]))
+    text = data.texts("en", "test")[row]
+    # The file doubles the quotes inside a quoted field; the sentence has them once, and no outer quotes.
+    assert quoted.split("\t", 2)[2] == '"' + text.replace('"', '""') + '"'
+    assert '"' in text and not text.startswith('"')
+    assert text == str(_pandas(sib, "eng_Latn", "test")["text"].iloc[row]).strip()
+
+
+@pytest.mark.parametrize("code", ["en", "eng", "eng_Latn", "English"])
+def test_languages_in_any_accepted_form(sib: Path, code: str) -> None:
+    data = load_sib200(f"sib200:{sib}", [code, "es"])
+    assert data.languages == ["eng_Latn", "spa_Latn"]
+    assert (
+        data.texts(code, "dev")
+        == data.texts("eng_Latn", "dev")
+        == [t.strip() for t in _pandas(sib, "eng_Latn", "dev")["text"]]
+    )
+    assert load_sib200(f"sib200:{sib}", "en, es").languages == ["eng_Latn", "spa_Latn"]
+
+
+def test_missing_languages_and_bad_specs_are_clear_errors(sib: Path, tmp_path: Path) -> None:
+    assert len(sib200_languages(f"sib200:{sib}")) == 205
+    # srp_Latn is in the language table (NTREX-128 has it) but not in SIB-200.
+    with pytest.raises(CorpusError, match=r"no SIB-200 data for 'srp_Latn'.* it has 205 languages; list them with "):
+        load_sib200(f"sib200:{sib}", ["en", "srp_Latn"])
+    with pytest.raises(UnknownLanguageError, match="unknown language 'xx'"):
+        load_sib200(f"sib200:{sib}", ["xx"])
+    with pytest.raises(CorpusError, match=r"unknown SIB-200 spec 'flores:.*accepted forms:\n  sib200:PATH"):
+        load_sib200(f"flores:{sib}")
+    with pytest.raises(CorpusError, match="needs a path or dataset after 'sib200:'"):
+        load_sib200("sib200:")
+    with pytest.raises(CorpusError, match="SIB-200 folder not found"):
+        load_sib200(f"sib200:{tmp_path / 'nowhere'}")
+    data = load_sib200(f"sib200:{sib}", ["en"])
+    with pytest.raises(CorpusError, match="spa_Latn is not loaded"):
+        data.texts("es", "test")
+
+
+def _copy_language(sib: Path, root: Path, lang: str, splits: tuple[str, ...] = SPLITS) -> Path:
+    (root / lang).mkdir(parents=True)
+    for name in (*(f"{s}.tsv" for s in splits), "labels.txt"):
+        shutil.copy(sib / lang / name, root / lang / name)
+    return root / lang
+
+
+def test_rows_that_do_not_align_across_languages_are_named(sib: Path, tmp_path: Path) -> None:
+    _copy_language(sib, tmp_path, "eng_Latn")
+    spanish = _copy_language(sib, tmp_path, "spa_Latn")
+    with (spanish / "dev.tsv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    rows[5][1] = "travel" if rows[5][1] != "travel" else "sports"
+    with (spanish / "dev.tsv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f, delimiter="\t", lineterminator="\n").writerows(rows)
+    with pytest.raises(CorpusError, match=r"dev row 5 is sentence \d+ \(.+\) in eng_Latn but \d+ \(.+\) in spa_Latn"):
+        load_sib200(f"sib200:{tmp_path}", ["en", "es"])
+    # Each language alone is fine: the changed topic is read as written.
+    assert load_sib200(f"sib200:{tmp_path}", ["es"]).labels_of("dev")[4] == SIB200_LABELS.index(rows[5][1])
+
+
+def test_relative_sib200_paths_resolve_against_the_config(tmp_path: Path, sib: Path) -> None:
+    assert resolve_spec_paths("sib200:data/sib", tmp_path) == f"sib200:{tmp_path / 'data' / 'sib'}"
+    (tmp_path / "configs").mkdir()
+    file = tmp_path / "configs" / "t.toml"
+    file.write_text(f'[transfer]\ncorpus = "sib200:{os.path.relpath(sib, file.parent)}"\n', encoding="utf-8")
+    corpus = ExperimentConfig.load(file).transfer.corpus
+    assert corpus is not None and Path(corpus.removeprefix("sib200:")).resolve() == sib.resolve()
+
+
+def _hf_copy(sib: Path, root: Path, langs: list[str], class_label: bool = False) -> Path:
+    """One save_to_disk DatasetDict per language, as the hub's Davlan/sib200 configs are (validation, not dev)."""
+    for lang in langs:
+        splits = {}
+        for split, name in zip(SPLITS, ("train", "validation", "test"), strict=True):
+            frame = _pandas(sib, lang, split)
+            ds = datasets.Dataset.from_pandas(frame, preserve_index=False)
+            if class_label:
+                ds = ds.cast_column("category", datasets.ClassLabel(names=list(SIB200_LABELS)))
+            splits[name] = ds
+        datasets.DatasetDict(splits).save_to_disk(str(root / lang))
+    return root
+
+
+def _same(a: Any, b: Any) -> None:
+    assert a.languages == b.languages and a.labels == b.labels
+    for split in SPLITS:
+        assert a.ids_of(split) == b.ids_of(split) and a.labels_of(split) == b.labels_of(split)
+        for lang in a.languages:
+            assert a.texts(lang, split) == b.texts(lang, split)
+
+
+def test_the_hub_path_offline(sib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xlens import hub
+
+    folder = load_sib200(f"sib200:{sib}", ["en", "es"])
+    local = _hf_copy(sib, tmp_path / "hf", ["eng_Latn", "spa_Latn"])
+    _same(load_sib200(f"hf:{local}", ["en", "es"]), folder)
+    labelled = _hf_copy(sib, tmp_path / "hf-classlabel", ["eng_Latn", "spa_Latn"], class_label=True)
+    _same(load_sib200(f"hf:{labelled}", ["en", "es"]), folder)
+
+    # The hub id: datasets is faked with the local copies; the connectivity probe answers.
+    asked: list[tuple[str, str]] = []
+
+    def load_dataset(name: str, config: str, **kwargs: Any) -> Any:
+        asked.append((name, config))
+        return datasets.load_from_disk(str(local / config))
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "_last", None)
+    monkeypatch.setattr(hub, "_connects", lambda host, port, timeout: True)
+    monkeypatch.setattr(datasets, "get_dataset_config_names", lambda name: ["eng_Latn", "spa_Latn", "default"])
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    _same(load_sib200("hf:Davlan/sib200", ["en", "es"]), folder)
+    assert asked == [("Davlan/sib200", "eng_Latn"), ("Davlan/sib200", "spa_Latn")]
+    assert sib200_languages("hf:Davlan/sib200") == ["eng_Latn", "spa_Latn"]
+    with pytest.raises(CorpusError, match=r"no SIB-200 data for 'ja' \(jpn_Jpan\) in Davlan/sib200 configs: it has 2"):
+        load_sib200("hf:Davlan/sib200", ["en", "ja"])
+    with pytest.raises(CorpusError, match="one config per language: pass langs"):
+        load_sib200("hf:Davlan/sib200")
+
+    monkeypatch.setattr(hub, "_last", None)
+    monkeypatch.setattr(hub, "_connects", lambda host, port, timeout: False)
+    with pytest.raises(HubError, match="SIB-200 dataset 'Davlan/sib200' needs the Hugging Face hub"):
+        load_sib200("hf:Davlan/sib200", ["en"])
+
+
+# --- the probe and its bootstrap ---------------------------------------------------------------------------------
+
+
+def test_a_probe_on_noise_scores_no_better_than_the_majority_class(sib: Path) -> None:
+    data = load_sib200(f"sib200:{sib}", ["en"])
+    rng = np.random.default_rng(0)
+    train_y, dev_y = np.array(data.labels_of("train")), np.array(data.labels_of("dev"))
+    test_y = np.repeat(np.array(data.labels_of("test")), 10)  # 2040 sentences with the test split's topic shares
+    counts = resample_counts(len(test_y), 500, 0)
+    accuracies = []
+    for _ in range(5):
+        probe = fit_probe(
+            rng.normal(size=(len(train_y), 16)), train_y, rng.normal(size=(len(dev_y), 16)), dev_y, [0.01, 1.0]
+        )
+        scores = score_predictions(test_y, probe.predict(rng.normal(size=(len(test_y), 16))), counts)
+        assert scores["accuracy_low"] <= majority_rate(test_y)
+        accuracies.append(scores["accuracy"])
+    assert majority_rate(test_y) == pytest.approx(51 / 204)  # science/technology: 51 of the 204 test sentences
+    assert np.mean(accuracies) <= majority_rate(test_y) + 0.01
+
+
+def test_the_probe_picks_c_on_dev_and_ties_go_to_the_smaller_c() -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(4), 50)
+    centres = rng.normal(size=(4, 8)) * 10
+    separable = centres[y] + rng.normal(size=(len(y), 8))
+    # Every C separates these: the tie goes to the smallest.
+    probe = fit_probe(separable, y, separable, y, [10.0, 0.1, 1.0])
+    assert (probe.c, probe.dev_accuracy) == (0.1, 1.0)
+    # A weak signal: C = 1e-6 shrinks every weight to ~0 (chance on balanced classes); C = 1 learns it.
+    weak = centres[y] / 10 + rng.normal(size=(len(y), 8))
+    probe = fit_probe(weak, y, weak, y, [1e-6, 1.0])
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(weak, y)
+    assert probe.c == 1.0 and probe.dev_accuracy == pytest.approx(float(np.mean(reference.predict(weak) == y)))
+    with pytest.raises(CorpusError, match="it needs at least 2"):
+        fit_probe(weak, np.zeros(len(y), dtype=int), weak, y, [1.0])
+
+
+def test_the_bootstrap_intervals_match_a_brute_force_percentile_bootstrap() -> None:
+    rng = np.random.default_rng(2)
+    n = 60
+    y_true = rng.integers(0, 6, n)
+    y_true[0] = 6  # a topic seen once: absent from many resamples, which macro-F1 then leaves out
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, 7, n))
+    counts = resample_counts(n, 400, 3)
+    scores = score_predictions(y_true, y_pred, counts, confidence=0.9)
+    accuracy, f1 = [], []
+    for row in counts.numpy().astype(int):
+        drawn = np.repeat(np.arange(n), row)
+        accuracy.append(accuracy_score(y_true[drawn], y_pred[drawn]))
+        f1.append(f1_score(y_true[drawn], y_pred[drawn], average="macro", zero_division=0))  # type: ignore[arg-type]
+    assert scores["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+    assert scores["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
+    assert [scores["accuracy_low"], scores["accuracy_high"]] == pytest.approx(np.percentile(accuracy, [5, 95]))
+    assert [scores["macro_f1_low"], scores["macro_f1_high"]] == pytest.approx(np.percentile(f1, [5, 95]), abs=1e-12)
+    assert scores["macro_f1_low"] < scores["macro_f1"] < scores["macro_f1_high"]
+
+
+# --- run_transfer end to end on a tiny model ---------------------------------------------------------------------
+
+
+def _tiny(sib: Path, **transfer: Any) -> ExperimentConfig:
+    return ExperimentConfig.from_dict(
+        {
+            "model": "tiny-gpt2",
+            "languages": ["en", "es", "ja"],
+            "find": {"sentences": 12},
+            "intervene": {"method": "force", "k": [8], "languages": ["es"]},
+            "controls": {"random": True, "seeds": 1},
+            "evaluate": {"sentences": 10},
+            "stats": {"resamples": 200},
+            "runtime": {"batch_size": 40},  # one batch per split: the bridge's per-batch cost dominates here
+            "transfer": {"corpus": f"sib200:{sib}", "sentences": 40, "c_values": [0.1, 1.0], **transfer},
+        }
+    )
+
+
+class _Forwards:
+    """Counts the calls of sentence_embeddings (each is a forward pass over one language's split)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = xlens.embeddings.sentence_embeddings
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(xlens.embeddings, "sentence_embeddings", counted)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(sib: Path, tiny_gpt2: LensModel, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, int]:
+    out = tmp_path_factory.mktemp("transfer")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        forwards = _Forwards(monkeypatch)
+        results = run_transfer(_tiny(sib), out, model=tiny_gpt2, progress=False)
+    return results, out, forwards.calls
+
+
+def test_the_run_scores_every_condition_mode_layer_and_target(tiny_run: tuple[Any, Path, int]) -> None:
+    results, out, calls = tiny_run
+    table = results.table
+    assert results.source == "eng_Latn" and results.targets == ["spa_Latn", "jpn_Jpan"]
+    assert results.layers == [0, 1, 2] and results.sentences == {"train": 40, "dev": 40, "test": 40}
+    labels = [c.label for c in results.conditions]
+    assert labels == ["baseline", "force spa_Latn k=8", "force(control=random) spa_Latn k=8"]
+    modes = table.groupby("condition", sort=False)["applied"].unique().map(list).to_dict()
+    assert modes == {labels[0]: ["none"], labels[1]: ["target", "all"], labels[2]: ["target", "all"]}
+    assert len(table) == 3 * 3 * (1 + 2 * 2)
+    assert table.loc[table["condition"] == labels[2], "control"].unique().tolist() == ["random"]
+    # One forward per (language, split, condition): the source's train and dev and every language's test, under
+    # the baseline and both interventions (applied = "all" trains on intervened embeddings); shared by both modes.
+    assert calls == 3 * (2 + 3)
+    assert len(list((out / "cache").glob("transfer-embeddings-*"))) == calls
+    assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
+    shares = np.bincount(check_transfer(results.config).labels("test")) / 40
+    assert table["majority"].unique().tolist() == [pytest.approx(shares.max())]
+
+
+def test_the_source_row_is_the_ordinary_held_out_score(
+    tiny_run: tuple[Any, Path, int], tiny_gpt2: LensModel, sib: Path
+) -> None:
+    results = tiny_run[0]
+    plan = check_transfer(results.config)
+    frames = {split: _pandas(sib, "eng_Latn", split) for split in SPLITS}
+    # The sample: distinct rows in corpus order, several topics even though the test split is sorted by topic.
+    for split, rows in plan.rows.items():
+        assert rows == sorted(set(rows)) and len(rows) == 40
+        assert plan.texts("en", split) == [str(frames[split]["text"].iloc[i]).strip() for i in rows]
+    assert len(set(plan.labels("test").tolist())) >= 5
+    runtime = results.config.runtime
+
+    def embed(split: str) -> np.ndarray:
+        texts = [str(frames[split]["text"].iloc[i]).strip() for i in plan.rows[split]]
+        kwargs = {"batch_size": runtime.batch_size, "max_tokens": runtime.max_tokens, "max_length": runtime.max_length}
+        return xlens.embeddings.sentence_embeddings(tiny_gpt2, texts, progress=False, **kwargs).numpy()
+
+    x = {split: embed(split) for split in SPLITS}
+    labels = {split: [SIB200_LABELS.index(c) for c in frames[split]["category"][plan.rows[split]]] for split in SPLITS}
+    baseline = results.table[(results.table["condition"] == "baseline") & (results.table["target"] == "eng_Latn")]
+    for layer in results.layers:
+        fits = []
+        for c in (0.1, 1.0):
+            pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+            pipe.fit(x["train"][:, layer], labels["train"])
+            fits.append((accuracy_score(labels["dev"], pipe.predict(x["dev"][:, layer])), -c, pipe))
+        dev, minus_c, pipe = max(fits, key=lambda f: (f[0], f[1]))
+        predicted = pipe.predict(x["test"][:, layer])
+        row = baseline[baseline["layer"] == layer].iloc[0]
+        assert (row["c"], row["dev_accuracy"]) == (-minus_c, pytest.approx(dev))
+        assert row["accuracy"] == pytest.approx(accuracy_score(labels["test"], predicted))
+        assert row["macro_f1"] == pytest.approx(f1_score(labels["test"], predicted, average="macro"))
+
+
+def test_applied_modes_share_the_baseline_probe_and_layer_zero_is_untouched(tiny_run: tuple[Any, Path, int]) -> None:
+    table = tiny_run[0].table
+    keys = ["layer", "target"]
+    base = table[table["condition"] == "baseline"].set_index(keys)
+    metrics = ["accuracy", "macro_f1", "accuracy_low", "accuracy_high", "c", "dev_accuracy"]
+    for label in table.loc[table["condition"] != "baseline", "condition"].unique():
+        mine = table[table["condition"] == label]
+        target = mine[mine["applied"] == "target"].set_index(keys)
+        # applied = "target": the baseline's probe (its C and dev accuracy), on intervened test inputs.
+        pd.testing.assert_frame_equal(target[["c", "dev_accuracy"]], base[["c", "dev_accuracy"]])
+        # Layer 0 is the input of block 0, before any MLP the intervention acts on: nothing changes there.
+        for mode in ("target", "all"):
+            at0 = mine[(mine["applied"] == mode) & (mine["layer"] == 0)].set_index(keys)[metrics]
+            pd.testing.assert_frame_equal(at0, base.loc[at0.index, metrics])
+    # Above layer 0 the forced experts do change the predictions somewhere (else the check above proves nothing).
+    forced = table[(table["condition"] == "force spa_Latn k=8") & (table["applied"] == "target")].set_index(keys)
+    assert (forced["accuracy"] != base.loc[forced.index, "accuracy"]).any()
+
+
+def test_results_load_back_and_name_the_best_layer(tiny_run: tuple[Any, Path, int]) -> None:
+    results, out, _ = tiny_run
+    loaded = TransferResults.load(out)
+    pd.testing.assert_frame_equal(loaded.table, results.table)
+    assert loaded.conditions == results.conditions and loaded.config == results.config
+    table = results.table
+    means = table[(table["condition"] == "baseline") & (table["target"] != "eng_Latn")].groupby("layer")["accuracy"]
+    assert results.best_layer() == int(means.mean().idxmax())
+    overview = results.overview(2)
+    assert overview["target_accuracy"].iloc[0] == pytest.approx(means.mean().loc[2])
+    assert overview.loc[0, "vs_baseline"] == 0.0
+    assert f"best baseline layer {results.best_layer()}" in results.summary()
+    assert "TransferResults" in results._repr_html_() and len(results._repr_html_()) < 5000
+
+
+def test_a_rerun_reads_the_cache_and_another_config_needs_force(
+    tiny_run: tuple[Any, Path, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_gpt2: LensModel, sib: Path
+) -> None:
+    results, out, _ = tiny_run
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    forwards = _Forwards(monkeypatch)
+    again = run_transfer(results.config, folder, model=tiny_gpt2, progress=False)
+    pd.testing.assert_frame_equal(again.table, results.table)
+    assert forwards.calls == 0
+
+    def no_model(config: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(xlens.executors, "load", no_model)
+    other = _tiny(sib, applied=["target"])
+    with pytest.raises(RunFolderError, match=r"belongs to another run .*transfer.applied: \['target', 'all'\] -> "):
+        run_transfer(other, folder, progress=False)
+    # With force: the baseline's rows and the applied = "target" rows are the same, from the cached embeddings.
+    only_target = run_transfer(other, folder, model=tiny_gpt2, progress=False, force=True)
+    assert forwards.calls == 0
+    expected = results.table[results.table["applied"] != "all"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(only_target.table, expected)
+
+
+@pytest.mark.parametrize(
+    ("transfer", "error", "message"),
+    [
+        ({"targets": ["srp_Latn"]}, CorpusError, r"no SIB-200 data for 'srp_Latn' .* it has 205 languages"),
+        ({"corpus": "flores:/somewhere"}, CorpusError, "unknown SIB-200 spec"),
+        ({"corpus": None}, ConfigError, "transfer.corpus is not set"),
+        ({"layers": [1, 3]}, ConfigError, r"transfer.layers = \[1, 3\]: \[3\] out of range; tiny-gpt2 has .* 0..2"),
+        ({"targets": ["en"]}, ConfigError, "no target language besides the source eng_Latn"),
+    ],
+)
+def test_bad_inputs_fail_before_the_model_loads(
+    transfer: dict[str, Any],
+    error: type[Exception],
+    message: str,
+    sib: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_model(config: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(xlens.executors, "load", no_model)
+    with pytest.raises(error, match=message):
+        run_transfer(_tiny(sib, **transfer), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_source_without_a_train_split_and_a_missing_sklearn_fail_before_the_model(
+    sib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_model(config: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(xlens.executors, "load", no_model)
+    _copy_language(sib, tmp_path / "sib", "eng_Latn", splits=("dev", "test"))
+    _copy_language(sib, tmp_path / "sib", "spa_Latn")
+    config = _tiny(sib).override({"transfer.corpus": f"sib200:{tmp_path / 'sib'}", "transfer.targets": ["es"]})
+    with pytest.raises(CorpusError, match="the source language eng_Latn has no train split in sib200:"):
+        run_transfer(config, tmp_path / "out", progress=False)
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # what an environment without scikit-learn imports
+    with pytest.raises(MissingDependencyError, match=r"pip install 'xlens\[transfer\]'"):
+        run_transfer(_tiny(sib), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli(tiny_run: tuple[Any, Path, int], sib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results, out, _ = tiny_run
+    file = tmp_path / "transfer.toml"
+    results.config.save(file)
+    folder = tmp_path / "run"
+    shutil.copytree(out, folder)
+    forwards = _Forwards(monkeypatch)
+    # --targets and --layer override the config: another config for the folder (so --force), the same embeddings.
+    args = ["transfer", str(file), "--out", str(folder), "--targets", "es", "--layer", "0", "--layer", "1", "--force"]
+    done = runner.invoke(app, [*args, "--layer", "2"])
+    assert done.exit_code == 0, done.output
+    assert "SIB-200 transfer from eng_Latn to 1 target(s), 40 test sentences" in done.output
+    assert forwards.calls == 0
+    loaded = TransferResults.load(folder)
+    assert loaded.targets == ["spa_Latn"] and loaded.layers == [0, 1, 2]
+    expected = results.table[results.table["target"] != "jpn_Jpan"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(loaded.table, expected)
+    bad = runner.invoke(app, ["transfer", str(file), "--out", str(tmp_path / "bad"), "--targets", "xx"])
+    assert bad.exit_code == 2 and "error: transfer.targets: unknown language 'xx'" in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
+# --- the embedded model on real SIB-200 --------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_the_embedded_model_transfers_topics(
+    embedded: LensModel, sib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Baseline only, to stay within a minute on two CPU cores: the grid's experts are left out here (the tiny runs
+    # above cover them).
+    def baseline_only(cls: Any, config: Any, model: Any, store: Any, splits: Any, progress: bool = True) -> Any:
+        return Interventions(config, splits, None, "", [Condition.baseline()])
+
+    monkeypatch.setattr(Interventions, "prepare", classmethod(baseline_only))
+    config = ExperimentConfig.from_dict(
+        {
+            "languages": ["en", "es"],
+            "transfer": {"corpus": f"sib200:{sib}", "sentences": 32, "layers": [6], "applied": ["target"]},
+        }
+    )
+    results = run_transfer(config, tmp_path, model=embedded, progress=False)
+    table = results.table.set_index("target")
+    assert table.index.tolist() == ["eng_Latn", "spa_Latn"] and table["applied"].unique().tolist() == ["none"]
+    majority = float(table["majority"].iloc[0])
+    # Topic is in the embedded model's layer-6 embeddings, in English and, through the English probe, in Spanish.
+    assert table.loc["eng_Latn", "accuracy"] > majority + 0.15
+    assert table.loc["spa_Latn", "accuracy"] > majority + 0.1

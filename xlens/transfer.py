@@ -1,0 +1,700 @@
+"""Zero-shot cross-lingual transfer on SIB-200: a topic probe trained on one language's sentence embeddings and
+tested on the others', before and after each intervention of the run's grid.
+
+``run_transfer(config, out)`` (``xlens transfer CONFIG --out DIR``) reads the ``[transfer]`` section
+(:class:`xlens.config.TransferConfig`). Everything that can be checked without the model is checked first
+(scikit-learn, the corpus and its languages, the layers against the model's shape, the run's config and find
+split); then, in a run folder it owns (:class:`xlens.runfolder.RunFolder`), it finds the experts as ``xlens run``
+does (:class:`xlens.experiment.Interventions`) and, for every condition (the baseline, then each intervention and
+its controls), embeds the SIB-200 splits at the chosen embedding layers and scores a probe per layer:
+
+* the probe is a logistic regression on standardised features (:func:`fit_probe`), trained on the source's train
+  split with its ``C`` chosen on the source's dev split;
+* ``applied = "target"``: the probe is the baseline's (trained on embeddings without intervention) and the test
+  inputs are intervened; ``applied = "all"``: the probe is trained on intervened embeddings too. The baseline has
+  one set of rows, ``applied = "none"``;
+* it is tested on the test split of the source itself (the in-language reference) and of every target: accuracy and
+  macro-F1 with percentile bootstrap intervals over the test sentences (the same resamples for every row, from
+  ``[stats]``), beside the test split's majority-class rate.
+
+Embeddings are content-keyed artefacts of the run folder's cache, one per (texts, condition) with the model,
+numerics, layers, pooling and batching in the key: a language's test sentences are embedded once per condition for
+both applied modes, and a rerun (or a run resumed after a kill) embeds only what is missing. The result is a
+:class:`TransferResults`, written as ``transfer.json`` and ``transfer.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pandas as pd
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from xlens.config import ExperimentConfig
+from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ModelMismatchError, ResultsError
+from xlens.results import Condition, tidy
+
+if TYPE_CHECKING:
+    from xlens.data.sib200 import Sib200
+    from xlens.experiment import Interventions, Splits
+
+__all__ = [
+    "MANIFEST",
+    "Probe",
+    "TransferPlan",
+    "TransferResults",
+    "check_transfer",
+    "fit_probe",
+    "majority_rate",
+    "run_transfer",
+    "score_predictions",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST = "transfer.json"
+TABLE = "transfer"
+OUTPUTS = (MANIFEST, f"{TABLE}.parquet")
+MAX_ITER = 5000  # lbfgs on standardised features converges well within this, even at C = 100
+METRICS = (
+    "applied",
+    "layer",
+    "target",
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+    "macro_f1",
+    "macro_f1_low",
+    "macro_f1_high",
+    "majority",
+    "c",
+    "dev_accuracy",
+)
+# Sections that do not change what `xlens transfer` computes: not part of what owns its folder.
+_NOT_OWNING = ("translate",)
+
+
+def require_sklearn() -> None:
+    """scikit-learn is installed, or one error that says how to install it."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"xlens transfer trains its probes with scikit-learn, which is not installed ({err}): "
+            "pip install 'xlens[transfer]'"
+        ) from None
+
+
+# --- the probe and its scores ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A fitted topic probe: the scikit-learn pipeline (StandardScaler + LogisticRegression), its ``C`` and its
+    accuracy on the dev split that chose it."""
+
+    pipeline: Any
+    c: float
+    dev_accuracy: float
+
+    def predict(self, x: Float[np.ndarray, "sentence feature"]) -> Int[np.ndarray, " sentence"]:
+        return np.asarray(self.pipeline.predict(np.asarray(x, dtype=np.float64)))
+
+
+def fit_probe(
+    train_x: Float[np.ndarray, "sentence feature"],
+    train_y: Int[np.ndarray, " sentence"],
+    dev_x: Float[np.ndarray, "sentence feature"],
+    dev_y: Int[np.ndarray, " sentence"],
+    c_values: Sequence[float],
+    *,
+    seed: int = 0,
+) -> Probe:
+    """A logistic-regression probe on features standardised with the train split's statistics, ``C`` chosen
+    among ``c_values`` by dev accuracy (a tie goes to the smaller C: the stronger regularisation)."""
+    require_sklearn()
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not c_values:
+        raise ConfigError("c_values is empty: give at least one C > 0")
+    train_y, dev_y = np.asarray(train_y), np.asarray(dev_y)
+    if len(np.unique(train_y)) < 2:
+        raise CorpusError(f"the probe's training rows hold {len(np.unique(train_y))} topic: it needs at least 2")
+    train_x, dev_x = np.asarray(train_x, dtype=np.float64), np.asarray(dev_x, dtype=np.float64)
+    best: Probe | None = None
+    for c in sorted(float(c) for c in c_values):
+        pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed))
+        pipeline.fit(train_x, train_y)
+        accuracy = float(np.mean(pipeline.predict(dev_x) == dev_y))
+        if best is None or accuracy > best.dev_accuracy:  # strictly better: ties keep the smaller C
+            best = Probe(pipeline, c, accuracy)
+    assert best is not None
+    return best
+
+
+def majority_rate(labels: Int[np.ndarray, " sentence"]) -> float:
+    """The share of the most frequent label (the accuracy of always answering it)."""
+    counts = np.bincount(np.asarray(labels))
+    return float(counts.max() / counts.sum())
+
+
+def _resampled_macro_f1(
+    y_true: Int[np.ndarray, " sentence"], y_pred: Int[np.ndarray, " sentence"], counts: Float[np.ndarray, "r sentence"]
+) -> Float[np.ndarray, " r"]:
+    """Macro-F1 of every resample at once (``counts``: how often each sentence is drawn), as scikit-learn computes
+    it on the resampled rows: the mean over the classes in the resample's labels or predictions of
+    2 TP / (2 TP + FP + FN)."""
+    n_classes = int(max(y_true.max(), y_pred.max())) + 1
+    truth = np.eye(n_classes)[y_true]  # [sentence, class]
+    guess = np.eye(n_classes)[y_pred]
+    tp = counts @ (truth * guess)  # [r, class]
+    denominator = counts @ truth + counts @ guess  # 2 TP + FP + FN
+    present = denominator > 0
+    f1 = np.where(present, 2 * tp / np.where(present, denominator, 1.0), 0.0)
+    return f1.sum(axis=1) / present.sum(axis=1)
+
+
+def score_predictions(
+    y_true: Int[np.ndarray, " sentence"],
+    y_pred: Int[np.ndarray, " sentence"],
+    counts: Float[np.ndarray, "resample sentence"] | Float[Tensor, "resample sentence"],
+    confidence: float = 0.95,
+) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``y_pred`` with percentile bootstrap intervals over the sentences, from resample
+    ``counts`` (:func:`xlens.metrics.bootstrap.resample_counts`)."""
+    require_sklearn()
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    weights = counts.numpy() if isinstance(counts, Tensor) else np.asarray(counts, dtype=np.float64)
+    if weights.shape[1] != len(y_true) or len(y_pred) != len(y_true):
+        raise CorpusError(f"{len(y_true)} labels, {len(y_pred)} predictions, resample counts over {weights.shape[1]}")
+    tail = (1 - confidence) / 2
+    correct = (y_true == y_pred).astype(np.float64)
+    accuracy = weights @ correct / len(correct)
+    f1 = _resampled_macro_f1(y_true, y_pred, weights)
+    acc_low, acc_high = np.quantile(accuracy, [tail, 1 - tail])
+    f1_low, f1_high = np.quantile(f1, [tail, 1 - tail])
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy_low": float(acc_low),
+        "accuracy_high": float(acc_high),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),  # type: ignore[arg-type]
+        "macro_f1_low": float(f1_low),
+        "macro_f1_high": float(f1_high),
+    }
+
+
+# --- the plan: everything checked before the model loads ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """What a transfer run measures, checked against the corpus and the model's shape before the model loads: the
+    source, the targets (FLORES codes, source excluded), the embedding layers, the SIB-200 rows used of each split
+    and the run's find/evaluation splits."""
+
+    data: Sib200
+    source: str
+    targets: list[str]
+    layers: list[int]
+    rows: dict[str, list[int]]
+    splits: Splits
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages tested: the source first, then the targets."""
+        return [self.source, *self.targets]
+
+    def texts(self, lang: str, split: str) -> list[str]:
+        texts = self.data.texts(lang, split)
+        return [texts[i] for i in self.rows[split]]
+
+    def labels(self, split: str) -> Int[np.ndarray, " sentence"]:
+        return np.asarray(self.data.labels_of(split))[self.rows[split]]
+
+
+def _rows(n: int, cap: int | None, seed: int, split: str) -> list[int]:
+    """The rows of a split used: all of them, or a seeded sample of ``cap`` in corpus order (SIB-200's test split
+    is sorted by topic, so the first rows would be one topic)."""
+    if cap is None or cap >= n:
+        return list(range(n))
+    rng = np.random.default_rng([seed, ("train", "dev", "test").index(split)])
+    return sorted(int(i) for i in rng.choice(n, size=cap, replace=False))
+
+
+def check_transfer(config: ExperimentConfig) -> TransferPlan:
+    """Everything about a transfer run that can be checked before a model is loaded (scikit-learn, the corpus and
+    its languages and splits, the layers, the run's config and splits); returns the plan."""
+    from xlens.data.languages import flores_code
+    from xlens.data.sib200 import load_sib200, sib200_languages
+    from xlens.experiment import check_config
+    from xlens.models.loading import model_shape
+
+    require_sklearn()
+    t = config.transfer
+    if t.corpus is None:
+        raise ConfigError(
+            "transfer.corpus is not set: give sib200:PATH (a SIB-200 folder) or hf:Davlan/sib200 in [transfer]"
+        )
+    source = flores_code(t.source)
+    if t.targets == "all":
+        wanted = sib200_languages(t.corpus)
+    else:
+        wanted = [flores_code(c) for c in (t.targets if isinstance(t.targets, list) else config.languages)]
+    targets = [lang for lang in dict.fromkeys(wanted) if lang != source]
+    if not targets:
+        raise ConfigError(f"transfer.targets = {t.targets!r}: no target language besides the source {source}")
+    data = load_sib200(t.corpus, [source, *targets])
+    for split in ("train", "dev", "test"):
+        if not data.has(source, split):
+            raise CorpusError(
+                f"the source language {source} has no {split} split in {data.name}: the probe is trained on its "
+                "train split, its C chosen on dev and it is tested on test; choose another transfer.source"
+            )
+    no_test = [lang for lang in targets if not data.has(lang, "test")]
+    if no_test:
+        raise CorpusError(f"target(s) {no_test} have no test split in {data.name}")
+    shape = model_shape(config.model)
+    layers = list(t.layers) if t.layers is not None else list(range(shape.n_layers + 1))
+    bad = [x for x in layers if x > shape.n_layers]
+    if bad:
+        raise ConfigError(
+            f"transfer.layers = {t.layers}: {bad} out of range; {config.model} has embedding layers "
+            f"0..{shape.n_layers} ({shape.n_layers} blocks)"
+        )
+    rows = {
+        split: _rows(len(data.ids_of(split)), t.sentences, config.seed, split) for split in ("train", "dev", "test")
+    }
+    topics = len(set(np.asarray(data.labels_of("train"))[rows["train"]].tolist()))
+    if topics < 2:
+        raise ConfigError(f"transfer.sentences = {t.sentences} leaves {topics} topic in the train sample: use more")
+    return TransferPlan(data, source, targets, layers, rows, check_config(config))
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+
+def owner(config: ExperimentConfig, model: Any = None) -> dict[str, Any]:
+    """What a transfer folder records as its owner: the settings that change its results, and the numerics."""
+    from xlens.executors import config_numerics
+    from xlens.models.loading import resolved_numerics, same_model_name
+
+    runtime = config.runtime
+    numerics = model.numerics() if model is not None else config_numerics(config)
+    if model is not None:
+        if not same_model_name(model.name, config.model):
+            raise ModelMismatchError(f"the model given ({model.name!r}) is not the config's model {config.model!r}")
+        asked = resolved_numerics(str(model.device), runtime.dtype)["dtype"]
+        if runtime.dtype is not None and asked != numerics["dtype"]:
+            raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_OWNING}
+    return {**settings, "numerics": numerics}
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    """sha256 of a list of sentences (in order)."""
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+class _Transfer:
+    """One transfer run's embeddings, probes and rows with one model (see the module docstring)."""
+
+    def __init__(
+        self, config: ExperimentConfig, plan: TransferPlan, model: Any, store: Any, iv: Interventions, progress: bool
+    ) -> None:
+        from xlens.metrics.bootstrap import resample_counts
+
+        self.config, self.plan, self.model, self.store, self.iv = config, plan, model, store, iv
+        self.progress = progress
+        self.identity, self.numerics = model.identity(), model.numerics()
+        self.built: dict[Condition, list[Any]] = {}
+        self._baseline_probes: list[Probe] | None = None
+        stats = config.stats
+        test_y = plan.labels("test")
+        self.counts = resample_counts(len(test_y), stats.resamples, stats.seed).numpy()
+        self.majority = majority_rate(test_y)
+        self.timings: dict[str, float] = {"embeddings_s": 0.0, "probes_s": 0.0}
+
+    def key(self, lang: str, split: str, condition: Condition) -> str:
+        """The content key of ``lang``'s rows of ``split`` embedded under ``condition``."""
+        from xlens._io import content_key
+
+        runtime, iv = self.config.runtime, self.iv
+        needs = frozenset() if condition.is_baseline else condition.spec().needs
+        return content_key(
+            "transfer-embeddings",
+            self.identity,
+            self.numerics,
+            texts_fingerprint(self.plan.texts(lang, split)),
+            self.plan.layers,
+            self.config.transfer.pooling,
+            runtime.max_length,
+            runtime.batch_size,
+            runtime.max_tokens,
+            condition.to_dict(),
+            iv.scores_key if "experts" in needs else None,
+            iv.splits.find.fingerprint() if "corpus" in needs else None,
+        )
+
+    def embeddings(self, lang: str, split: str, condition: Condition) -> Float[Tensor, "sentence layer d_model"]:
+        """The embeddings of ``lang``'s rows of ``split`` under ``condition``, from the cache when they are there."""
+
+        def compute() -> dict[str, Tensor]:
+            from xlens.embeddings import sentence_embeddings
+
+            if condition not in self.built:  # built on the first miss only: a rerun from the cache builds nothing
+                self.built[condition] = self.iv.build(condition, self.model)
+            runtime = self.config.runtime
+            emb = sentence_embeddings(
+                self.model,
+                self.plan.texts(lang, split),
+                layers=self.plan.layers,
+                pooling=self.config.transfer.pooling,
+                interventions=self.built[condition],
+                batch_size=runtime.batch_size,
+                max_tokens=runtime.max_tokens,
+                max_length=runtime.max_length,
+                progress=False,
+            )
+            return {"embeddings": emb}
+
+        tick = time.perf_counter()
+        out = self.store.tensors("transfer-embeddings", self.key(lang, split, condition), compute)["embeddings"]
+        self.timings["embeddings_s"] += time.perf_counter() - tick
+        return out
+
+    def probes(self, condition: Condition) -> list[Probe]:
+        """One probe per layer on the source's train and dev embeddings under ``condition``."""
+        source = self.plan.source
+        train, dev = self.embeddings(source, "train", condition), self.embeddings(source, "dev", condition)
+        tick = time.perf_counter()
+        train_y, dev_y = self.plan.labels("train"), self.plan.labels("dev")
+        c_values, seed = self.config.transfer.c_values, self.config.seed
+        out = [
+            fit_probe(train[:, j].numpy(), train_y, dev[:, j].numpy(), dev_y, c_values, seed=seed)
+            for j in range(len(self.plan.layers))
+        ]
+        self.timings["probes_s"] += time.perf_counter() - tick
+        return out
+
+    @property
+    def baseline_probes(self) -> list[Probe]:
+        # Fitted when first needed: a rerun whose rows are all cached fits none.
+        if self._baseline_probes is None:
+            self._baseline_probes = self.probes(Condition.baseline())
+        return self._baseline_probes
+
+    def modes(self, condition: Condition) -> list[str]:
+        return ["none"] if condition.is_baseline else list(self.config.transfer.applied)
+
+    def rows_key(self, condition: Condition) -> str:
+        """The content key of a condition's rows: the embeddings they score (the probes' and the tests') and the
+        probe and bootstrap settings."""
+        from importlib.metadata import version
+
+        from xlens._io import content_key
+
+        plan, stats, baseline = self.plan, self.config.stats, Condition.baseline()
+        probe_conditions = {"none": baseline, "target": baseline, "all": condition}
+        probes = {
+            mode: [self.key(plan.source, split, probe_conditions[mode]) for split in ("train", "dev")]
+            for mode in self.modes(condition)
+        }
+        tests = {lang: self.key(lang, "test", condition) for lang in plan.languages}
+        labels = {split: plan.labels(split).tolist() for split in plan.rows}
+        settings = (self.config.transfer.c_values, self.config.seed, MAX_ITER, version("scikit-learn"))
+        bootstrap = (stats.resamples, stats.seed, stats.confidence)
+        return content_key("transfer-rows", probes, tests, labels, settings, bootstrap, condition.columns())
+
+    def condition(self, condition: Condition) -> list[dict[str, Any]]:
+        """Every row of one condition (kept as an artefact): its test embeddings in every language, scored by the
+        probes of each applied mode."""
+        return self.store.folder(
+            "transfer-rows", self.rows_key(condition), lambda: self.compute(condition), _save_rows, _load_rows
+        )
+
+    def compute(self, condition: Condition) -> list[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        languages = tqdm(self.plan.languages, desc=f"transfer: {condition.label}", disable=not self.progress)
+        tests = {lang: self.embeddings(lang, "test", condition) for lang in languages}
+        out = []
+        for mode in self.modes(condition):
+            probes = self.baseline_probes if mode in ("none", "target") else self.probes(condition)
+            out += self.rows(condition, mode, probes, tests)
+        return out
+
+    def rows(
+        self, condition: Condition, applied: str, probes: list[Probe], tests: dict[str, Tensor]
+    ) -> list[dict[str, Any]]:
+        test_y, confidence = self.plan.labels("test"), self.config.stats.confidence
+        out = []
+        for j, layer in enumerate(self.plan.layers):
+            probe = probes[j]
+            for lang, emb in tests.items():
+                scores = score_predictions(test_y, probe.predict(emb[:, j].numpy()), self.counts, confidence)
+                row = {**condition.columns(), "control": condition.control, "applied": applied, "layer": layer}
+                row |= {"target": lang, **scores, "majority": self.majority}
+                row |= {"c": probe.c, "dev_accuracy": probe.dev_accuracy}
+                out.append(row)
+        return out
+
+
+def _save_rows(rows: list[dict[str, Any]], folder: Path) -> None:
+    from xlens._io import write_json
+
+    write_json(folder / "rows.json", rows)
+
+
+def _load_rows(folder: Path) -> list[dict[str, Any]]:
+    from xlens._io import read_json, reading
+
+    with reading(folder / "rows.json"):
+        rows = read_json(folder / "rows.json")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "accuracy" in r for r in rows):
+            raise ValueError("not a list of transfer rows")
+        return rows
+
+
+def run_transfer(
+    config: ExperimentConfig,
+    out: str | os.PathLike[str],
+    *,
+    model: Any = None,
+    progress: bool = True,
+    force: bool = False,
+) -> TransferResults:
+    """Measure zero-shot transfer on SIB-200 under every condition of the run's grid into folder ``out`` (see the
+    module docstring) and return its results.
+
+    Args:
+        model: the loaded model to use (it must be ``config.model``); default: load it.
+        force: replace the results of another config in ``out`` (the content-keyed cache is kept).
+    """
+    from xlens.executors import load
+    from xlens.experiment import Interventions
+    from xlens.runfolder import RunFolder
+
+    started = time.perf_counter()
+    plan = check_transfer(config)
+    with RunFolder.open(Path(out), "transfer", owner(config, model), outputs=OUTPUTS, force=force) as run:
+        store = run.artifacts
+        tick = time.perf_counter()
+        model = model if model is not None else load(config)
+        iv = Interventions.prepare(config, model, store, plan.splits, progress)
+        experts_s = time.perf_counter() - tick
+        job = _Transfer(config, plan, model, store, iv, progress)
+        rows = [row for condition in iv.conditions for row in job.condition(condition)]
+        frame = pd.DataFrame(rows)
+        settings = [c for c in frame.columns if c not in METRICS]
+        table = tidy(cast(pd.DataFrame, frame[[*settings, *METRICS]]))
+        timings = {"experts_s": experts_s, **job.timings, "total_s": time.perf_counter() - started}
+        results = TransferResults(
+            config=config,
+            source=plan.source,
+            targets=plan.targets,
+            layers=plan.layers,
+            labels=plan.data.labels,
+            sentences={split: len(rows) for split, rows in plan.rows.items()},
+            conditions=list(iv.conditions),
+            table=table,
+            provenance=_provenance(config, plan, model, iv, store, Path(out), timings),
+            folder=Path(out),
+        )
+        run.commit(MANIFEST, results.to_dict(), results.tables())
+        return results
+
+
+def _find_overlap(plan: TransferPlan) -> dict[str, int]:
+    """Per split, the SIB-200 rows used whose sentence (in a language both have) is among the find split's, where
+    the experts were found (SIB-200's sentences are FLORES-200's, so a FLORES find corpus overlaps them)."""
+    find = plan.splits.find
+    seen = {lang: set(find[lang]) for lang in plan.languages if lang in find.languages}
+    out = {}
+    for split, rows in plan.rows.items():
+        hits = set()
+        for lang, sentences in seen.items():
+            if plan.data.has(lang, split):
+                texts = plan.data.texts(lang, split)
+                hits |= {i for i in rows if texts[i] in sentences}
+        out[split] = len(hits)
+    return out
+
+
+def _provenance(
+    config: ExperimentConfig,
+    plan: TransferPlan,
+    model: Any,
+    iv: Interventions,
+    store: Any,
+    out: Path,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("xlens", "torch", "transformers", "transformer-lens", "scikit-learn", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    texts = {
+        lang: {split: texts_fingerprint(plan.texts(lang, split)) for split in plan.rows if plan.data.has(lang, split)}
+        for lang in plan.languages
+    }
+    return {
+        "model": model.identity(),
+        "numerics": model.numerics(),
+        "corpus": {
+            "spec": config.transfer.corpus,
+            "name": plan.data.name,
+            "rows": {split: list(map(int, rows)) for split, rows in plan.rows.items()},
+            "texts_sha256": texts,
+            "rows_sharing_a_sentence_with_the_find_split": _find_overlap(plan),
+        },
+        "find_corpus": {"spec": config.find.corpus, "fingerprint": plan.splits.find.fingerprint()},
+        "scores": str(store.path("scores", iv.scores_key).relative_to(out)),
+        "versions": versions,
+        "machine": {"platform": platform.platform(), "device": str(model.device)},
+        "seed": config.seed,
+        "timings": timings,
+    }
+
+
+# --- results -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TransferResults:
+    """A finished ``xlens transfer``: one row per condition, applied mode, layer and target in :attr:`table` (the
+    condition's columns, ``control``, then :data:`METRICS`: ``applied`` (``none`` for the baseline, ``target`` or
+    ``all``), ``layer``, ``target`` (FLORES code; the source's own row is the in-language reference), ``accuracy``
+    and ``macro_f1`` with their bootstrap intervals (``_low``/``_high``), ``majority`` (the test split's
+    majority-class rate), the probe's chosen ``c`` and its ``dev_accuracy``)."""
+
+    config: ExperimentConfig
+    source: str
+    targets: list[str]
+    layers: list[int]
+    labels: list[str]
+    sentences: dict[str, int]
+    conditions: list[Condition]
+    table: pd.DataFrame
+    provenance: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {TABLE: self.table}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the table (``transfer.parquet``: a run over every language has ~10^5 rows)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "config": self.config.to_dict(),
+            "source": self.source,
+            "targets": self.targets,
+            "layers": self.layers,
+            "labels": self.labels,
+            "sentences": self.sentences,
+            "conditions": [c.to_dict() for c in self.conditions],
+            "provenance": self.provenance,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], table: pd.DataFrame, folder: Path | None = None) -> TransferResults:
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ResultsError(
+                f"transfer results of schema version {data.get('schema_version')} (this xlens reads "
+                f"{SCHEMA_VERSION}): rerun `xlens transfer` with this version into a new folder"
+            )
+        return cls(
+            config=ExperimentConfig.from_dict(data["config"]),
+            source=data["source"],
+            targets=list(data["targets"]),
+            layers=[int(x) for x in data["layers"]],
+            labels=list(data["labels"]),
+            sentences={k: int(v) for k, v in data["sentences"].items()},
+            conditions=[Condition.from_dict(c) for c in data["conditions"]],
+            table=table,
+            provenance=data["provenance"],
+            folder=folder,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TransferResults:
+        """The results in folder ``path`` (its table checked against the hash transfer.json keeps)."""
+        from xlens.runfolder import read_manifest
+
+        folder = Path(path)
+        if not (folder / MANIFEST).is_file():
+            raise ResultsError(f"{folder} holds no {MANIFEST}: run `xlens transfer CONFIG --out {folder}` first")
+        data = read_manifest(folder, MANIFEST)
+        return cls.from_dict(data, pd.read_parquet(folder / data["tables"][TABLE]["file"]), folder)
+
+    def _targets_only(self) -> pd.DataFrame:
+        table = self.table
+        return cast(pd.DataFrame, table[table["target"] != self.source])
+
+    def best_layer(self) -> int:
+        """The layer where the baseline's accuracy, averaged over the targets (the source left out), is highest."""
+        rows: Any = self._targets_only()
+        by_layer = rows[rows["condition"] == "baseline"].groupby("layer")["accuracy"].mean()
+        return int(by_layer.idxmax())
+
+    def overview(self, layer: int | None = None) -> pd.DataFrame:
+        """Per condition and applied mode at ``layer`` (default :meth:`best_layer`): the source's accuracy, the mean
+        accuracy and macro-F1 over the targets, and the mean accuracy change against the baseline."""
+        chosen = self.best_layer() if layer is None else layer
+        if chosen not in self.layers:
+            raise ResultsError(f"layer {chosen} is not among these results' layers {self.layers}")
+        table: Any = self.table[self.table["layer"] == chosen]
+        keys = ["condition", "applied"]
+        source = table[table["target"] == self.source].set_index(keys)["accuracy"]
+        targets = table[table["target"] != self.source].groupby(keys, sort=False)[["accuracy", "macro_f1"]].mean()
+        frame = targets.rename(columns={"accuracy": "target_accuracy", "macro_f1": "target_macro_f1"})
+        frame.insert(0, "source_accuracy", source.reindex(frame.index))
+        baseline = float(frame.loc[("baseline", "none"), "target_accuracy"])  # type: ignore[arg-type]
+        frame["vs_baseline"] = frame["target_accuracy"] - baseline
+        return frame.reset_index().assign(layer=chosen)
+
+    def summary(self) -> str:
+        """The overview at the best layer for the terminal."""
+        layer = self.best_layer()
+        shown = self.overview(layer).drop(columns=["layer"]).to_string(index=False, float_format=lambda x: f"{x:.3f}")
+        majority = float(self.table["majority"].iloc[0])
+        return (
+            f"SIB-200 transfer from {self.source} to {len(self.targets)} target(s), {self.sentences['test']} test "
+            f"sentences (majority class {majority:.3f}); best baseline layer {layer}:\n{shown}"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TransferResults({self.config.model}, {self.source} -> {len(self.targets)} targets, "
+            f"{len(self.conditions)} conditions, {len(self.layers)} layers, folder={self.folder})"
+        )
+
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card, html_frame, short_list
+
+        layer = self.best_layer()
+        facts = {
+            "model": self.config.model,
+            "source → targets": f"{self.source} → {short_list(self.targets)}",
+            "conditions": f"baseline + {len(self.conditions) - 1}",
+            "sentences (train / dev / test)": " / ".join(str(self.sentences[s]) for s in ("train", "dev", "test")),
+            "best baseline layer": layer,
+            "folder": self.folder or "–",
+        }
+        return html_card("TransferResults", facts, html_frame(self.overview(layer).drop(columns=["layer"])))

