@@ -33,6 +33,7 @@ from xlens.errors import (
     InspectorError,
     InterventionError,
     MetricInputError,
+    MissingDependencyError,
     ModelLoadError,
     ModelMismatchError,
     NeuronCardError,
@@ -85,7 +86,10 @@ _LAZY = {
     "xlens.experiment": ("run_experiment",),
     "xlens.results": ("Condition", "RunResults"),
     "xlens.generation": ("generate", "language_id", "perplexity"),
-    "xlens.steering": ("prepare_steer", "run_steer"),
+    "xlens.steering": ("choose_k", "prepare_steer", "run_steer"),
+    "xlens.transfer": ("TransferResults", "run_transfer"),
+    "xlens.data.sib200": ("load_sib200",),
+    "xlens.translate": ("TranslateResults", "run_translate"),
     "xlens.viz": ("embedding_space", "improvement_bars", "neuron_card", "retrieval_curves", "similarity_heatmaps"),
     "xlens.inspector": ("NeuronInspector",),
     "xlens.report": ("write_report",),
@@ -120,6 +124,7 @@ __all__ = [
     "Lape",
     "LensModel",
     "MetricInputError",
+    "MissingDependencyError",
     "ModelLoadError",
     "ModelMismatchError",
     "NeuronCardError",
@@ -136,6 +141,8 @@ __all__ = [
     "SetUnits",
     "SteeringError",
     "SteeringVector",
+    "TransferResults",
+    "TranslateResults",
     "UnitIndex",
     "UnknownLanguageError",
     "UnsupportedModelError",
@@ -144,6 +151,7 @@ __all__ = [
     "alignment_scores",
     "apply",
     "centroid_distance",
+    "choose_k",
     "cka_matrix",
     "collect_corpus_responses",
     "collect_responses",
@@ -156,6 +164,7 @@ __all__ = [
     "linear_cka",
     "load_corpus",
     "load_model",
+    "load_sib200",
     "methods",
     "model_shape",
     "neuron_card",
@@ -168,6 +177,8 @@ __all__ = [
     "retrieval_matrix",
     "run_experiment",
     "run_steer",
+    "run_transfer",
+    "run_translate",
     "sentence_embeddings",
     "similarity_heatmaps",
     "write_report",
@@ -191,6 +202,7 @@ if TYPE_CHECKING:
     from xlens.activations import Responses, UnitIndex, collect_corpus_responses, collect_responses
     from xlens.config import ExperimentConfig
     from xlens.data import ParallelCorpus, load_corpus, resolve_language
+    from xlens.data.sib200 import load_sib200
     from xlens.embeddings import sentence_embeddings
     from xlens.experiment import run_experiment
     from xlens.experts.sets import ExpertScores, ExpertSet, find_experts
@@ -227,5 +239,7 @@ if TYPE_CHECKING:
     from xlens.models import LensModel, load_model, model_shape
     from xlens.report import write_report
     from xlens.results import Condition, RunResults
-    from xlens.steering import prepare_steer, run_steer
+    from xlens.steering import choose_k, prepare_steer, run_steer
+    from xlens.transfer import TransferResults, run_transfer
+    from xlens.translate import TranslateResults, run_translate
     from xlens.viz import embedding_space, improvement_bars, neuron_card, retrieval_curves, similarity_heatmaps

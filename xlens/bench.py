@@ -359,18 +359,14 @@ THROUGHPUT_SHAPES: dict[str, dict[str, Any]] = {
 def throughput_model_folder(shape: str) -> Path:
     """A random-weight Gemma-3 of one of :data:`THROUGHPUT_SHAPES` (vocabulary 262,144 as the real one, the byte
     tokenizer of the tiny models), saved once in the xlens cache."""
-    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+    from transformers import Gemma3TextConfig
 
-    from xlens._io import atomic_folder
     from xlens.errors import InputError
-    from xlens.models.loading import cache_dir, complete, write_marker
-    from xlens.models.tiny import byte_tokenizer
+    from xlens.models.loading import cache_dir
+    from xlens.models.tiny import random_model_folder
 
     if shape not in THROUGHPUT_SHAPES:
         raise InputError(f"unknown shape {shape!r}; use one of {', '.join(THROUGHPUT_SHAPES)}")
-    folder = cache_dir() / "models" / f"random-{shape}-v1"
-    if complete(folder):
-        return folder
     n_layers = THROUGHPUT_SHAPES[shape]["num_hidden_layers"]
     config = Gemma3TextConfig(
         vocab_size=262144,
@@ -382,12 +378,8 @@ def throughput_model_folder(shape: str) -> Path:
         pad_token_id=258,
         **THROUGHPUT_SHAPES[shape],
     )
-    with atomic_folder(folder) as tmp:
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(config).save_pretrained(tmp)
-        byte_tokenizer(prepend_bos=True).save_pretrained(tmp)
-        write_marker(tmp, source=f"random:{shape}", revision=f"random-{shape}-v1")
-    return folder
+    folder = cache_dir() / "models" / f"random-{shape}-v1"
+    return random_model_folder(config, folder, source=f"random:{shape}", prepend_bos=True)
 
 
 def _tokens_per_s(run: Any, batches: list[Any], device: torch.device) -> dict[str, Any]:

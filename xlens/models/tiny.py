@@ -83,22 +83,25 @@ def byte_tokenizer(prepend_bos: bool) -> Any:
     )
 
 
-def tiny_model_folder(arch: str, cache: Path, seed: int = 0) -> Path:
-    """``tiny-<arch>`` saved as a Hugging Face folder under ``cache`` (built once)."""
+def random_model_folder(config: Any, folder: Path, *, source: str, prepend_bos: bool, seed: int = 0) -> Path:
+    """A randomly initialised model of ``config`` with the byte tokenizer, saved once as a Hugging Face folder
+    (atomically; the folder's name is its revision)."""
     from transformers import AutoModelForCausalLM
 
     from xlens.models.loading import complete, write_marker
 
-    config = tiny_config(arch)
-    revision = f"tiny-{arch}-seed{seed}-{TINY_VERSION}"
-    folder = cache / revision
     if complete(folder):
         return folder
     with atomic_folder(folder) as tmp:
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
-        model.save_pretrained(tmp)
-        # Bloom is trained without BOS; the others expect one.
-        byte_tokenizer(prepend_bos=arch != "bloom").save_pretrained(tmp)
-        write_marker(tmp, source=f"tiny:{arch}", revision=revision)
+        AutoModelForCausalLM.from_config(config).save_pretrained(tmp)
+        byte_tokenizer(prepend_bos=prepend_bos).save_pretrained(tmp)
+        write_marker(tmp, source=source, revision=folder.name)
     return folder
+
+
+def tiny_model_folder(arch: str, cache: Path, seed: int = 0) -> Path:
+    """``tiny-<arch>`` saved as a Hugging Face folder under ``cache`` (built once)."""
+    folder = cache / f"tiny-{arch}-seed{seed}-{TINY_VERSION}"
+    # Bloom is trained without BOS; the others expect one.
+    return random_model_folder(tiny_config(arch), folder, source=f"tiny:{arch}", prepend_bos=arch != "bloom", seed=seed)
