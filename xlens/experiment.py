@@ -94,6 +94,23 @@ def check_config(config: ExperimentConfig) -> Splits:
     return load_splits(config)
 
 
+def folder_owner(
+    config: ExperimentConfig, numerics: dict[str, str], model: Any, leave_out: tuple[str, ...]
+) -> dict[str, Any]:
+    """What a run folder records as its owner: the config without the sections in ``leave_out`` (those that do
+    not change its results) and the numerics it computes in. A model given must be the config's, in its dtype."""
+    from xlens.models.loading import resolved_numerics, same_model_name
+
+    if model is not None:
+        if not same_model_name(model.name, config.model):
+            raise ModelMismatchError(f"the model given ({model.name!r}) is not the config's model {config.model!r}")
+        asked = resolved_numerics(str(model.device), config.runtime.dtype)["dtype"]
+        if config.runtime.dtype is not None and asked != numerics["dtype"]:
+            raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
+    settings = {k: v for k, v in config.to_dict().items() if k not in leave_out}
+    return {**settings, "numerics": numerics}
+
+
 def kept_scores(store: Any, config: ExperimentConfig, scores: Any) -> tuple[Any, str]:
     """Expert scores kept as a run folder artefact, keyed by the responses they came from and the scoring
     settings; returns the kept scores and their key."""
@@ -249,20 +266,8 @@ class Experiment:
     def owner(self) -> dict[str, Any]:
         """What the run folder records as its owner: the config, and the numerics it resolves to (so a rerun
         that would compute in another dtype or on another device kind is another run, not a resume)."""
-        from xlens.models.loading import resolved_numerics, same_model_name
-
-        runtime, model = self.config.runtime, getattr(self.executor, "model", None)
         numerics = self.executor.numerics(self.config)
-        if model is not None:
-            if not same_model_name(model.name, self.config.model):
-                raise ModelMismatchError(
-                    f"the model given ({model.name!r}) is not the config's model {self.config.model!r}"
-                )
-            asked = resolved_numerics(str(model.device), runtime.dtype)["dtype"]
-            if runtime.dtype is not None and asked != numerics["dtype"]:
-                raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
-        run_settings = {k: v for k, v in self.config.to_dict().items() if k not in DOWNSTREAM_SECTIONS}
-        return {**run_settings, "numerics": numerics}
+        return folder_owner(self.config, numerics, getattr(self.executor, "model", None), DOWNSTREAM_SECTIONS)
 
     def experts(self, splits: Splits) -> Any:
         """Every language's scores on the find split, found by the executor (from responses cached in the run

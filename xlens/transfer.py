@@ -41,7 +41,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from xlens.config import ExperimentConfig
-from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ModelMismatchError, ResultsError
+from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ResultsError
 from xlens.results import Condition, tidy
 
 if TYPE_CHECKING:
@@ -289,18 +289,10 @@ def check_transfer(config: ExperimentConfig) -> TransferPlan:
 def owner(config: ExperimentConfig, model: Any = None) -> dict[str, Any]:
     """What a transfer folder records as its owner: the settings that change its results, and the numerics."""
     from xlens.executors import config_numerics
-    from xlens.models.loading import resolved_numerics, same_model_name
+    from xlens.experiment import folder_owner
 
-    runtime = config.runtime
     numerics = model.numerics() if model is not None else config_numerics(config)
-    if model is not None:
-        if not same_model_name(model.name, config.model):
-            raise ModelMismatchError(f"the model given ({model.name!r}) is not the config's model {config.model!r}")
-        asked = resolved_numerics(str(model.device), runtime.dtype)["dtype"]
-        if runtime.dtype is not None and asked != numerics["dtype"]:
-            raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
-    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_OWNING}
-    return {**settings, "numerics": numerics}
+    return folder_owner(config, numerics, model, _NOT_OWNING)
 
 
 def texts_fingerprint(texts: Sequence[str]) -> str:
