@@ -415,6 +415,27 @@ def test_a_rerun_reads_the_cache_and_another_config_needs_force(
     pd.testing.assert_frame_equal(only_target.table, expected)
 
 
+def test_targets_all_is_every_other_sib200_language(sib: Path) -> None:
+    """``targets = "all"`` resolves every language folder of the release (N'Ko, nqo_Nkoo, is in SIB-200 but not in
+    FLORES-200 devtest), before any model loads."""
+    plan = check_transfer(_tiny(sib, targets="all"))
+    folders = sorted(p.name for p in sib.iterdir() if p.is_dir())
+    assert len(folders) == 205 and "nqo_Nkoo" in folders
+    assert sorted(plan.targets) == [f for f in folders if f != "eng_Latn"]
+
+
+@pytest.mark.parametrize(("sentences", "test_sentences"), [(None, 12), (40, 12), (40, None), (None, 500)])
+def test_test_sentences_caps_only_the_test_split(sentences: int | None, test_sentences: int | None, sib: Path) -> None:
+    """The same seeded rows in every split as with ``sentences`` alone, except the test split's cap."""
+    plan = check_transfer(_tiny(sib, sentences=sentences, test_sentences=test_sentences))
+    full = {split: len(plan.data.ids_of(split)) for split in ("train", "dev", "test")}
+    for split, cap in (("train", sentences), ("dev", sentences), ("test", test_sentences or sentences)):
+        rows = plan.rows[split]
+        assert len(rows) == min(cap or full[split], full[split]) and rows == sorted(set(rows))
+        alone = check_transfer(_tiny(sib, sentences=cap)).rows[split]
+        assert rows == alone
+
+
 @pytest.mark.parametrize(
     ("transfer", "error", "message"),
     [
@@ -423,6 +444,7 @@ def test_a_rerun_reads_the_cache_and_another_config_needs_force(
         ({"corpus": None}, ConfigError, "transfer.corpus is not set"),
         ({"layers": [1, 3]}, ConfigError, r"transfer.layers = \[1, 3\]: \[3\] out of range; tiny-gpt2 has .* 0..2"),
         ({"targets": ["en"]}, ConfigError, "no target language besides the source eng_Latn"),
+        ({"test_sentences": 1}, ConfigError, "transfer.test_sentences"),
     ],
 )
 def test_bad_inputs_fail_before_the_model_loads(

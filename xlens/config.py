@@ -357,7 +357,9 @@ class TransferConfig:
     SIB-200's layout) or ``hf:DATASET`` (``hf:Davlan/sib200``); ``targets`` defaults to the run's languages
     (``"all"``: every language of the corpus), the source left out; ``layers`` to every embedding layer.
     ``sentences`` caps every split at that many rows (the same seeded sample in every language) for a quick look;
-    the benchmark's numbers use all of them (701 / 99 / 204).
+    ``test_sentences`` caps the test split only (over ``sentences`` there), for runs over many targets whose cost
+    is their test sentences while the probe keeps its whole train split. The benchmark's numbers use all of them
+    (701 / 99 / 204).
     """
 
     corpus: str | None = None
@@ -368,6 +370,7 @@ class TransferConfig:
     c_values: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0])
     pooling: str = "mean"
     sentences: int | None = None
+    test_sentences: int | None = None
 
     def __post_init__(self) -> None:
         from xlens.data.languages import resolve_language
@@ -400,8 +403,9 @@ class TransferConfig:
             raise ConfigError(f"transfer.layers = {self.layers}: distinct embedding layers >= 0, or leave it out")
         if self.pooling not in EMBEDDING_POOLINGS:
             raise ConfigError(f"transfer.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}")
-        if self.sentences is not None:
-            _at_least("transfer", "sentences", self.sentences, 2)
+        for name in ("sentences", "test_sentences"):
+            if getattr(self, name) is not None:
+                _at_least("transfer", name, getattr(self, name), 2)
 
 
 @dataclass(frozen=True)

@@ -274,9 +274,8 @@ def check_transfer(config: ExperimentConfig) -> TransferPlan:
             f"transfer.layers = {t.layers}: {bad} out of range; {config.model} has embedding layers "
             f"0..{shape.n_layers} ({shape.n_layers} blocks)"
         )
-    rows = {
-        split: _rows(len(data.ids_of(split)), t.sentences, config.seed, split) for split in ("train", "dev", "test")
-    }
+    caps = {"train": t.sentences, "dev": t.sentences, "test": t.test_sentences or t.sentences}
+    rows = {split: _rows(len(data.ids_of(split)), cap, config.seed, split) for split, cap in caps.items()}
     topics = len(set(np.asarray(data.labels_of("train"))[rows["train"]].tolist()))
     if topics < 2:
         raise ConfigError(f"transfer.sentences = {t.sentences} leaves {topics} topic in the train sample: use more")
