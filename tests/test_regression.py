@@ -4,8 +4,8 @@
 that code's flat form; each case is translated to today's nested config and run again.
 
 Counts, labels and keys must be equal; float columns agree to ``RTOL``. The references are bit-identical on the
-machine that wrote them, but float32 kernels pick their vector width from the CPU (AVX2 here, AVX-512 on others),
-which changes summation order and so the last bit of a mean: CI saw 0.2701715 for 0.27017151. A redesign error
+machine that wrote them, but float32 kernels pick their vector width from the CPU's instruction set, which changes
+the summation order and so the last bit of a mean: one CI machine saw 0.2701715 for 0.27017151. A redesign error
 (another unit, value or position) moves these numbers by far more, which
 ``test_the_tolerance_cannot_hide_an_intervention`` checks on the references themselves.
 """
