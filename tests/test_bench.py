@@ -126,3 +126,51 @@ def test_bench_gpu_counts_the_same_tokens_in_every_pass(tmp_path: Path) -> None:
     }
     bad = CliRunner().invoke(app, ["bench", "gpu", "--json", str(tmp_path / "x.json"), "--shapes", "gemma9"])
     assert bad.exit_code == 2 and "choose from gemma3-tiny-shape" in bad.output
+
+
+def test_bench_generate_counts_tokens_and_compares_both_loops(tmp_path: Path) -> None:
+    """`bench generate` on a tiny model: both regimes and both conditions, rates and speedups from their own
+    timings, the cached tokens equal to the full loop's, prompt lengths from the tokenizer."""
+    from typer.testing import CliRunner
+
+    from xlens.cli import app
+    from xlens.config import TranslateConfig
+    from xlens.generation import BUILTIN_PROMPTS
+    from xlens.models import load_model
+    from xlens.translate import few_shot_prompts
+
+    out = tmp_path / "generate.json"
+    args = ["bench", "generate", "--json", str(out), "--model", "tiny-gpt2", "--prompts", "3", "--new-tokens", "5"]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "2", "--shots", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["regimes"]) == {"short", "few_shot"}
+    lm = load_model("tiny-gpt2", device="cpu")
+    few_shot = few_shot_prompts(load_builtin(["en", "es"]), "en", "es", 1, 3, TranslateConfig().template, 0).prompts
+    for regime, texts in (("short", list(BUILTIN_PROMPTS[:3])), ("few_shot", few_shot)):
+        runs = report["regimes"][regime]
+        lengths = [len(lm.tokenize([t]).tokens[0]) for t in texts]
+        assert runs["prompt_tokens_mean"] == pytest.approx(np.mean(lengths))
+        assert runs["prompt_tokens_max"] == max(lengths)
+        for label in ("none", "force_200_units"):
+            run = runs[label]
+            assert run["same_tokens"] is True
+            for loop in ("cached", "full_forward"):
+                assert run[loop]["new_tokens_per_s"] == pytest.approx(3 * 5 / run[loop]["seconds"])
+            assert run["speedup"] == pytest.approx(
+                run["cached"]["new_tokens_per_s"] / run["full_forward"]["new_tokens_per_s"]
+            )
+    assert report["regimes"]["few_shot"]["prompt_tokens_mean"] > 3 * report["regimes"]["short"]["prompt_tokens_mean"]
+    assert report["unembedding_ms"] > 0 and report["shots"] == 1
+
+    # Two shots make the longest prompt 318 byte tokens, beyond the tiny model's 256 positions.
+    long = CliRunner().invoke(app, [*args, "--shots", "2", "--json", str(tmp_path / "long.json")])
+    assert long.exit_code == 2
+    assert (
+        "the longest few-shot prompt has 318 tokens, + --new-tokens 5 exceeds tiny-gpt2's context of 256" in long.output
+    )
+
+    bad = CliRunner().invoke(app, ["bench", "generate", "--json", str(tmp_path / "x.json"), "--prompts", "299"])
+    assert bad.exit_code == 2 and "--prompts 299 + --shots 3 exceed the 300 rows" in bad.output
+    bad = CliRunner().invoke(app, ["bench", "generate", "--json", str(tmp_path / "x.json"), "--shots", "-1"])
+    assert bad.exit_code == 2 and "--shots must be >= 0, got -1" in bad.output

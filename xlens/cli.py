@@ -645,15 +645,16 @@ def bench_gpu(
 def bench_generate(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
     model: ModelOpt = "",
-    prompts: Annotated[int, typer.Option(help="prompts (built-in openings)")] = 8,
+    prompts: Annotated[int, typer.Option(help="prompts per regime (short openings; few-shot translations)")] = 8,
     new_tokens: Annotated[int, typer.Option(help="tokens generated per prompt")] = 64,
     batch_size: Annotated[int, typer.Option(help="prompts per batch")] = 8,
+    shots: Annotated[int, typer.Option(help="examples in each few-shot prompt")] = 3,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
 ) -> None:
     """New tokens per second of KV-cached generation against the full-forward loop, without and under a force
-    intervention, and whether both give the same tokens."""
+    intervention, on short and on few-shot prompts, and whether both loops give the same tokens."""
 
     def body() -> None:
         from xlens.bench import bench_generate as run_bench
@@ -662,7 +663,9 @@ def bench_generate(
         for name, value in (("--prompts", prompts), ("--new-tokens", new_tokens), ("--batch-size", batch_size)):
             if value < 1:
                 raise InputError(f"{name} must be >= 1, got {value}")
-        report = run_bench(model or None, prompts, new_tokens, batch_size, device, dtype)
+        if shots < 0:
+            raise InputError(f"--shots must be >= 0, got {shots}")
+        report = run_bench(model or None, prompts, new_tokens, batch_size, shots, device, dtype)
         write_json(json_out, report)
         typer.echo(json.dumps(report, indent=2))
 

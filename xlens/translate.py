@@ -379,18 +379,25 @@ def context_length(model: Any) -> int | None:
     return None
 
 
-def check_context(model: Any, plans: Sequence[FewShotPrompts], max_new_tokens: int) -> None:
-    """Every prompt and its continuation fit the model's context (a clear error, not an index error mid-run)."""
+def context_overflow(model: Any, prompts: Sequence[str], max_new_tokens: int) -> tuple[int, int] | None:
+    """``(longest prompt's tokens, context length)`` when that prompt and ``max_new_tokens`` exceed the model's
+    context, else None (also where the model's config does not tell its context)."""
     limit = context_length(model)
     if limit is None:
-        return
+        return None
+    longest = int(model.tokenize(list(prompts)).lengths.max())
+    return (longest, limit) if longest + max_new_tokens > limit else None
+
+
+def check_context(model: Any, plans: Sequence[FewShotPrompts], max_new_tokens: int) -> None:
+    """Every prompt and its continuation fit the model's context (a clear error, not an index error mid-run)."""
     for plan in plans:
-        longest = int(model.tokenize(plan.prompts).lengths.max())
-        if longest + max_new_tokens > limit:
+        overflow = context_overflow(model, plan.prompts, max_new_tokens)
+        if overflow is not None:
             raise ConfigError(
-                f"direction {plan.direction}: the longest prompt has {longest} tokens, + translate.max_new_tokens = "
-                f"{max_new_tokens} exceeds {model.name}'s context of {limit} tokens: use fewer translate.shots or "
-                "shorter sentences"
+                f"direction {plan.direction}: the longest prompt has {overflow[0]} tokens, + translate.max_new_tokens "
+                f"= {max_new_tokens} exceeds {model.name}'s context of {overflow[1]} tokens: use fewer "
+                "translate.shots or shorter sentences"
             )
 
 
