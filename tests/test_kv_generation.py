@@ -10,20 +10,35 @@ import torch
 from xlens.data import load_builtin
 from xlens.experts.sets import ExpertScores, find_experts
 from xlens.generation import generate
-from xlens.interventions import Damp, DiffMean, Force, Intervention, Lape, TokenPositions, apply, token_positions
+from xlens.interventions import (
+    Aura,
+    Damp,
+    Det0,
+    DiffMean,
+    Force,
+    Intervention,
+    Lape,
+    TokenPositions,
+    apply,
+    token_positions,
+)
+from xlens.interventions.specs import methods, spec_class
 from xlens.models import LensModel
 
 PROMPTS = ["The weather this morning was", "Hi", "My neighbour has a dog that barks at night", "On rainy days"]
 
 
 def registry_interventions(model: LensModel, k: int) -> dict[str, list[Intervention]]:
-    """None, force, damp, lape and diffmean on Spanish, built by the registry's specs as `xlens run` builds them."""
+    """No intervention and every method xlens registers, on Spanish, built by the registry's specs as `xlens run`
+    builds them."""
     corpus = load_builtin(["en", "es", "de"]).head(12)
     scores: ExpertScores = find_experts(model, corpus, lape_top_rate=0.2, progress=False)
     return {
         "none": [],
         "force": [Force(value="on_mean").build(scores, "es", k, model=model)],
-        "damp": [Damp(alpha=0.0).build(scores, "es", k, model=model)],
+        "damp": [Damp(alpha=0.25).build(scores, "es", k, model=model)],
+        "det0": [Det0().build(scores, "es", k, model=model)],
+        "aura": [Aura().build(scores, "es", k, model=model)],
         "lape": [Lape(top_rate=0.2).build(scores, "es", model=model)],
         "diffmean": [DiffMean(alpha=4.0).build(None, "es", model=model, corpus=corpus)],
     }
@@ -48,6 +63,8 @@ def columns_seen(model: LensModel) -> tuple[list[int], Any]:
 
 def test_cached_greedy_tokens_equal_the_full_forward_loop(tiny_model: LensModel) -> None:
     by_method = registry_interventions(tiny_model, k=24)
+    # A method added to xlens' registry must be added here too.
+    assert set(by_method) == {"none"} | {m for m in methods() if spec_class(m).__module__.startswith("xlens.")}
     for method, ivs in by_method.items():
         cached = generate(tiny_model, PROMPTS, 8, interventions=ivs, batch_size=4, stop_at_eos=False)
         full = generate(tiny_model, PROMPTS, 8, interventions=ivs, batch_size=4, stop_at_eos=False, kv_cache=False)
@@ -55,7 +72,7 @@ def test_cached_greedy_tokens_equal_the_full_forward_loop(tiny_model: LensModel)
     # Every intervention changes the next-token logits, so the comparison above is not between unhooked runs
     # (tiny random models often keep their argmax tokens).
     plain = next_logits(tiny_model, [])
-    for method in ("force", "damp", "lape", "diffmean"):
+    for method in set(by_method) - {"none"}:
         assert not torch.allclose(next_logits(tiny_model, by_method[method]), plain, atol=1e-4), method
 
 

@@ -321,6 +321,32 @@ def test_the_run_scores_every_condition_mode_layer_and_target(tiny_run: tuple[An
     assert table["majority"].unique().tolist() == [pytest.approx(shares.max())]
 
 
+def _sklearn_scores(
+    x: dict[str, np.ndarray], labels: dict[str, list[int]], tests: dict[str, np.ndarray], layer: int
+) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """The probe the run should fit at ``layer``, by scikit-learn alone: C of (0.1, 1.0) best on dev (ties to the
+    smaller), then (accuracy, macro-F1) on each test set."""
+    fits = []
+    for c in (0.1, 1.0):
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+        pipe.fit(x["train"][:, layer], labels["train"])
+        fits.append((accuracy_score(labels["dev"], pipe.predict(x["dev"][:, layer])), -c, pipe))
+    dev, minus_c, pipe = max(fits, key=lambda f: (f[0], f[1]))
+    scores = {}
+    for lang, test in tests.items():
+        predicted = pipe.predict(test[:, layer])
+        scores[lang] = (accuracy_score(labels["test"], predicted), f1_score(labels["test"], predicted, average="macro"))
+    return -minus_c, dev, scores
+
+
+def _embed(model: LensModel, config: ExperimentConfig, texts: list[str], interventions: list[Any]) -> np.ndarray:
+    runtime = config.runtime
+    kwargs = {"batch_size": runtime.batch_size, "max_tokens": runtime.max_tokens, "max_length": runtime.max_length}
+    return xlens.embeddings.sentence_embeddings(
+        model, texts, interventions=interventions, progress=False, **kwargs
+    ).numpy()
+
+
 def test_the_source_row_is_the_ordinary_held_out_score(
     tiny_run: tuple[Any, Path, int], tiny_gpt2: LensModel, sib: Path
 ) -> None:
@@ -332,28 +358,37 @@ def test_the_source_row_is_the_ordinary_held_out_score(
         assert rows == sorted(set(rows)) and len(rows) == 40
         assert plan.texts("en", split) == [str(frames[split]["text"].iloc[i]).strip() for i in rows]
     assert len(set(plan.labels("test").tolist())) >= 5
-    runtime = results.config.runtime
-
-    def embed(split: str) -> np.ndarray:
-        texts = [str(frames[split]["text"].iloc[i]).strip() for i in plan.rows[split]]
-        kwargs = {"batch_size": runtime.batch_size, "max_tokens": runtime.max_tokens, "max_length": runtime.max_length}
-        return xlens.embeddings.sentence_embeddings(tiny_gpt2, texts, progress=False, **kwargs).numpy()
-
-    x = {split: embed(split) for split in SPLITS}
+    texts = {split: [str(frames[split]["text"].iloc[i]).strip() for i in plan.rows[split]] for split in SPLITS}
+    x = {split: _embed(tiny_gpt2, results.config, texts[split], []) for split in SPLITS}
     labels = {split: [SIB200_LABELS.index(c) for c in frames[split]["category"][plan.rows[split]]] for split in SPLITS}
     baseline = results.table[(results.table["condition"] == "baseline") & (results.table["target"] == "eng_Latn")]
     for layer in results.layers:
-        fits = []
-        for c in (0.1, 1.0):
-            pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-            pipe.fit(x["train"][:, layer], labels["train"])
-            fits.append((accuracy_score(labels["dev"], pipe.predict(x["dev"][:, layer])), -c, pipe))
-        dev, minus_c, pipe = max(fits, key=lambda f: (f[0], f[1]))
-        predicted = pipe.predict(x["test"][:, layer])
+        c, dev, scores = _sklearn_scores(x, labels, {"eng_Latn": x["test"]}, layer)
         row = baseline[baseline["layer"] == layer].iloc[0]
-        assert (row["c"], row["dev_accuracy"]) == (-minus_c, pytest.approx(dev))
-        assert row["accuracy"] == pytest.approx(accuracy_score(labels["test"], predicted))
-        assert row["macro_f1"] == pytest.approx(f1_score(labels["test"], predicted, average="macro"))
+        assert (row["c"], row["dev_accuracy"]) == (c, pytest.approx(dev))
+        assert (row["accuracy"], row["macro_f1"]) == pytest.approx(scores["eng_Latn"])
+
+
+def test_applied_all_is_a_probe_trained_and_tested_under_the_intervention(
+    tiny_run: tuple[Any, Path, int], tiny_gpt2: LensModel
+) -> None:
+    """The rows of applied = "all": the Spanish experts found with the public API, forced while embedding the
+    English train and dev splits and every test split, a probe fitted by scikit-learn on those."""
+    results = tiny_run[0]
+    config, plan = results.config, check_transfer(results.config)
+    scores = xlens.find_experts(tiny_gpt2, plan.splits.find, progress=False)
+    force = [xlens.Force(value="on_p50").build(scores, "es", 8, model=tiny_gpt2)]
+    x = {split: _embed(tiny_gpt2, config, plan.texts("en", split), force) for split in ("train", "dev")}
+    tests = {lang: _embed(tiny_gpt2, config, plan.texts(lang, "test"), force) for lang in plan.languages}
+    labels = {split: plan.labels(split).tolist() for split in SPLITS}
+    table = results.table
+    forced = table[(table["condition"] == "force spa_Latn k=8") & (table["applied"] == "all")]
+    for layer in results.layers:
+        c, dev, expected = _sklearn_scores(x, labels, tests, layer)
+        at = forced[forced["layer"] == layer].set_index("target")
+        assert at["c"].unique().tolist() == [c] and at["dev_accuracy"].unique().tolist() == [pytest.approx(dev)]
+        for lang, (accuracy, macro_f1) in expected.items():
+            assert (at.loc[lang, "accuracy"], at.loc[lang, "macro_f1"]) == pytest.approx((accuracy, macro_f1)), lang
 
 
 def test_applied_modes_share_the_baseline_probe_and_layer_zero_is_untouched(tiny_run: tuple[Any, Path, int]) -> None:
