@@ -246,12 +246,21 @@ def test_the_bootstrap_intervals_match_a_brute_force_percentile_bootstrap() -> N
     y_true[0] = 6  # a topic seen once: absent from many resamples, which macro-F1 then leaves out
     y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, 7, n))
     counts = resample_counts(n, 400, 3)
-    scores = score_predictions(y_true, y_pred, counts, confidence=0.9)
-    accuracy, f1 = [], []
+    reference = np.where(rng.random(n) < 0.3, y_true, y_pred)  # right more often: a positive change
+    scores = score_predictions(y_true, y_pred, counts, confidence=0.9, reference=reference)
+    accuracy, f1, change = [], [], []
     for row in counts.numpy().astype(int):
         drawn = np.repeat(np.arange(n), row)
         accuracy.append(accuracy_score(y_true[drawn], y_pred[drawn]))
         f1.append(f1_score(y_true[drawn], y_pred[drawn], average="macro", zero_division=0))  # type: ignore[arg-type]
+        change.append(accuracy[-1] - accuracy_score(y_true[drawn], reference[drawn]))
+    assert scores["accuracy_change"] == pytest.approx(
+        accuracy_score(y_true, y_pred) - accuracy_score(y_true, reference)
+    )
+    expected = np.percentile(change, [5, 95])
+    assert [scores["accuracy_change_low"], scores["accuracy_change_high"]] == pytest.approx(expected, abs=1e-12)
+    assert scores["accuracy_change"] < 0 and scores["accuracy_change_high"] < 0  # the reference is better here
+    assert "accuracy_change" not in score_predictions(y_true, y_pred, counts)
     assert scores["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
     assert scores["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
     assert [scores["accuracy_low"], scores["accuracy_high"]] == pytest.approx(np.percentile(accuracy, [5, 95]))
@@ -317,6 +326,17 @@ def test_the_run_scores_every_condition_mode_layer_and_target(tiny_run: tuple[An
     assert calls == 3 * (2 + 3)
     assert len(list((out / "cache").glob("transfer-embeddings-*"))) == calls
     assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
+    # The change is paired with the baseline's predictions on the same sentences: its value is the difference of
+    # the two accuracies, its interval holds it, and the baseline's own rows change by exactly 0.
+    base = table[table["condition"] == "baseline"].set_index(["layer", "target"])["accuracy"]
+    expected = (
+        table["accuracy"].to_numpy() - base.loc[list(zip(table["layer"], table["target"], strict=True))].to_numpy()
+    )
+    assert table["accuracy_change"].to_numpy() == pytest.approx(expected, abs=1e-12)
+    assert (table["accuracy_change_low"] <= table["accuracy_change"] + 1e-12).all()
+    assert (table["accuracy_change"] <= table["accuracy_change_high"] + 1e-12).all()
+    on_baseline = table.loc[table["condition"] == "baseline", ["accuracy_change_low", "accuracy_change_high"]]
+    assert (on_baseline.to_numpy() == 0).all() and (table["accuracy_change"] != 0).any()
     shares = np.bincount(check_transfer(results.config).labels("test")) / 40
     assert table["majority"].unique().tolist() == [pytest.approx(shares.max())]
 
@@ -421,6 +441,12 @@ def test_results_load_back_and_name_the_best_layer(tiny_run: tuple[Any, Path, in
     overview = results.overview(2)
     assert overview["target_accuracy"].iloc[0] == pytest.approx(means.mean().loc[2])
     assert overview.loc[0, "vs_baseline"] == 0.0
+    at2 = table[(table["layer"] == 2) & (table["target"] != "eng_Latn")]
+    for _, row in overview.iterrows():
+        mine = at2[(at2["condition"] == row["condition"]) & (at2["applied"] == row["applied"])]
+        assert row["targets_worse"] == (mine["accuracy_change_high"] < 0).sum()
+        assert row["targets_better"] == (mine["accuracy_change_low"] > 0).sum()
+    assert overview.loc[0, ["targets_worse", "targets_better"]].tolist() == [0, 0]
     assert f"best baseline layer {results.best_layer()}" in results.summary()
     assert "TransferResults" in results._repr_html_() and len(results._repr_html_()) < 5000
 

@@ -15,7 +15,8 @@ its controls), embeds the SIB-200 splits at the chosen embedding layers and scor
   one set of rows, ``applied = "none"``;
 * it is tested on the test split of the source itself (the in-language reference) and of every target: accuracy and
   macro-F1 with percentile bootstrap intervals over the test sentences (the same resamples for every row, from
-  ``[stats]``), beside the test split's majority-class rate.
+  ``[stats]``), beside the test split's majority-class rate, and the accuracy change from the baseline's
+  predictions on the same sentences with its paired interval (0 on the baseline's own rows).
 
 Embeddings are content-keyed artefacts of the run folder's cache, one per (texts, condition) with the model,
 numerics, layers, pooling and batching in the key: a language's test sentences are embedded once per condition for
@@ -60,7 +61,7 @@ __all__ = [
     "score_predictions",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: accuracy_change with its paired interval
 MANIFEST = "transfer.json"
 TABLE = "transfer"
 OUTPUTS = (MANIFEST, f"{TABLE}.parquet")
@@ -75,6 +76,9 @@ METRICS = (
     "macro_f1",
     "macro_f1_low",
     "macro_f1_high",
+    "accuracy_change",
+    "accuracy_change_low",
+    "accuracy_change_high",
     "majority",
     "c",
     "dev_accuracy",
@@ -170,9 +174,12 @@ def score_predictions(
     y_pred: Int[np.ndarray, " sentence"],
     counts: Float[np.ndarray, "resample sentence"] | Float[Tensor, "resample sentence"],
     confidence: float = 0.95,
+    reference: Int[np.ndarray, " sentence"] | None = None,
 ) -> dict[str, float]:
     """Accuracy and macro-F1 of ``y_pred`` with percentile bootstrap intervals over the sentences, from resample
-    ``counts`` (:func:`xlens.metrics.bootstrap.resample_counts`)."""
+    ``counts`` (:func:`xlens.metrics.bootstrap.resample_counts`). With ``reference`` (another set of predictions
+    on the same sentences, the baseline's), also the accuracy change ``y_pred`` minus ``reference`` with its paired
+    interval: both scored on the same resamples."""
     require_sklearn()
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -186,6 +193,14 @@ def score_predictions(
     f1 = _resampled_macro_f1(y_true, y_pred, weights)
     acc_low, acc_high = np.quantile(accuracy, [tail, 1 - tail])
     f1_low, f1_high = np.quantile(f1, [tail, 1 - tail])
+    change: dict[str, float] = {}
+    if reference is not None:
+        if len(reference) != len(y_true):
+            raise CorpusError(f"{len(y_true)} labels but {len(reference)} reference predictions")
+        gained = correct - (y_true == np.asarray(reference))
+        low, high = np.quantile(weights @ gained / len(gained), [tail, 1 - tail])
+        change = {"accuracy_change": float(gained.mean())}
+        change |= {"accuracy_change_low": float(low), "accuracy_change_high": float(high)}
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "accuracy_low": float(acc_low),
@@ -193,7 +208,7 @@ def score_predictions(
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),  # type: ignore[arg-type]
         "macro_f1_low": float(f1_low),
         "macro_f1_high": float(f1_high),
-    }
+    } | change
 
 
 # --- the plan: everything checked before the model loads ---------------------------------------------------------
@@ -404,10 +419,11 @@ class _Transfer:
             for mode in self.modes(condition)
         }
         tests = {lang: self.key(lang, "test", condition) for lang in plan.languages}
+        references = {lang: self.key(lang, "test", baseline) for lang in plan.languages}
         labels = {split: plan.labels(split).tolist() for split in plan.rows}
         settings = (self.config.transfer.c_values, self.config.seed, MAX_ITER, version("scikit-learn"))
         bootstrap = (stats.resamples, stats.seed, stats.confidence)
-        return content_key("transfer-rows", probes, tests, labels, settings, bootstrap, condition.columns())
+        return content_key("transfer-rows", probes, tests, references, labels, settings, bootstrap, condition.columns())
 
     def condition(self, condition: Condition) -> list[dict[str, Any]]:
         """Every row of one condition (kept as an artefact): its test embeddings in every language, scored by the
@@ -421,21 +437,37 @@ class _Transfer:
 
         languages = tqdm(self.plan.languages, desc=f"transfer: {condition.label}", disable=not self.progress)
         tests = {lang: self.embeddings(lang, "test", condition) for lang in languages}
+        # Every row's accuracy change is paired with the baseline's predictions on the same sentences.
+        references = (
+            tests
+            if condition.is_baseline
+            else {lang: self.embeddings(lang, "test", Condition.baseline()) for lang in self.plan.languages}
+        )
+        predicted = [
+            {lang: probe.predict(emb[:, j].numpy()) for lang, emb in references.items()}
+            for j, probe in enumerate(self.baseline_probes)
+        ]
         out = []
         for mode in self.modes(condition):
             probes = self.baseline_probes if mode in ("none", "target") else self.probes(condition)
-            out += self.rows(condition, mode, probes, tests)
+            out += self.rows(condition, mode, probes, tests, predicted)
         return out
 
     def rows(
-        self, condition: Condition, applied: str, probes: list[Probe], tests: dict[str, Tensor]
+        self,
+        condition: Condition,
+        applied: str,
+        probes: list[Probe],
+        tests: dict[str, Tensor],
+        references: list[dict[str, Int[np.ndarray, " sentence"]]],
     ) -> list[dict[str, Any]]:
         test_y, confidence = self.plan.labels("test"), self.config.stats.confidence
         out = []
         for j, layer in enumerate(self.plan.layers):
             probe = probes[j]
             for lang, emb in tests.items():
-                scores = score_predictions(test_y, probe.predict(emb[:, j].numpy()), self.counts, confidence)
+                predicted = probe.predict(emb[:, j].numpy())
+                scores = score_predictions(test_y, predicted, self.counts, confidence, references[j][lang])
                 row = {**condition.columns(), "control": condition.control, "applied": applied, "layer": layer}
                 row |= {"target": lang, **scores, "majority": self.majority}
                 row |= {"c": probe.c, "dev_accuracy": probe.dev_accuracy}
@@ -646,18 +678,23 @@ class TransferResults:
 
     def overview(self, layer: int | None = None) -> pd.DataFrame:
         """Per condition and applied mode at ``layer`` (default :meth:`best_layer`): the source's accuracy, the mean
-        accuracy and macro-F1 over the targets, and the mean accuracy change against the baseline."""
+        accuracy and macro-F1 over the targets, the mean accuracy change against the baseline, and how many targets
+        changed significantly (paired interval below / above 0)."""
         chosen = self.best_layer() if layer is None else layer
         if chosen not in self.layers:
             raise ResultsError(f"layer {chosen} is not among these results' layers {self.layers}")
         table: Any = self.table[self.table["layer"] == chosen]
         keys = ["condition", "applied"]
         source = table[table["target"] == self.source].set_index(keys)["accuracy"]
-        targets = table[table["target"] != self.source].groupby(keys, sort=False)[["accuracy", "macro_f1"]].mean()
+        rows = table[table["target"] != self.source]
+        targets = rows.groupby(keys, sort=False)[["accuracy", "macro_f1"]].mean()
         frame = targets.rename(columns={"accuracy": "target_accuracy", "macro_f1": "target_macro_f1"})
         frame.insert(0, "source_accuracy", source.reindex(frame.index))
         baseline = float(frame.loc[("baseline", "none"), "target_accuracy"])  # type: ignore[arg-type]
         frame["vs_baseline"] = frame["target_accuracy"] - baseline
+        significant = rows.assign(worse=rows["accuracy_change_high"] < 0, better=rows["accuracy_change_low"] > 0)
+        frame = frame.join(significant.groupby(keys, sort=False)[["worse", "better"]].sum())
+        frame = frame.rename(columns={"worse": "targets_worse", "better": "targets_better"})
         return frame.reset_index().assign(layer=chosen)
 
     def summary(self) -> str:
