@@ -327,6 +327,7 @@ class _Transfer:
         self.identity, self.numerics = model.identity(), model.numerics()
         self.built: dict[Condition, list[Any]] = {}
         self._baseline_probes: list[Probe] | None = None
+        self._baseline_predictions: list[dict[str, Int[np.ndarray, " sentence"]]] | None = None
         stats = config.stats
         test_y = plan.labels("test")
         self.counts = resample_counts(len(test_y), stats.resamples, stats.seed).numpy()
@@ -437,31 +438,29 @@ class _Transfer:
 
         languages = tqdm(self.plan.languages, desc=f"transfer: {condition.label}", disable=not self.progress)
         tests = {lang: self.embeddings(lang, "test", condition) for lang in languages}
-        # Every row's accuracy change is paired with the baseline's predictions on the same sentences.
-        references = (
-            tests
-            if condition.is_baseline
-            else {lang: self.embeddings(lang, "test", Condition.baseline()) for lang in self.plan.languages}
-        )
-        predicted = [
-            {lang: probe.predict(emb[:, j].numpy()) for lang, emb in references.items()}
-            for j, probe in enumerate(self.baseline_probes)
-        ]
         out = []
         for mode in self.modes(condition):
             probes = self.baseline_probes if mode in ("none", "target") else self.probes(condition)
-            out += self.rows(condition, mode, probes, tests, predicted)
+            out += self.rows(condition, mode, probes, tests)
         return out
 
+    @property
+    def baseline_predictions(self) -> list[dict[str, Int[np.ndarray, " sentence"]]]:
+        """Per layer and language, the baseline probe's predictions on the baseline's test embeddings: what every
+        row's accuracy change is paired with."""
+        if self._baseline_predictions is None:
+            tests = {lang: self.embeddings(lang, "test", Condition.baseline()) for lang in self.plan.languages}
+            self._baseline_predictions = [
+                {lang: probe.predict(emb[:, j].numpy()) for lang, emb in tests.items()}
+                for j, probe in enumerate(self.baseline_probes)
+            ]
+        return self._baseline_predictions
+
     def rows(
-        self,
-        condition: Condition,
-        applied: str,
-        probes: list[Probe],
-        tests: dict[str, Tensor],
-        references: list[dict[str, Int[np.ndarray, " sentence"]]],
+        self, condition: Condition, applied: str, probes: list[Probe], tests: dict[str, Tensor]
     ) -> list[dict[str, Any]]:
         test_y, confidence = self.plan.labels("test"), self.config.stats.confidence
+        references = self.baseline_predictions
         out = []
         for j, layer in enumerate(self.plan.layers):
             probe = probes[j]
