@@ -33,6 +33,7 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -326,8 +327,6 @@ class _Transfer:
         self.progress = progress
         self.identity, self.numerics = model.identity(), model.numerics()
         self.built: dict[Condition, list[Any]] = {}
-        self._baseline_probes: list[Probe] | None = None
-        self._baseline_predictions: list[dict[str, Int[np.ndarray, " sentence"]]] | None = None
         stats = config.stats
         test_y = plan.labels("test")
         self.counts = resample_counts(len(test_y), stats.resamples, stats.seed).numpy()
@@ -396,12 +395,10 @@ class _Transfer:
         self.timings["probes_s"] += time.perf_counter() - tick
         return out
 
-    @property
+    @cached_property
     def baseline_probes(self) -> list[Probe]:
         # Fitted when first needed: a rerun whose rows are all cached fits none.
-        if self._baseline_probes is None:
-            self._baseline_probes = self.probes(Condition.baseline())
-        return self._baseline_probes
+        return self.probes(Condition.baseline())
 
     def modes(self, condition: Condition) -> list[str]:
         return ["none"] if condition.is_baseline else list(self.config.transfer.applied)
@@ -444,17 +441,15 @@ class _Transfer:
             out += self.rows(condition, mode, probes, tests)
         return out
 
-    @property
+    @cached_property
     def baseline_predictions(self) -> list[dict[str, Int[np.ndarray, " sentence"]]]:
         """Per layer and language, the baseline probe's predictions on the baseline's test embeddings: what every
         row's accuracy change is paired with."""
-        if self._baseline_predictions is None:
-            tests = {lang: self.embeddings(lang, "test", Condition.baseline()) for lang in self.plan.languages}
-            self._baseline_predictions = [
-                {lang: probe.predict(emb[:, j].numpy()) for lang, emb in tests.items()}
-                for j, probe in enumerate(self.baseline_probes)
-            ]
-        return self._baseline_predictions
+        tests = {lang: self.embeddings(lang, "test", Condition.baseline()) for lang in self.plan.languages}
+        return [
+            {lang: probe.predict(emb[:, j].numpy()) for lang, emb in tests.items()}
+            for j, probe in enumerate(self.baseline_probes)
+        ]
 
     def rows(
         self, condition: Condition, applied: str, probes: list[Probe], tests: dict[str, Tensor]
