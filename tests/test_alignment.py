@@ -238,7 +238,7 @@ def test_bad_inputs_raise_one_clear_error() -> None:
     assert issubclass(MetricInputError, ValueError)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu() -> None:
     E = stack()
     for fn in (cka_matrix, cosine_parallel_matrix, cosine_random_matrix, centroid_distance_matrix):

@@ -109,7 +109,7 @@ def test_store_writes_rows_at_their_positions() -> None:
     assert target[:, 0].abs().sum() == 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_pooling_matches_cpu() -> None:
     """On a GPU the pooled values stay on the device until the batch ends, then reach the same host rows."""
     from xlens.models import load_model

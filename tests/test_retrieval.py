@@ -220,7 +220,7 @@ def test_bad_inputs_raise_one_clear_error() -> None:
             call()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("method", METHODS)
 def test_cuda_matches_cpu(method: str) -> None:
     rng = np.random.default_rng(4)

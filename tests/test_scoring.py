@@ -231,7 +231,7 @@ def test_bad_metric_and_chunk_raise():
         one_vs_rest(torch.zeros(4, 2), lang_ids, 2, chunk_units=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     gen = torch.Generator().manual_seed(4)
     responses = torch.randint(0, 5, (200, 64), generator=gen).float()

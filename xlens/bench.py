@@ -14,6 +14,7 @@ import torch
 
 from xlens.config import ExperimentConfig
 from xlens.errors import InputError
+from xlens.models.lens import LensModel
 
 
 def _peak_rss_mb() -> float:
@@ -357,19 +358,15 @@ THROUGHPUT_SHAPES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def throughput_model_folder(shape: str) -> Path:
-    """A random-weight Gemma-3 of one of :data:`THROUGHPUT_SHAPES` (vocabulary 262,144 as the real one, the byte
-    tokenizer of the tiny models), saved once in the xlens cache."""
+def throughput_config(shape: str) -> Any:
+    """The Hugging Face config of one of :data:`THROUGHPUT_SHAPES` (a Gemma-3 with the real vocabulary of 262,144
+    and the byte tokenizer's special tokens)."""
     from transformers import Gemma3TextConfig
-
-    from xlens.errors import InputError
-    from xlens.models.loading import cache_dir
-    from xlens.models.tiny import random_model_folder
 
     if shape not in THROUGHPUT_SHAPES:
         raise InputError(f"unknown shape {shape!r}; use one of {', '.join(THROUGHPUT_SHAPES)}")
     n_layers = THROUGHPUT_SHAPES[shape]["num_hidden_layers"]
-    config = Gemma3TextConfig(
+    return Gemma3TextConfig(
         vocab_size=262144,
         max_position_embeddings=32768,
         sliding_window=512,
@@ -379,8 +376,15 @@ def throughput_model_folder(shape: str) -> Path:
         pad_token_id=258,
         **THROUGHPUT_SHAPES[shape],
     )
+
+
+def throughput_model_folder(shape: str) -> Path:
+    """A random-weight model of :func:`throughput_config`, saved once in the xlens cache."""
+    from xlens.models.loading import cache_dir
+    from xlens.models.tiny import random_model_folder
+
     folder = cache_dir() / "models" / f"random-{shape}-v1"
-    return random_model_folder(config, folder, source=f"random:{shape}", prepend_bos=True)
+    return random_model_folder(throughput_config(shape), folder, source=f"random:{shape}", prepend_bos=True)
 
 
 def _tokens_per_s(run: Any, batches: list[Any], device: torch.device) -> dict[str, Any]:
@@ -424,15 +428,15 @@ def bench_gpu(
     report: dict[str, Any] = {"benchmark": "gpu", "machine": _machine(), "sentences": sentences, "models": {}}
     for shape in shapes:
         lm = load_model(str(throughput_model_folder(shape)), device=device, dtype=dtype)
-        report["models"][shape] = _throughput(lm, texts, units, settings, seed)
+        report["models"][shape] = throughput(lm, texts, units, settings, seed)
         del lm  # free the device before the next model
     report["peak_rss_mb"] = _peak_rss_mb()
     report["target_ratio_min"] = 0.9
     return report
 
 
-def _throughput(lm: Any, texts: list[str], units: int, settings: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The four passes of :func:`bench_gpu` on one model."""
+def throughput(lm: LensModel, texts: list[str], units: int, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The four passes of :func:`bench_gpu` on one loaded model."""
     from xlens.activations import collect_responses
     from xlens.embeddings import sentence_embeddings
     from xlens.interventions import SetUnits
@@ -503,22 +507,36 @@ def bench_generate(
 
     Both loops unembed one position per row at every step; ``unembedding_ms`` times that call alone (one batch),
     the floor under a cached step's time whatever the prompt length."""
+    from xlens.models import load_model
+
+    check_generation_bench(prompts, shots)
+    return generation_speed(load_model(model, device=device, dtype=dtype), prompts, new_tokens, batch_size, shots)
+
+
+def check_generation_bench(prompts: int, shots: int) -> None:
+    """The few-shot prompts' test sentences and examples are distinct rows of the built-in corpus."""
+    from xlens.data import load_builtin
+
+    rows = len(load_builtin(["en", "es"]))
+    if prompts + shots > rows:
+        raise InputError(
+            f"--prompts {prompts} + --shots {shots} exceed the {rows} rows of the built-in corpus that the "
+            "few-shot prompts are drawn from (test sentences and examples are distinct rows): lower either"
+        )
+
+
+def generation_speed(lm: LensModel, prompts: int, new_tokens: int, batch_size: int, shots: int) -> dict[str, Any]:
+    """The measurements of :func:`bench_generate` on a loaded model."""
     from xlens.config import TranslateConfig
     from xlens.data import load_builtin
     from xlens.generation import BUILTIN_PROMPTS, generate
     from xlens.interventions import SetUnits
-    from xlens.models import load_model
     from xlens.translate import context_overflow, few_shot_prompts
 
+    check_generation_bench(prompts, shots)
     corpus = load_builtin(["en", "es"])
-    if prompts + shots > len(corpus):
-        raise InputError(
-            f"--prompts {prompts} + --shots {shots} exceed the {len(corpus)} rows of the built-in corpus that the "
-            "few-shot prompts are drawn from (test sentences and examples are distinct rows): lower either"
-        )
     few_shot = few_shot_prompts(corpus, "en", "es", shots, prompts, TranslateConfig().template, seed=0).prompts
     regimes = {"short": [BUILTIN_PROMPTS[i % len(BUILTIN_PROMPTS)] for i in range(prompts)], "few_shot": few_shot}
-    lm = load_model(model, device=device, dtype=dtype)
     overflow = context_overflow(lm, few_shot, new_tokens)
     if overflow is not None:
         raise InputError(

@@ -695,3 +695,35 @@ def bench_sweep(
         typer.echo(json.dumps(report, indent=2))
 
     _guarded(body)
+
+
+@bench_app.command("check")
+def bench_check(
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="where to write the JSON report (default: gpu-<device>.json)")
+    ] = None,
+    json_dir: Annotated[Path, typer.Option(help="the default --json file's folder")] = Path("bench"),
+    cpu: Annotated[bool, typer.Option("--cpu", help="the same steps on the CPU with the smallest shapes")] = False,
+    sections: Annotated[str, typer.Option(help="comma-separated")] = "correctness,throughput,generation,study",
+    budget_s: Annotated[float, typer.Option(help="skip what would start after this many seconds")] = 420.0,
+    commit: Annotated[str | None, typer.Option(help="the commit checked, recorded in the report")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
+) -> None:
+    """The GPU proof: correctness on the device against the CPU for tiny models of every architecture, throughput
+    and memory at the paper's shapes, generation speed, a study end to end (scripts/gpu_check.sh calls this).
+    Exits 1 when a correctness or study check fails."""
+
+    def body() -> None:
+        from xlens.gpu_check import CheckSettings, device_slug, run_check
+
+        path = json_out or json_dir / f"gpu-{device_slug(cpu)}.json"
+        _new_file(path, force)
+        chosen = [s.strip() for s in sections.split(",") if s.strip()]
+        settings = CheckSettings.smallest(budget_s) if cpu else CheckSettings(budget_s=budget_s)
+        report = run_check(path, settings, sections=chosen, commit=commit)
+        verdict = "passed" if report["passed"] else f"FAILED: {json.dumps(report['failed'] + report['errors'])}"
+        typer.echo(f"wrote {path} ({report['wall_s']:.0f} s): {verdict}")
+        if not report["passed"]:
+            raise typer.Exit(1)
+
+    _guarded(body)

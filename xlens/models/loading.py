@@ -587,3 +587,40 @@ def _dequantize_gguf(gguf: Path, out: Path) -> None:
         delattr(model.config, "quantization_config")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def random_model(
+    config: Any,
+    name: str,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    seed: int = 0,
+) -> LensModel:
+    """A randomly initialised model of a Hugging Face ``config`` with the byte tokenizer of the tiny models, its
+    weights created on ``device`` (not on the host, so a 13B model builds in seconds on a GPU) and never written:
+    the folder in the cache holds only the config and the tokenizer. For throughput and memory at real shapes
+    (``xlens bench check``); the revision is a hash of the config and the seed."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
+
+    from xlens._io import content_key
+    from xlens.models.tiny import byte_tokenizer
+
+    device = device or default_device()
+    torch_dtype = parse_dtype(dtype, device)
+    config.bos_token_id, config.eos_token_id, config.pad_token_id = 256, 257, 258  # the byte tokenizer's
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation="eager").eval()
+    model.config.architectures = [type(model).__name__]  # TransformerLens picks its adapter by it
+    revision = f"random-{content_key(model.config.to_json_string(use_diff=False), seed)}"
+    folder = _models_cache() / revision
+    if not complete(folder):
+        with atomic_folder(folder) as tmp:
+            model.config.save_pretrained(tmp)
+            byte_tokenizer(prepend_bos=config.model_type != "bloom").save_pretrained(tmp)
+            write_marker(tmp, source="random", revision=revision)
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=model, device=device, dtype=torch_dtype)
+    bridge.eval()
+    return LensModel(bridge=bridge, name=name, source="random", revision=revision, backend="bridge")

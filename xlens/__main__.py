@@ -1,0 +1,3 @@
+from xlens.cli import app
+
+app()
