@@ -13,6 +13,8 @@ from xlens.data.loaders import (
     load_tsv,
     resolve_spec_paths,
 )
+from xlens.data.mining import MiningSet, load_bucc, mining_set, write_bucc
+from xlens.data.pivot import PivotPairs, load_pivot_pairs
 from xlens.errors import CorpusError, HubError, UnknownLanguageError
 
 __all__ = [
@@ -20,19 +22,25 @@ __all__ = [
     "CorpusError",
     "HubError",
     "Language",
+    "MiningSet",
     "OnDuplicate",
     "ParallelCorpus",
+    "PivotPairs",
     "UnknownLanguageError",
     "all_languages",
     "duplicate_rows",
     "flores_code",
+    "load_bucc",
     "load_builtin",
     "load_corpus",
     "load_dir",
     "load_flores",
     "load_hf",
     "load_ntrex",
+    "load_pivot_pairs",
     "load_tsv",
+    "mining_set",
     "resolve_language",
     "resolve_spec_paths",
+    "write_bucc",
 ]

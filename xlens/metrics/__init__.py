@@ -16,13 +16,17 @@ from xlens.metrics.alignment import (
     medoid_distances,
 )
 from xlens.metrics.bootstrap import bootstrap_pearson, paired_bootstrap, pearson, resample_counts
+from xlens.metrics.mining import Candidates, MiningScores, best_threshold, mine, mining_scores
 from xlens.metrics.retrieval import RetrievalScores, retrieval, retrieval_matrix, retrieval_ranks
 
 __all__ = [
     "AlignmentScores",
+    "Candidates",
     "MetricInputError",
+    "MiningScores",
     "RetrievalScores",
     "alignment_scores",
+    "best_threshold",
     "bootstrap_pearson",
     "centroid_distance",
     "centroid_distance_matrix",
@@ -34,6 +38,8 @@ __all__ = [
     "linear_cka",
     "mean_center",
     "medoid_distances",
+    "mine",
+    "mining_scores",
     "paired_bootstrap",
     "pearson",
     "resample_counts",
