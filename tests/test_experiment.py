@@ -13,8 +13,9 @@ import torch
 from xlens import results as results_module
 from xlens._io import load_tensors, save_tensors
 from xlens.config import ExperimentConfig
+from xlens.data.splits import load_splits
 from xlens.errors import ConfigError
-from xlens.experiment import load_splits, run_experiment
+from xlens.experiment import run_experiment
 from xlens.metrics.alignment import linear_cka
 from xlens.metrics.retrieval import retrieval
 from xlens.results import Condition, RunResults

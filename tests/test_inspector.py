@@ -13,7 +13,8 @@ from ipywidgets.widgets.widget import _remove_buffers
 
 from xlens.activations import Responses
 from xlens.config import ExperimentConfig
-from xlens.experiment import load_splits, run_experiment
+from xlens.data.splits import load_splits
+from xlens.experiment import run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.inspector import InspectorError, NeuronInspector
 from xlens.models import LensModel

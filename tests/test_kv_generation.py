@@ -22,7 +22,7 @@ from xlens.interventions import (
     apply,
     token_positions,
 )
-from xlens.interventions.specs import methods, spec_class
+from xlens.interventions.registry import methods, spec_class
 from xlens.models import LensModel
 
 PROMPTS = ["The weather this morning was", "Hi", "My neighbour has a dog that barks at night", "On rainy days"]

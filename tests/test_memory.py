@@ -11,10 +11,14 @@ from xlens.errors import InputError, InputTypeError
 from xlens.models import (
     PAPER_CONFIGS,
     PAPER_MODELS,
+    TINY_ARCHITECTURES,
+    bridge_extra_parameters,
     gpus_needed,
+    load_model,
     memory_table,
     paper_config,
     parameter_count,
+    resident_parameters,
     tiny_config,
 )
 
@@ -83,8 +87,10 @@ def test_memory_rule(table: pd.DataFrame) -> None:
     assert list(table.columns) == [
         "model",
         "parameters",
+        "bridge_extra_parameters",
         "dtype",
         "weights_gib",
+        "resident_gib",
         "need_gib",
         "load_peak_gib",
         "gpus_40gib",
@@ -96,8 +102,12 @@ def test_memory_rule(table: pd.DataFrame) -> None:
     ]
     bloom_fp32 = table.iloc[0]
     assert bloom_fp32["weights_gib"] == pytest.approx(7_069_016_064 * 4 / 2**30)
-    assert bloom_fp32["need_gib"] == pytest.approx(bloom_fp32["weights_gib"] * 1.2)
-    assert bloom_fp32["load_peak_gib"] == pytest.approx(bloom_fp32["weights_gib"] * 2)
+    # TransformerBridge's copies of Bloom's split q, k, v: 30 blocks x 3 x (4096^2 + 4096).
+    assert bloom_fp32["bridge_extra_parameters"] == 30 * 3 * (4096**2 + 4096)
+    assert bloom_fp32["resident_gib"] == pytest.approx((7_069_016_064 + 30 * 3 * (4096**2 + 4096)) * 4 / 2**30)
+    assert bloom_fp32["need_gib"] == pytest.approx(bloom_fp32["resident_gib"] * 1.2)
+    assert bloom_fp32["load_peak_gib"] == pytest.approx(bloom_fp32["resident_gib"] * 2)
+    assert table[table["model"] != BLOOM]["bridge_extra_parameters"].eq(0).all()
     fp32, bf16 = table[table["dtype"] == "float32"], table[table["dtype"] == "bfloat16"]
     assert list(bf16["weights_gib"]) == pytest.approx(list(fp32["weights_gib"] / 2))
     # PolyLM in float32: 51.8 GiB of weights, 62.2 GiB with the overhead, more than one 40 GiB GPU.
@@ -113,8 +123,10 @@ def test_own_configs_gpu_sizes_and_errors() -> None:
         {
             "model": "tiny",
             "parameters": gpt2_closed_form(260, 256, 32, 2, 64),
+            "bridge_extra_parameters": 0,
             "dtype": "float16",
             "weights_gib": pytest.approx(gpt2_closed_form(260, 256, 32, 2, 64) * 2 / 2**30),
+            "resident_gib": pytest.approx(gpt2_closed_form(260, 256, 32, 2, 64) * 2 / 2**30),
             "need_gib": pytest.approx(gpt2_closed_form(260, 256, 32, 2, 64) * 3 / 2**30),
             "load_peak_gib": pytest.approx(gpt2_closed_form(260, 256, 32, 2, 64) * 4 / 2**30),
             "gpus_24gib": 1,
@@ -129,3 +141,16 @@ def test_own_configs_gpu_sizes_and_errors() -> None:
         memory_table([BLOOM], dtypes=("int3",))
     with pytest.raises(InputError, match="positive"):
         gpus_needed(1.0, 0)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_resident_parameters_are_predicted_for_every_architecture(arch: str) -> None:
+    """What a model loaded through TransformerBridge really holds (each storage once) equals the Hugging Face count
+    plus :func:`bridge_extra_parameters`: the prediction follows the bridge, copies and views alike."""
+    lm = load_model(f"tiny-{arch}", device="cpu")
+    config = lm.bridge.original_model.config
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in lm.bridge.parameters()}
+    held = sum(storages.values()) // 4  # float32
+    assert resident_parameters(lm.bridge.original_model) == held
+    assert held == parameter_count(config) + bridge_extra_parameters(config)
+    assert (bridge_extra_parameters(config) > 0) == (arch == "bloom")

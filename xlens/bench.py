@@ -15,6 +15,7 @@ import torch
 from xlens.config import ExperimentConfig
 from xlens.errors import InputError
 from xlens.models.lens import LensModel
+from xlens.models.memory import parameter_count, resident_parameters
 
 
 def _peak_rss_mb() -> float:
@@ -267,7 +268,7 @@ def bench_sweep(
 
     import pandas as pd
 
-    from xlens.interventions.specs import Force
+    from xlens.interventions.methods import Force
     from xlens.measure import centroid_correlation, condition_differences
     from xlens.metrics.bootstrap import resample_counts
     from xlens.results import Condition
@@ -474,7 +475,8 @@ def throughput(lm: LensModel, texts: list[str], units: int, settings: dict[str, 
     }
     base = timings["a_plain_hf_forward"]["tokens_per_s"]
     return {
-        "parameters": sum(p.numel() for p in hf_model.parameters()),
+        "parameters": parameter_count(hf_model.config),
+        "resident_parameters": resident_parameters(hf_model),
         "model": lm.identity(),
         "numerics": lm.numerics(),
         "batches": len(batches),

@@ -17,7 +17,7 @@ import typer
 
 from xlens._io import write_json
 from xlens.errors import InputError, XlensError
-from xlens.interventions.specs import methods
+from xlens.interventions.registry import methods
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write JSON (run them on your own GPUs too).")
@@ -338,7 +338,7 @@ def steer(
     """
 
     def body() -> None:
-        from xlens.interventions.specs import spec_class
+        from xlens.interventions.registry import spec_class
         from xlens.models import load_model
         from xlens.steering import prepare_steer
 
@@ -503,7 +503,7 @@ def choose_k(
     bounded perplexity cost on held-out text."""
 
     def body() -> None:
-        from xlens.interventions.specs import spec_class
+        from xlens.interventions.registry import spec_class
         from xlens.models import load_model
         from xlens.steering import prepare_choose_k
         from xlens.viz.export import check_figure_path, save_figure

@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,8 +50,11 @@ from typing import Any
 
 from xlens._io import atomic_write
 from xlens._schema import from_mapping, to_mapping
-from xlens.errors import ConfigError
-from xlens.interventions.specs import Force, InterventionSpec, spec_class
+from xlens.data.languages import resolve_language
+from xlens.errors import ConfigError, UnknownLanguageError
+from xlens.interventions.methods import Force
+from xlens.interventions.registry import spec_class
+from xlens.interventions.spec import InterventionSpec
 
 _DEVICE = re.compile(r"cpu|mps|(cuda|xpu)(:\d+)?")
 RETRIEVAL_KNN = 10  # neighbourhood of CSLS and margin retrieval (xlens.metrics.retrieval's default)
@@ -94,6 +98,54 @@ def check_units_and_pooling(units: str, pooling: str, units_field: str, pooling_
 def _at_least(section: str, name: str, value: int, low: int) -> None:
     if value < low:
         raise ConfigError(f"{section}.{name} = {value}: must be >= {low}")
+
+
+TEMPLATE_FIELDS = ("source", "source_language", "target_language")
+
+
+def check_template(template: str) -> None:
+    """A prompt template must hold ``{source}`` and may use only ``{source_language}`` and ``{target_language}``
+    besides (literal braces doubled: ``{{``)."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ConfigError(
+            f"translate.template = {template!r} is no valid template ({err}); write literal braces as {{{{ and }}}}"
+        ) from None
+    unknown = sorted({name for name in fields if name not in TEMPLATE_FIELDS})
+    if unknown:
+        raise ConfigError(
+            f"translate.template = {template!r} has unknown placeholder(s) {unknown}: it may use "
+            + ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
+        )
+    if "source" not in fields:
+        raise ConfigError(
+            f"translate.template = {template!r} has no {{source}} placeholder: the sentence to translate goes there, "
+            "e.g. '{source_language}: {source}\\n{target_language}:'"
+        )
+
+
+def parse_direction(text: str) -> tuple[str, str]:
+    """``"en-es"`` as FLORES codes ``("eng_Latn", "spa_Latn")``; codes may hold hyphens themselves (``zh-Hant-en``)
+    as long as one split of the text gives two languages."""
+
+    def code(part: str) -> str | None:
+        try:
+            return resolve_language(part).flores if part.strip() else None
+        except UnknownLanguageError:
+            return None
+
+    cuts = [i for i, ch in enumerate(text) if ch == "-"]
+    found = {(a, b) for i in cuts if (a := code(text[:i])) and (b := code(text[i + 1 :]))}
+    if len(found) != 1:
+        why = "names no two languages" if not found else f"is ambiguous ({sorted(found)})"
+        raise ConfigError(
+            f"translate direction {text!r} {why}: write SOURCE-TARGET, e.g. 'en-es' or 'eng_Latn-spa_Latn'"
+        )
+    src, tgt = found.pop()
+    if src == tgt:
+        raise ConfigError(f"translate direction {text!r}: source and target are the same language ({src})")
+    return src, tgt
 
 
 @dataclass(frozen=True)
@@ -318,7 +370,8 @@ class RuntimeConfig:
     backend: str = "auto"  # auto: the TransformerBridge where TransformerLens has an adapter, else Hugging Face
 
     def __post_init__(self) -> None:
-        from xlens.models.loading import BACKENDS, DTYPES
+        from xlens.models.loading import BACKENDS
+        from xlens.models.shape import DTYPES
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"runtime.backend = {self.backend!r}: must be one of {', '.join(BACKENDS)}")
@@ -430,8 +483,6 @@ class TranslateConfig:
     experts: str = "target"  # whose interventions a direction gets: the target language's, or "all" conditions
 
     def __post_init__(self) -> None:
-        from xlens.translate import check_template, parse_direction
-
         _at_least("translate", "shots", self.shots, 0)
         _at_least("translate", "sentences", self.sentences, 1)
         _at_least("translate", "max_new_tokens", self.max_new_tokens, 1)

@@ -313,7 +313,7 @@ class _Worker:
 
     def __init__(self, config: ExperimentConfig, methods: list[type], out: str, keep: bool) -> None:
         from xlens.artifacts import ArtifactStore
-        from xlens.interventions.specs import register
+        from xlens.interventions.registry import register
 
         for cls in methods:  # the driver's own methods (a notebook's, a plugin's) travel by value
             register(cls)
@@ -376,7 +376,7 @@ class RayExecutor:
         import ray
         from ray import cloudpickle  # Ray's own copy: the one that pickles the tasks' arguments
 
-        from xlens.interventions.specs import user_methods
+        from xlens.interventions.registry import user_methods
 
         for cls in user_methods():  # configs name them, so they travel by value with every task
             cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
@@ -390,7 +390,7 @@ class RayExecutor:
         import ray
         from ray.exceptions import RayError
 
-        from xlens.interventions.specs import user_methods
+        from xlens.interventions.registry import user_methods
 
         if self.count == 0:
             self.numerics(config)

@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 
 from xlens._io import content_key
 from xlens.config import DOWNSTREAM_SECTIONS, ExperimentConfig
+from xlens.data.splits import Splits, load_splits
 from xlens.errors import (
     ArtifactError,
     ConditionsFailedError,
-    ConfigError,
     ExpertInputError,
     InterventionError,
     ModelMismatchError,
@@ -37,52 +37,6 @@ from xlens.errors import (
 from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, tidy
 
 OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.html", "figures")
-
-
-@dataclass(frozen=True)
-class Splits:
-    """The find and evaluation sentences of a run, and how they were made disjoint."""
-
-    find: Any
-    eval: Any
-    how: str  # "split": one corpus cut into disjoint parts; "separate": two corpora, overlap removed
-    eval_rows_removed: int  # evaluation rows dropped because they share a sentence with the find split
-
-    def provenance(self) -> dict[str, Any]:
-        return {
-            "how": self.how,
-            "eval_rows_removed_for_overlap": self.eval_rows_removed,
-            "overlapping_rows": len(self.eval.overlapping_rows(self.find)),
-        }
-
-
-def load_splits(config: ExperimentConfig) -> Splits:
-    """The find and evaluation corpora, disjoint by content whatever their specs.
-
-    Two specs that load the same sentences are one corpus, cut into disjoint parts (``ParallelCorpus.split``).
-    Otherwise the find sentences are sampled first and every evaluation row that shares a sentence with them, in
-    any language both have, is removed before the evaluation sample is drawn.
-    """
-    from xlens.data.loaders import load_corpus
-
-    n_find, n_eval, seed = config.find.sentences, config.evaluate.sentences, config.seed
-    find_all = load_corpus(config.find.corpus, langs=config.find_languages)
-    same = config.evaluate.corpus == config.find.corpus and config.eval_languages == config.find_languages
-    eval_all = find_all if same else load_corpus(config.evaluate.corpus, langs=config.eval_languages)
-    if eval_all.fingerprint() == find_all.fingerprint():
-        find, evaluation = find_all.split(n_find, n_eval, seed=seed)
-        return Splits(find, evaluation, "split", 0)
-    if n_find > len(find_all):
-        raise ConfigError(f"find.sentences = {n_find}: the find corpus {find_all.name!r} has {len(find_all)} rows")
-    find = find_all.sample(n_find, seed=seed)
-    overlap = set(eval_all.overlapping_rows(find))
-    pool = eval_all if not overlap else eval_all.subset([i for i in range(len(eval_all)) if i not in overlap])
-    if n_eval > len(pool):
-        raise ConfigError(
-            f"evaluate.sentences = {n_eval}: the evaluation corpus {eval_all.name!r} has {len(eval_all)} rows, "
-            f"{len(overlap)} of them sharing a sentence with the find split, so {len(pool)} are left"
-        )
-    return Splits(find, pool.sample(n_eval, seed=seed), "separate", len(overlap))
 
 
 def check_config(config: ExperimentConfig) -> Splits:
@@ -149,7 +103,7 @@ def grid_conditions(config: ExperimentConfig) -> list[Condition]:
 def check_conditions(scores: Any, conditions: list[Condition]) -> None:
     """Every condition can take its units from these scores (threshold yields, LAPE counts, ...): one clear error
     before anything is embedded."""
-    from xlens.interventions.specs import ExpertMethod
+    from xlens.interventions.spec import ExpertMethod
 
     for condition in conditions[1:]:
         spec = condition.spec()

@@ -373,7 +373,8 @@ def cuda_tests(check: Check) -> None:
 
 def predicted_memory(name: str, config: Any, dtype: str) -> dict[str, float]:
     row = memory_table({name: config}, dtypes=[dtype]).iloc[0]
-    return {k: float(row[k]) for k in ("parameters", "weights_gib", "need_gib", "load_peak_gib")}
+    keys = ("parameters", "bridge_extra_parameters", "weights_gib", "resident_gib", "need_gib", "load_peak_gib")
+    return {k: float(row[k]) for k in keys}
 
 
 def fits(check: Check, predicted: dict[str, float]) -> str | None:

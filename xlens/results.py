@@ -46,13 +46,14 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
+from xlens.data.splits import load_splits
 from xlens.errors import ResultsError
 
 if TYPE_CHECKING:
     from xlens.config import ExperimentConfig
     from xlens.data.corpus import ParallelCorpus
     from xlens.experts.sets import ExpertScores
-    from xlens.interventions.specs import InterventionSpec
+    from xlens.interventions.spec import InterventionSpec
     from xlens.models.lens import LensModel
 
 SCHEMA_VERSION = 3
@@ -101,7 +102,7 @@ class Condition:
 
     def spec(self) -> InterventionSpec:
         """The method's spec (from the registry)."""
-        from xlens.interventions.specs import spec_class
+        from xlens.interventions.registry import spec_class
 
         if self.is_baseline:
             raise ResultsError("the baseline has no intervention spec")
@@ -399,8 +400,6 @@ class RunResults:
 
     @cached_property
     def _splits(self) -> Any:
-        from xlens.experiment import load_splits
-
         try:
             return load_splits(self.config)
         except (OSError, ValueError):  # the corpus is not on this machine any more

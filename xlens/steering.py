@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from xlens.errors import SteeringError
 from xlens.generation import generate, language_id, load_prompts, perplexity
+from xlens.hooks import check_same_model
 from xlens.interventions import ExpertMethod, Intervention, InterventionSpec, SteeringVector, spec_class
-from xlens.models.lens import check_same_model
 
 if TYPE_CHECKING:
     from xlens.data.corpus import ParallelCorpus

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import platform
-import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +38,11 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
+from xlens.config import ExperimentConfig, check_template, parse_direction
 from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ResultsError
 from xlens.results import Condition, tidy
 
 if TYPE_CHECKING:
-    from xlens.config import ExperimentConfig
     from xlens.data.corpus import ParallelCorpus
 
 MANIFEST = "translate.json"
@@ -52,7 +51,6 @@ OUTPUTS = (MANIFEST, f"{TABLE}.parquet")
 SCHEMA_VERSION = 1
 STOP = "\n"  # a translation is one line: the next line would start another example
 N_EXAMPLES = 3  # outputs kept in translate.json per direction and condition
-TEMPLATE_FIELDS = ("source", "source_language", "target_language")
 # Sections that do not change what `xlens translate` computes: not part of what owns its folder.
 _NOT_OWNING = ("evaluate", "transfer")
 
@@ -69,53 +67,6 @@ def require_sacrebleu() -> ModuleType:
 
 
 # --- prompts ---------------------------------------------------------------------------------------------------
-
-
-def check_template(template: str) -> None:
-    """A prompt template must hold ``{source}`` and may use only ``{source_language}`` and ``{target_language}``
-    besides (literal braces doubled: ``{{``)."""
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as err:
-        raise ConfigError(
-            f"translate.template = {template!r} is no valid template ({err}); write literal braces as {{{{ and }}}}"
-        ) from None
-    unknown = sorted({name for name in fields if name not in TEMPLATE_FIELDS})
-    if unknown:
-        raise ConfigError(
-            f"translate.template = {template!r} has unknown placeholder(s) {unknown}: it may use "
-            + ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
-        )
-    if "source" not in fields:
-        raise ConfigError(
-            f"translate.template = {template!r} has no {{source}} placeholder: the sentence to translate goes there, "
-            "e.g. '{source_language}: {source}\\n{target_language}:'"
-        )
-
-
-def parse_direction(text: str) -> tuple[str, str]:
-    """``"en-es"`` as FLORES codes ``("eng_Latn", "spa_Latn")``; codes may hold hyphens themselves (``zh-Hant-en``)
-    as long as one split of the text gives two languages."""
-    from xlens.data.languages import resolve_language
-    from xlens.errors import UnknownLanguageError
-
-    def code(part: str) -> str | None:
-        try:
-            return resolve_language(part).flores if part.strip() else None
-        except UnknownLanguageError:
-            return None
-
-    cuts = [i for i, ch in enumerate(text) if ch == "-"]
-    found = {(a, b) for i in cuts if (a := code(text[:i])) and (b := code(text[i + 1 :]))}
-    if len(found) != 1:
-        why = "names no two languages" if not found else f"is ambiguous ({sorted(found)})"
-        raise ConfigError(
-            f"translate direction {text!r} {why}: write SOURCE-TARGET, e.g. 'en-es' or 'eng_Latn-spa_Latn'"
-        )
-    src, tgt = found.pop()
-    if src == tgt:
-        raise ConfigError(f"translate direction {text!r}: source and target are the same language ({src})")
-    return src, tgt
 
 
 def translation_directions(config: ExperimentConfig) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from xlens.activations import Responses, UnitIndex
 from xlens.errors import ExpertInputError
 from xlens.experts.lape import LapeResult
 from xlens.experts.scoring import one_vs_rest, unit_statistics
-from xlens.models.lens import check_same_model
+from xlens.hooks import check_same_model
 
 STAT_NAMES = ("on_p50", "on_mean", "off_p50", "off_mean", "on_p90", "all_p50", "all_mean")
 Selection = Literal["top", "per-block", "top-bottom", "threshold"]

@@ -11,8 +11,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xlens.errors import InterventionError
-from xlens.interventions.base import Hook, Intervention, check_hook_names
-from xlens.interventions.positions import Where, check_where, selected
+from xlens.hooks.intervention import Hook, Intervention, check_hook_names
+from xlens.hooks.positions import Where, check_where, selected
 from xlens.models.lens import ForwardBatch
 
 if TYPE_CHECKING:

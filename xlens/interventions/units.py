@@ -15,8 +15,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from xlens.errors import InterventionError
-from xlens.interventions.base import Hook, HookFn, Intervention, check_hook_names
-from xlens.interventions.positions import Where, check_where, selected
+from xlens.hooks.intervention import Hook, HookFn, Intervention, check_hook_names
+from xlens.hooks.positions import Where, check_where, selected
 
 if TYPE_CHECKING:
     from xlens.activations import UnitIndex
@@ -143,7 +143,7 @@ class SetUnits(_UnitIntervention):
     Attributes:
         units: hook name -> unit positions in the hook's flattened activation.
         values: hook name -> the value of each of those units (same order).
-        where: ``"all"``, ``"prompt"`` or ``"last"`` tokens (see :mod:`xlens.interventions.positions`).
+        where: ``"all"``, ``"prompt"`` or ``"last"`` tokens (see :mod:`xlens.hooks.positions`).
         model: identity of the model the units belong to (None: any model).
     """
 

@@ -9,34 +9,36 @@ from xlens.models.lens import (
     Reader,
     TokenBatch,
     block_of,
-    check_same_model,
-    identity_differences,
 )
 from xlens.models.loading import (
     BACKENDS,
-    DTYPES,
     EMBEDDED_MODEL,
     EMBEDDED_SHAPE,
-    ModelShape,
     cache_dir,
-    default_device,
-    default_dtype,
     embedded_model_folder,
     gguf_model_folder,
     load_model,
     model_backend,
     model_shape,
-    parse_dtype,
-    shape_from_config,
 )
 from xlens.models.memory import (
     GPU_SIZES_GIB,
     PAPER_CONFIGS,
     PAPER_MODELS,
+    bridge_extra_parameters,
     gpus_needed,
     memory_table,
     paper_config,
     parameter_count,
+    resident_parameters,
+)
+from xlens.models.shape import (
+    DTYPES,
+    ModelShape,
+    default_device,
+    default_dtype,
+    parse_dtype,
+    shape_from_config,
 )
 from xlens.models.tiny import HF_TINY_ARCHITECTURES, TINY_ARCHITECTURES, tiny_config
 
@@ -60,14 +62,13 @@ __all__ = [
     "Reader",
     "TokenBatch",
     "block_of",
+    "bridge_extra_parameters",
     "cache_dir",
-    "check_same_model",
     "default_device",
     "default_dtype",
     "embedded_model_folder",
     "gguf_model_folder",
     "gpus_needed",
-    "identity_differences",
     "load_model",
     "memory_table",
     "model_backend",
@@ -75,6 +76,7 @@ __all__ = [
     "paper_config",
     "parameter_count",
     "parse_dtype",
+    "resident_parameters",
     "shape_from_config",
     "tiny_config",
 ]

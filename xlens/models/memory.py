@@ -8,9 +8,11 @@ decide the parameter count, so :func:`memory_table` works offline. For your own 
     from transformers import AutoConfig
     parameter_count(AutoConfig.from_pretrained(path))
 
-The rule: ``weights_gib`` = parameters x bytes per parameter; ``need_gib`` = weights x (1 + :data:`OVERHEAD`), the
-headroom for activations of a forward batch, the CUDA context and the allocator; ``gpus_<size>gib`` = ceil(need /
-size), the model split over GPUs with ``device_map="auto"``. ``load_peak_gib`` = weights x :data:`LOAD_PEAK`:
+The rule: ``weights_gib`` = parameters x bytes per parameter; ``resident_gib`` adds what TransformerBridge holds
+beside them (:func:`bridge_extra_parameters`: Bloom's split attention weights); ``need_gib`` = resident x (1 +
+:data:`OVERHEAD`), the headroom for activations of a forward batch, the CUDA context and the allocator;
+``gpus_<size>gib`` = ceil(need / size), the model split over GPUs with ``device_map="auto"``. ``load_peak_gib`` =
+resident x :data:`LOAD_PEAK`:
 loading through TransformerBridge peaks near twice the weights (host memory while the Hugging Face model is built
 on the CPU; the GPU when ``enable_compatibility_mode()`` processes the weights there, which copies the state dict
 and unties tied embeddings).
@@ -26,7 +28,7 @@ import pandas as pd
 import torch
 
 from xlens.errors import InputError, InputTypeError
-from xlens.models.loading import parse_dtype
+from xlens.models.shape import parse_dtype
 
 # The fields of each hub config.json that decide the parameter count (the rest: dropout, token ids, rope and
 # norm epsilons, do not), typed in from the public configs.
@@ -100,6 +102,27 @@ def parameter_count(config: Any, *, trust_remote_code: bool = False) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
+def bridge_extra_parameters(config: Any) -> int:
+    """Parameters TransformerBridge holds beyond the Hugging Face model's own: it splits Bloom's fused
+    ``query_key_value`` into q, k and v weights and biases that it keeps as copies beside the fused one
+    (3 x (d^2 + d) per block; about 1.5B for Bloom-7B1, +21%). GPT-2's split parts are views of the fused weight,
+    and the other architectures have separate projections already: nothing extra. Checked against the storage a
+    loaded tiny model of each architecture really holds (tests/test_memory.py)."""
+    if getattr(config, "model_type", None) != "bloom":
+        return 0
+    return int(config.n_layer) * 3 * (int(config.hidden_size) ** 2 + int(config.hidden_size))
+
+
+def resident_parameters(model: torch.nn.Module) -> int:
+    """Parameter elements ``model`` really holds in memory: each storage once, so views of one weight (GPT-2's
+    split attention under TransformerBridge) and tied weights count once, and copies (Bloom's) twice."""
+    storages: dict[tuple[torch.device, int], int] = {}
+    for parameter in model.parameters():
+        storage = parameter.untyped_storage()
+        storages[(parameter.device, storage.data_ptr())] = storage.nbytes() // parameter.element_size()
+    return sum(storages.values())
+
+
 def gpus_needed(need_gib: float, gpu_gib: float) -> int:
     """How many GPUs of ``gpu_gib`` hold ``need_gib`` when the model is split across them."""
     if gpu_gib <= 0:
@@ -113,8 +136,9 @@ def memory_table(
     gpu_gib: Sequence[float] = GPU_SIZES_GIB,
     overhead: float = OVERHEAD,
 ) -> pd.DataFrame:
-    """One row per model and dtype: ``model``, ``parameters``, ``dtype``, ``weights_gib``, ``need_gib``,
-    ``load_peak_gib`` and a ``gpus_<size>gib`` column per GPU size (the rule is in the module docstring).
+    """One row per model and dtype: ``model``, ``parameters``, ``bridge_extra_parameters``, ``dtype``,
+    ``weights_gib``, ``resident_gib``, ``need_gib``, ``load_peak_gib`` and a ``gpus_<size>gib`` column per GPU size
+    (the rule is in the module docstring).
 
     ``models`` are names in :data:`PAPER_CONFIGS`, or a mapping of names to Hugging Face configs of your own.
     """
@@ -124,16 +148,20 @@ def memory_table(
     counts = {name: parameter_count(config) for name, config in configs.items()}
     rows = []
     for name, count in counts.items():
+        extra = bridge_extra_parameters(configs[name])
         for dtype in dtypes:
-            weights = count * parse_dtype(dtype, "cpu").itemsize / GIB
-            need = weights * (1 + overhead)
+            size = parse_dtype(dtype, "cpu").itemsize
+            resident = (count + extra) * size / GIB
+            need = resident * (1 + overhead)
             row: dict[str, Any] = {
                 "model": name,
                 "parameters": count,
+                "bridge_extra_parameters": extra,
                 "dtype": dtype,
-                "weights_gib": weights,
+                "weights_gib": count * size / GIB,
+                "resident_gib": resident,
                 "need_gib": need,
-                "load_peak_gib": weights * LOAD_PEAK,
+                "load_peak_gib": resident * LOAD_PEAK,
             }
             row |= {f"gpus_{size:g}gib": gpus_needed(need, size) for size in gpu_gib}
             rows.append(row)

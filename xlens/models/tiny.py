@@ -11,6 +11,7 @@ import torch
 
 from xlens._io import atomic_folder
 from xlens.errors import ModelLoadError
+from xlens.models.folders import complete, write_marker
 
 TINY_ARCHITECTURES = ("bloom", "cohere", "gpt2", "gemma3")
 HF_TINY_ARCHITECTURES = ("biogpt",)  # no TransformerLens adapter: the Hugging Face backend only
@@ -87,8 +88,6 @@ def random_model_folder(config: Any, folder: Path, *, source: str, prepend_bos: 
     """A randomly initialised model of ``config`` with the byte tokenizer, saved once as a Hugging Face folder
     (atomically; the folder's name is its revision)."""
     from transformers import AutoModelForCausalLM
-
-    from xlens.models.loading import complete, write_marker
 
     if complete(folder):
         return folder

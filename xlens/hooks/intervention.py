@@ -28,7 +28,7 @@ from typing import Any
 from torch import Tensor
 
 from xlens.errors import InterventionError, ModelMismatchError
-from xlens.models.lens import check_same_model
+from xlens.hooks.identity import check_same_model
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
 Hook = tuple[str, HookFn]

@@ -1,0 +1,76 @@
+"""lape: zero the language's k lowest-entropy LAPE units (Tang et al. 2024)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from xlens.data.languages import flores_code
+from xlens.errors import ConfigError, InterventionError
+from xlens.experts.sets import ExpertScores, ExpertSet
+from xlens.hooks.intervention import Intervention
+from xlens.interventions.registry import register
+from xlens.interventions.spec import ExpertMethod
+from xlens.interventions.units import ScaleUnits
+
+if TYPE_CHECKING:
+    from xlens.models.shape import ModelShape
+
+
+@register
+@dataclass(frozen=True)
+class Lape(ExpertMethod):
+    """Zero the language's ``k`` lowest-entropy LAPE units (Tang et al. 2024's deactivation).
+
+    ``top_rate`` is the share of all units LAPE keeps as language-specific (the paper: 1%); the ranking comes with
+    the scores (:meth:`xlens.ExpertScores.with_lape`) or with a LAPE expert set, lowest entropy first.
+    """
+
+    name: ClassVar[str] = "lape"
+    needs: ClassVar[frozenset[str]] = frozenset({"experts", "lape"})
+    top_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.top_rate <= 1:
+            raise ConfigError(f"intervene.top_rate = {self.top_rate}: must lie in (0, 1]")
+
+    def max_k(self, shape: ModelShape | None, units: str) -> tuple[int, str] | None:
+        limit = super().max_k(shape, units)
+        if limit is None:
+            return None
+        kept = round(limit[0] * self.top_rate)
+        return kept, f"LAPE keeps top_rate = {self.top_rate} of the {limit[0]} {units} units, {kept} in all"
+
+    def select(self, source: ExpertScores | ExpertSet | None, language: str | None, k: int | None) -> ExpertSet:
+        if isinstance(source, ExpertScores):
+            if language is None:
+                raise InterventionError("lape on ExpertScores needs language=")
+            ranked = source.lape_set(language, top_rate=self.top_rate)
+        elif isinstance(source, ExpertSet):
+            if source.method != "lape" or source.entropy is None:
+                raise InterventionError(
+                    f"method 'lape' needs a LAPE unit set ranked by entropy, got a {source.method!r} set"
+                    + (
+                        " without its entropy ranking: run `xlens experts --lape` again"
+                        if source.method == "lape"
+                        else ""
+                    )
+                )
+            ranked = source
+        else:
+            raise InterventionError("method 'lape' needs ExpertScores with a LAPE ranking or a LAPE expert set")
+        if language is not None and flores_code(language) != ranked.language:
+            raise InterventionError(f"the LAPE set is for {ranked.language}, not {flores_code(language)}")
+        if k is not None and k > len(ranked):
+            raise InterventionError(
+                f"k={k}: LAPE gave {ranked.language} only {len(ranked)} units; lower k or raise top_rate"
+            )
+        return ranked if k is None else ranked.head(k)
+
+    def on(self, experts: ExpertSet) -> Intervention:
+        if len(experts) == 0:
+            raise InterventionError(f"LAPE assigned no unit to {experts.language}: nothing to deactivate")
+        return ScaleUnits.of(experts, torch.zeros(len(experts)), self.where)
