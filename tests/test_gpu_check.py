@@ -24,9 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from typer.testing import CliRunner
 
-from xlens.cli import app
-from xlens.errors import InputError
-from xlens.gpu_check import (
+from xlens.bench.check import (
     CUDA_TEST_FILES,
     MIN_EFFECT,
     STUDY,
@@ -41,6 +39,8 @@ from xlens.gpu_check import (
     run_check,
     table_differences,
 )
+from xlens.cli import app
+from xlens.errors import InputError
 from xlens.models.loading import random_model
 from xlens.models.memory import PAPER_MODELS, memory_table, resident_parameters
 from xlens.results import TABLES

@@ -5,13 +5,14 @@ Bad input ends a command with one ``error:`` line (exit code 2) before any model
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec
 
 import typer
 
@@ -41,6 +42,7 @@ ParamOpt = Annotated[
     typer.Option("--set", help="a setting KEY=VALUE (repeatable; VALUE is read as JSON when it parses)"),
 ]
 _EXPECTED = (XlensError, ValueError, OSError, KeyError)
+P = ParamSpec("P")
 
 
 @app.callback()
@@ -63,14 +65,19 @@ def _fail(err: BaseException) -> None:
     raise typer.Exit(code=2)
 
 
-def _guarded(body: Callable[[], None]) -> None:
-    """Run a command's body; an expected error becomes one ``error:`` line and exit code 2."""
-    try:
-        body()
-    except typer.Exit:
-        raise
-    except _EXPECTED as err:
-        _fail(err)
+def guarded(command: Callable[P, None]) -> Callable[P, None]:
+    """A command whose expected errors become one ``error:`` line and exit code 2 (put it under ``@app.command``)."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except _EXPECTED as err:
+            _fail(err)
+
+    return run
 
 
 def _new_file(path: Path | None, force: bool) -> None:
@@ -112,6 +119,7 @@ def _settings(pairs: list[str] | None) -> dict[str, Any]:
 
 
 @app.command()
+@guarded
 def info(
     model: ModelOpt = "",
     check: Annotated[bool, typer.Option(help="also load the model and the builtin corpus and run them")] = False,
@@ -144,7 +152,7 @@ def info(
     for key, value in facts.items():
         typer.echo(f"{key:>18}: {value}")
     if check:
-        _guarded(lambda: _smoke(model or None, corpus))
+        _smoke(model or None, corpus)
 
 
 def _smoke(name: str | None, corpus: Any) -> None:
@@ -162,6 +170,7 @@ def _smoke(name: str | None, corpus: Any) -> None:
 
 
 @app.command()
+@guarded
 def experts(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     model: ModelOpt = "",
@@ -186,35 +195,33 @@ def experts(
 ) -> None:
     """Find language experts: score every unit by AP for each language against the others; write expert sets."""
 
-    def body() -> None:
-        from xlens.expert_job import ExpertsJob
+    from xlens.expert_job import ExpertsJob
 
-        job = ExpertsJob(
-            out=out,
-            model=model or None,
-            corpus=corpus,
-            langs=tuple(_langs(langs)),
-            per_lang=per_lang,
-            k=k,
-            select=select,
-            threshold=threshold,
-            units=units,
-            pooling=pooling,
-            batch_size=batch_size,
-            seed=seed,
-            negatives=tuple(_langs(negatives)) if negatives else None,
-            lape=lape,
-            lape_top_rate=lape_top_rate,
-            device=device,
-            dtype=dtype,
-            force=force,
-        )
-        typer.echo(job.run())
-
-    _guarded(body)
+    job = ExpertsJob(
+        out=out,
+        model=model or None,
+        corpus=corpus,
+        langs=tuple(_langs(langs)),
+        per_lang=per_lang,
+        k=k,
+        select=select,
+        threshold=threshold,
+        units=units,
+        pooling=pooling,
+        batch_size=batch_size,
+        seed=seed,
+        negatives=tuple(_langs(negatives)) if negatives else None,
+        lape=lape,
+        lape_top_rate=lape_top_rate,
+        device=device,
+        dtype=dtype,
+        force=force,
+    )
+    typer.echo(job.run())
 
 
 @app.command()
+@guarded
 def run(
     config: Annotated[Path | None, typer.Argument(help="TOML/YAML experiment config (optional)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes the same config)")] = Path(
@@ -237,37 +244,35 @@ def run(
 ) -> None:
     """The paper's experiment: experts -> interventions -> embeddings, alignment and retrieval per layer."""
 
-    def body() -> None:
-        from xlens.config import ExperimentConfig
-        from xlens.experiment import run_experiment
+    from xlens.config import ExperimentConfig
+    from xlens.experiment import run_experiment
 
-        cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
-        changes = {
-            "model": model,
-            "languages": [c.strip() for c in langs.split(",") if c.strip()] if langs else None,
-            "intervene.method": method,
-            "intervene.k": _numbers("--k", k),
-            "find.corpus": find_corpus,
-            "evaluate.corpus": eval_corpus,
-            "find.sentences": find_sentences,
-            "evaluate.sentences": eval_sentences,
-            "seed": seed,
-            "runtime.device": device,
-            "runtime.dtype": dtype,
-            **_settings(settings),
-        }
-        results = run_experiment(cfg.override(changes), out, force=force)
-        typer.echo(results.summary())
-        if figures:
-            from xlens.report import write_report
+    cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
+    changes = {
+        "model": model,
+        "languages": [c.strip() for c in langs.split(",") if c.strip()] if langs else None,
+        "intervene.method": method,
+        "intervene.k": _numbers("--k", k),
+        "find.corpus": find_corpus,
+        "evaluate.corpus": eval_corpus,
+        "find.sentences": find_sentences,
+        "evaluate.sentences": eval_sentences,
+        "seed": seed,
+        "runtime.device": device,
+        "runtime.dtype": dtype,
+        **_settings(settings),
+    }
+    results = run_experiment(cfg.override(changes), out, force=force)
+    typer.echo(results.summary())
+    if figures:
+        from xlens.report import write_report
 
-            typer.echo(f"report: {write_report(results)}")
-        typer.echo(f"wrote {out}/results.json and its tables ({', '.join(f'{t}.parquet' for t in results.tables())})")
-
-    _guarded(body)
+        typer.echo(f"report: {write_report(results)}")
+    typer.echo(f"wrote {out}/results.json and its tables ({', '.join(f'{t}.parquet' for t in results.tables())})")
 
 
 @app.command()
+@guarded
 def sweep(
     config: Annotated[Path, typer.Argument(help="TOML/YAML config whose [intervene] settings may be lists (a grid)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes the same config)")],
@@ -293,25 +298,23 @@ def sweep(
     """A grid of interventions with controls and bootstrap statistics: methods x settings x k x expert
     languages, one baseline, every condition computed once and cached (``xlens run`` is its one-point case)."""
 
-    def body() -> None:
-        from xlens.config import ExperimentConfig
-        from xlens.executors import make_executor
-        from xlens.experiment import run_experiment
+    from xlens.config import ExperimentConfig
+    from xlens.executors import make_executor
+    from xlens.experiment import run_experiment
 
-        cfg = ExperimentConfig.load(config).override(_settings(settings))
-        where = make_executor(executor, address=address, workers=workers, keep_embeddings=keep_embeddings)
-        results = run_experiment(cfg, out, executor=where, force=force)
-        typer.echo(results.comparison().drop(columns=["intervention", "expert_lang", "k"]).to_string(index=False))
-        if figures:
-            from xlens.report import write_report
+    cfg = ExperimentConfig.load(config).override(_settings(settings))
+    where = make_executor(executor, address=address, workers=workers, keep_embeddings=keep_embeddings)
+    results = run_experiment(cfg, out, executor=where, force=force)
+    typer.echo(results.comparison().drop(columns=["intervention", "expert_lang", "k"]).to_string(index=False))
+    if figures:
+        from xlens.report import write_report
 
-            typer.echo(f"report: {write_report(results)}")
-        typer.echo(f"wrote {out}/results.json and its tables ({', '.join(f'{t}.parquet' for t in results.tables())})")
-
-    _guarded(body)
+        typer.echo(f"report: {write_report(results)}")
+    typer.echo(f"wrote {out}/results.json and its tables ({', '.join(f'{t}.parquet' for t in results.tables())})")
 
 
 @app.command()
+@guarded
 def steer(
     experts_dir: Annotated[
         Path | None, typer.Option("--experts", help="folder written by `xlens experts` or `xlens run`")
@@ -337,34 +340,31 @@ def steer(
     Method settings go with --set, e.g. ``--method force --set value=on_mean`` or ``--method damp --set alpha=0.2``.
     """
 
-    def body() -> None:
-        from xlens.interventions.registry import spec_class
-        from xlens.models import load_model
-        from xlens.steering import prepare_steer
+    from xlens.interventions.registry import spec_class
+    from xlens.models import load_model
+    from xlens.steering import prepare_steer
 
-        _new_file(json_out, force)
-        spec = spec_class(method).from_dict(_settings(settings))
-        if "experts" in spec.needs and (experts_dir is None or not experts_dir.exists()):
-            raise InputError(f"--method {method} needs --experts DIR, a folder of `xlens experts` or `xlens run`")
-        plan = prepare_steer(
-            experts_dir,
-            lang,
-            k_values=_numbers("--k", k) or [0],
-            method=spec,
-            prompts=prompts,
-            eval_corpus=eval_corpus,
-            eval_langs=_langs(eval_langs) if eval_langs else None,
-            max_new_tokens=max_new_tokens,
-            alphas=_numbers("--alphas", alphas, float) or [0.0],
-            seed=seed,
-        )
-        report = plan.run(load_model(model or None, device=device, dtype=dtype))
-        typer.echo(format_steer(report))
-        if json_out is not None:
-            write_json(json_out, report)
-            typer.echo(f"wrote {json_out}")
-
-    _guarded(body)
+    _new_file(json_out, force)
+    spec = spec_class(method).from_dict(_settings(settings))
+    if "experts" in spec.needs and (experts_dir is None or not experts_dir.exists()):
+        raise InputError(f"--method {method} needs --experts DIR, a folder of `xlens experts` or `xlens run`")
+    plan = prepare_steer(
+        experts_dir,
+        lang,
+        k_values=_numbers("--k", k) or [0],
+        method=spec,
+        prompts=prompts,
+        eval_corpus=eval_corpus,
+        eval_langs=_langs(eval_langs) if eval_langs else None,
+        max_new_tokens=max_new_tokens,
+        alphas=_numbers("--alphas", alphas, float) or [0.0],
+        seed=seed,
+    )
+    report = plan.run(load_model(model or None, device=device, dtype=dtype))
+    typer.echo(format_steer(report))
+    if json_out is not None:
+        write_json(json_out, report)
+        typer.echo(f"wrote {json_out}")
 
 
 def format_steer(report: dict[str, Any]) -> str:
@@ -392,6 +392,7 @@ def _steer_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command()
+@guarded
 def transfer(
     config: Annotated[Path, typer.Argument(help="TOML/YAML experiment config (its transfer section)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes the same config)")],
@@ -407,24 +408,22 @@ def transfer(
     """Zero-shot cross-lingual transfer on SIB-200: a topic probe trained on the source language's embeddings,
     tested on every target's, before and after each intervention of the run's grid (accuracy, macro-F1, intervals)."""
 
-    def body() -> None:
-        from xlens.config import ExperimentConfig
-        from xlens.transfer import MANIFEST, run_transfer
+    from xlens.config import ExperimentConfig
+    from xlens.transfer import MANIFEST, run_transfer
 
-        chosen = None
-        if targets is not None:
-            chosen = "all" if targets.strip() == "all" else [c.strip() for c in targets.split(",") if c.strip()]
-            if not chosen:
-                raise InputError("--targets is empty: give 'all' or comma-separated codes such as es,de")
-        changes = {"transfer.targets": chosen, "transfer.layers": list(layer) if layer else None, **_settings(settings)}
-        results = run_transfer(ExperimentConfig.load(config).override(changes), out, force=force)
-        typer.echo(results.summary())
-        typer.echo(f"wrote {out}/{MANIFEST} and {out}/transfer.parquet")
-
-    _guarded(body)
+    chosen = None
+    if targets is not None:
+        chosen = "all" if targets.strip() == "all" else [c.strip() for c in targets.split(",") if c.strip()]
+        if not chosen:
+            raise InputError("--targets is empty: give 'all' or comma-separated codes such as es,de")
+    changes = {"transfer.targets": chosen, "transfer.layers": list(layer) if layer else None, **_settings(settings)}
+    results = run_transfer(ExperimentConfig.load(config).override(changes), out, force=force)
+    typer.echo(results.summary())
+    typer.echo(f"wrote {out}/{MANIFEST} and {out}/transfer.parquet")
 
 
 @app.command()
+@guarded
 def translate(
     config: Annotated[Path, typer.Argument(help="TOML/YAML experiment config with a translate section")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (resumes the same config)")],
@@ -439,41 +438,37 @@ def translate(
     """Few-shot translation of FLORES-200 sentences before and after each intervention of the config's grid:
     chrF++ and BLEU, target-language share, and the chrF++ change with its bootstrap interval."""
 
-    def body() -> None:
-        from xlens.config import ExperimentConfig
-        from xlens.translate import MANIFEST, TABLE, run_translate
+    from xlens.config import ExperimentConfig
+    from xlens.translate import MANIFEST, TABLE, run_translate
 
-        cfg = ExperimentConfig.load(config)
-        changes = {
-            "translate.directions": [d.strip() for d in directions.split(",") if d.strip()] if directions else None,
-            "translate.sentences": sentences,
-            "translate.shots": shots,
-            **_settings(settings),
-        }
-        results = run_translate(cfg.override(changes), out, force=force)
-        typer.echo(results.summary())
-        typer.echo(f"wrote {out}/{MANIFEST} and {out}/{TABLE}.parquet")
-
-    _guarded(body)
+    cfg = ExperimentConfig.load(config)
+    changes = {
+        "translate.directions": [d.strip() for d in directions.split(",") if d.strip()] if directions else None,
+        "translate.sentences": sentences,
+        "translate.shots": shots,
+        **_settings(settings),
+    }
+    results = run_translate(cfg.override(changes), out, force=force)
+    typer.echo(results.summary())
+    typer.echo(f"wrote {out}/{MANIFEST} and {out}/{TABLE}.parquet")
 
 
 @app.command()
+@guarded
 def report(
     run_dir: Annotated[Path, typer.Argument(help="folder of an `xlens run`")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default RUN_DIR/report.html)")] = None,
 ) -> None:
     """One self-contained HTML page of a run: config, provenance, results tables and figures."""
 
-    def body() -> None:
-        from xlens.report import write_report
-        from xlens.results import RunResults
+    from xlens.report import write_report
+    from xlens.results import RunResults
 
-        typer.echo(f"wrote {write_report(RunResults.load(run_dir), out=out)}")
-
-    _guarded(body)
+    typer.echo(f"wrote {write_report(RunResults.load(run_dir), out=out)}")
 
 
 @app.command("choose-k")
+@guarded
 def choose_k(
     experts_dir: Annotated[Path, typer.Option("--experts", help="folder written by `xlens experts` or `xlens run`")],
     lang: Annotated[str, typer.Option("--lang", help="target language of the intervention")],
@@ -502,52 +497,50 @@ def choose_k(
     """Pick k as the paper does: the smallest k whose sampled continuations reach a target-language rate with a
     bounded perplexity cost on held-out text."""
 
-    def body() -> None:
-        from xlens.interventions.registry import spec_class
-        from xlens.models import load_model
-        from xlens.steering import prepare_choose_k
-        from xlens.viz.export import check_figure_path, save_figure
-        from xlens.viz.steering import choose_k_figure
+    from xlens.interventions.registry import spec_class
+    from xlens.models import load_model
+    from xlens.steering import prepare_choose_k
+    from xlens.viz.export import check_figure_path, save_figure
+    from xlens.viz.steering import choose_k_figure
 
-        _new_file(json_out, force)
-        _new_file(figure, force)
-        if figure is not None:
-            check_figure_path(figure)
-        if not experts_dir.exists():
-            raise InputError(f"--experts {experts_dir} does not exist: pass a folder of `xlens experts` or `xlens run`")
-        plan = prepare_choose_k(
-            experts_dir,
-            lang,
-            _numbers("--k", k) or [],
-            samples=samples,
-            min_rate=min_rate,
-            max_perplexity_ratio=max_ppl_ratio,
-            method=spec_class(method).from_dict(_settings(settings)),
-            prompts=prompts,
-            eval_corpus=eval_corpus,
-            eval_langs=_langs(eval_langs) if eval_langs else None,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
+    _new_file(json_out, force)
+    _new_file(figure, force)
+    if figure is not None:
+        check_figure_path(figure)
+    if not experts_dir.exists():
+        raise InputError(f"--experts {experts_dir} does not exist: pass a folder of `xlens experts` or `xlens run`")
+    plan = prepare_choose_k(
+        experts_dir,
+        lang,
+        _numbers("--k", k) or [],
+        samples=samples,
+        min_rate=min_rate,
+        max_perplexity_ratio=max_ppl_ratio,
+        method=spec_class(method).from_dict(_settings(settings)),
+        prompts=prompts,
+        eval_corpus=eval_corpus,
+        eval_langs=_langs(eval_langs) if eval_langs else None,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+    )
+    report = plan.run(load_model(model or None, device=device, dtype=dtype))
+    for row in report["rows"]:
+        low, high = row["target_rate_interval"]
+        typer.echo(
+            f"k = {row['k']:>6}  rate {row['target_rate']:.3f} [{low:.3f}, {high:.3f}]  "
+            f"ppl ratio {row['worst_perplexity_ratio']:.3f}  {'meets' if row['meets'] else ''}"
         )
-        report = plan.run(load_model(model or None, device=device, dtype=dtype))
-        for row in report["rows"]:
-            low, high = row["target_rate_interval"]
-            typer.echo(
-                f"k = {row['k']:>6}  rate {row['target_rate']:.3f} [{low:.3f}, {high:.3f}]  "
-                f"ppl ratio {row['worst_perplexity_ratio']:.3f}  {'meets' if row['meets'] else ''}"
-            )
-        typer.echo(report["why"])
-        write_json(json_out, report)
-        typer.echo(f"wrote {json_out}")
-        if figure is not None:
-            typer.echo(f"wrote {save_figure(choose_k_figure(report), figure)}")
-
-    _guarded(body)
+    typer.echo(report["why"])
+    write_json(json_out, report)
+    typer.echo(f"wrote {json_out}")
+    if figure is not None:
+        typer.echo(f"wrote {save_figure(choose_k_figure(report), figure)}")
 
 
 @bench_app.command("experts")
+@guarded
 def bench_experts(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
     model: ModelOpt = "",
@@ -562,19 +555,17 @@ def bench_experts(
 ) -> None:
     """Time our vectorised AP scoring vs the sklearn per-unit loop, and pooled collection vs a plain forward."""
 
-    def body() -> None:
-        from xlens.bench import bench_experts as run_bench
+    from xlens.bench import bench_experts as run_bench
 
-        _new_file(json_out, force)
-        languages = _langs(langs)
-        report = run_bench(model or None, corpus, languages, per_lang, sklearn_units, batch_size, device, dtype)
-        write_json(json_out, report)
-        typer.echo(json.dumps(report, indent=2))
-
-    _guarded(body)
+    _new_file(json_out, force)
+    languages = _langs(langs)
+    report = run_bench(model or None, corpus, languages, per_lang, sklearn_units, batch_size, device, dtype)
+    write_json(json_out, report)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @bench_app.command("retrieval")
+@guarded
 def bench_retrieval(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
     flores: Annotated[Path, typer.Option(help="FLORES-200 devtest folder")] = Path("../shared/data/flores200/devtest"),
@@ -589,26 +580,24 @@ def bench_retrieval(
 ) -> None:
     """Time the all-language FLORES retrieval matrix at one layer and an end-to-end run on the embedded default."""
 
-    def body() -> None:
-        from xlens.bench import bench_retrieval as run_bench
+    from xlens.bench import bench_retrieval as run_bench
 
-        _new_file(json_out, force)
-        report = run_bench(
-            flores=flores,
-            run_out=run_out,
-            skip_run=skip_run,
-            model=model or None,
-            device=device,
-            dtype=dtype,
-            force=force,
-        )
-        write_json(json_out, report)
-        typer.echo(json.dumps(report, indent=2))
-
-    _guarded(body)
+    _new_file(json_out, force)
+    report = run_bench(
+        flores=flores,
+        run_out=run_out,
+        skip_run=skip_run,
+        model=model or None,
+        device=device,
+        dtype=dtype,
+        force=force,
+    )
+    write_json(json_out, report)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @bench_app.command("gpu")
+@guarded
 def bench_gpu(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
     shapes: Annotated[
@@ -625,23 +614,21 @@ def bench_gpu(
     """Tokens per second of a plain Hugging Face forward against xlens embeddings, pooled responses and a forced
     intervention on the same batches, with peak GPU memory (runs on CPU too)."""
 
-    def body() -> None:
-        from xlens.bench import THROUGHPUT_SHAPES
-        from xlens.bench import bench_gpu as run_bench
+    from xlens.bench import THROUGHPUT_SHAPES
+    from xlens.bench import bench_gpu as run_bench
 
-        _new_file(json_out, force)
-        chosen = [s.strip() for s in shapes.split(",") if s.strip()]
-        unknown = [s for s in chosen if s not in THROUGHPUT_SHAPES]
-        if unknown or not chosen:
-            raise InputError(f"--shapes {shapes!r}: choose from {', '.join(THROUGHPUT_SHAPES)}")
-        report = run_bench(chosen, sentences, units, batch_size, max_tokens, device=device, dtype=dtype)
-        write_json(json_out, report)
-        typer.echo(json.dumps(report, indent=2))
-
-    _guarded(body)
+    _new_file(json_out, force)
+    chosen = [s.strip() for s in shapes.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in THROUGHPUT_SHAPES]
+    if unknown or not chosen:
+        raise InputError(f"--shapes {shapes!r}: choose from {', '.join(THROUGHPUT_SHAPES)}")
+    report = run_bench(chosen, sentences, units, batch_size, max_tokens, device=device, dtype=dtype)
+    write_json(json_out, report)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @bench_app.command("generate")
+@guarded
 def bench_generate(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
     model: ModelOpt = "",
@@ -656,23 +643,21 @@ def bench_generate(
     """New tokens per second of KV-cached generation against the full-forward loop, without and under a force
     intervention, on short and on few-shot prompts, and whether both loops give the same tokens."""
 
-    def body() -> None:
-        from xlens.bench import bench_generate as run_bench
+    from xlens.bench import bench_generate as run_bench
 
-        _new_file(json_out, force)
-        for name, value in (("--prompts", prompts), ("--new-tokens", new_tokens), ("--batch-size", batch_size)):
-            if value < 1:
-                raise InputError(f"{name} must be >= 1, got {value}")
-        if shots < 0:
-            raise InputError(f"--shots must be >= 0, got {shots}")
-        report = run_bench(model or None, prompts, new_tokens, batch_size, shots, device, dtype)
-        write_json(json_out, report)
-        typer.echo(json.dumps(report, indent=2))
-
-    _guarded(body)
+    _new_file(json_out, force)
+    for name, value in (("--prompts", prompts), ("--new-tokens", new_tokens), ("--batch-size", batch_size)):
+        if value < 1:
+            raise InputError(f"{name} must be >= 1, got {value}")
+    if shots < 0:
+        raise InputError(f"--shots must be >= 0, got {shots}")
+    report = run_bench(model or None, prompts, new_tokens, batch_size, shots, device, dtype)
+    write_json(json_out, report)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @bench_app.command("sweep")
+@guarded
 def bench_sweep(
     json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
     languages: Annotated[int, typer.Option(help="languages of the synthetic sweep")] = 5,
@@ -686,25 +671,25 @@ def bench_sweep(
     """Time a sweep's statistics (paired bootstrap of every intervention against the baseline and its random
     controls, centroid correlation) on synthetic ranks."""
 
-    def body() -> None:
-        from xlens.bench import bench_sweep as run_bench
+    from xlens.bench import bench_sweep as run_bench
 
-        _new_file(json_out, force)
-        report = run_bench(languages, layers, interventions, seeds, sentences, resamples)
-        write_json(json_out, report)
-        typer.echo(json.dumps(report, indent=2))
-
-    _guarded(body)
+    _new_file(json_out, force)
+    report = run_bench(languages, layers, interventions, seeds, sentences, resamples)
+    write_json(json_out, report)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @bench_app.command("check")
+@guarded
 def bench_check(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="where to write the JSON report (default: gpu-<device>.json)")
     ] = None,
     json_dir: Annotated[Path, typer.Option(help="the default --json file's folder")] = Path("bench"),
     cpu: Annotated[bool, typer.Option("--cpu", help="the same steps on the CPU with the smallest shapes")] = False,
-    sections: Annotated[str, typer.Option(help="comma-separated")] = "correctness,throughput,generation,study",
+    sections: Annotated[
+        str, typer.Option(help="comma-separated, run in this order")
+    ] = "correctness,study,throughput,generation",
     budget_s: Annotated[float, typer.Option(help="skip what would start after this many seconds")] = 420.0,
     commit: Annotated[str | None, typer.Option(help="the commit checked, recorded in the report")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
@@ -713,17 +698,14 @@ def bench_check(
     and memory at the paper's shapes, generation speed, a study end to end (scripts/gpu_check.sh calls this).
     Exits 1 when a correctness or study check fails."""
 
-    def body() -> None:
-        from xlens.gpu_check import CheckSettings, device_slug, run_check
+    from xlens.bench.check import CheckSettings, device_slug, run_check
 
-        path = json_out or json_dir / f"gpu-{device_slug(cpu)}.json"
-        _new_file(path, force)
-        chosen = [s.strip() for s in sections.split(",") if s.strip()]
-        settings = CheckSettings.smallest(budget_s) if cpu else CheckSettings(budget_s=budget_s)
-        report = run_check(path, settings, sections=chosen, commit=commit)
-        verdict = "passed" if report["passed"] else f"FAILED: {json.dumps(report['failed'] + report['errors'])}"
-        typer.echo(f"wrote {path} ({report['wall_s']:.0f} s): {verdict}")
-        if not report["passed"]:
-            raise typer.Exit(1)
-
-    _guarded(body)
+    path = json_out or json_dir / f"gpu-{device_slug(cpu)}.json"
+    _new_file(path, force)
+    chosen = [s.strip() for s in sections.split(",") if s.strip()]
+    settings = CheckSettings.smallest(budget_s) if cpu else CheckSettings(budget_s=budget_s)
+    report = run_check(path, settings, sections=chosen, commit=commit)
+    verdict = "passed" if report["passed"] else f"FAILED: {json.dumps(report['failed'] + report['errors'])}"
+    typer.echo(f"wrote {path} ({report['wall_s']:.0f} s): {verdict}")
+    if not report["passed"]:
+        raise typer.Exit(1)

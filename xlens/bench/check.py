@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -49,7 +47,9 @@ from torch import Tensor
 
 from xlens._io import write_json
 from xlens.activations import Responses, collect_corpus_responses, corpus_texts
-from xlens.bench import generation_speed, throughput, throughput_config
+from xlens.bench.common import machine
+from xlens.bench.generate import generation_speed
+from xlens.bench.throughput import throughput, throughput_config
 from xlens.config import ExperimentConfig
 from xlens.data import load_builtin
 from xlens.data.corpus import ParallelCorpus
@@ -348,7 +348,7 @@ def scoring_kernel(check: Check, responses: Responses, reference: ExpertScores) 
 
 def cuda_tests(check: Check) -> None:
     """The suite's tests marked ``cuda`` (skipped without CUDA), run here with pytest."""
-    tests = Path(__file__).resolve().parents[1] / "tests"
+    tests = Path(__file__).resolve().parents[2] / "tests"
     with check.row("correctness", check="cuda tests") as row:
         if row is None:
             return
@@ -497,27 +497,6 @@ def study(check: Check) -> None:
 
 
 # --- the check ------------------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    import importlib.metadata as metadata
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "versions": {n: version(n) for n in ("torch", "transformers", "transformer-lens", "accelerate", "numpy")},
-    }
-    if torch.cuda.is_available():
-        total = torch.cuda.mem_get_info()[1]
-        info |= {"gpu": torch.cuda.get_device_name(0), "gpu_total_gib": total / GIB, "cuda": torch.version.cuda}
-    return info
 
 
 SECTIONS: dict[str, Callable[[Check], None]] = {

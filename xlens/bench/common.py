@@ -1,0 +1,44 @@
+"""What every benchmark records: the machine, peak memory, and device synchronisation around timings."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+from importlib import metadata
+from typing import Any
+
+import torch
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """The machine a benchmark ran on: CPUs, torch threads, platform, Python, package versions, the GPU."""
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {n: _version(n) for n in ("torch", "transformers", "transformer-lens", "accelerate", "numpy")},
+    }
+    if torch.cuda.is_available():
+        total = torch.cuda.mem_get_info()[1]
+        info |= {"gpu": torch.cuda.get_device_name(0), "gpu_total_gib": total / 2**30, "cuda": torch.version.cuda}
+    return info
