@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -44,3 +47,12 @@ def tiny_gpt2() -> LensModel:
 def embedded() -> LensModel:
     """The real embedded Gemma-3-270M (dequantized into the cache on first use, about a minute)."""
     return load_model(device="cpu")
+
+
+def patch_everywhere(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str, replacement: Any) -> None:
+    """Replace ``module.name`` and every xlens module's binding of the same object (modules import their
+    dependencies at the top, so patching the defining module alone would miss them)."""
+    original = getattr(module, name)
+    for loaded in list(sys.modules.values()):
+        if getattr(loaded, "__name__", "").startswith("xlens") and getattr(loaded, name, None) is original:
+            monkeypatch.setattr(loaded, name, replacement)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import patch_everywhere
 from typer.testing import CliRunner
 
 from xlens.cli import app
@@ -125,7 +126,7 @@ def _count_model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         names.append(str(name))
         return real(name, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(loading, "load_model", counting)
+    patch_everywhere(monkeypatch, loading, "load_model", counting)
     return names
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import patch_everywhere
 
 from xlens.config import ExperimentConfig
 from xlens.errors import ConfigError, UnknownLanguageError
@@ -50,8 +51,8 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("load")
         raise AssertionError("a model was loaded before the config was checked")
 
-    monkeypatch.setattr(loading, "load_model", refuse)
-    monkeypatch.setattr(activations, "collect_responses", refuse)
+    patch_everywhere(monkeypatch, loading, "load_model", refuse)
+    patch_everywhere(monkeypatch, activations, "collect_responses", refuse)
     return calls
 
 

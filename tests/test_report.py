@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import patch_everywhere
 from jupyter_browser import CHROMIUM_FLAGS
 
 from xlens.config import ExperimentConfig
 from xlens.embeddings import sentence_embeddings
 from xlens.errors import ResultsError
 from xlens.experiment import run_experiment
-from xlens.models import LensModel
+from xlens.models import LensModel, loading
 from xlens.report import build_report, run_figures, write_figures, write_report
 from xlens.results import Condition, RunResults, pair_change_lines
 from xlens.viz.export import find_browser
@@ -95,7 +96,7 @@ def test_report_without_cards_or_embeddings(run_dir: Path, tmp_path: Path, monke
     def no_model(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("cards=False must not load a model")
 
-    monkeypatch.setattr("xlens.models.loading.load_model", no_model)
+    patch_everywhere(monkeypatch, loading, "load_model", no_model)
     page = build_report(RunResults.load(copy), cards=False)
     assert "no cached baseline embeddings" in page
     assert page.count("Plotly.newPlot") == 8 and "neuron_" not in page
@@ -105,7 +106,7 @@ def test_cards_survive_a_model_that_cannot_load(run_dir: Path, monkeypatch: pyte
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("hub unreachable")
 
-    monkeypatch.setattr("xlens.models.loading.load_model", broken)
+    patch_everywhere(monkeypatch, loading, "load_model", broken)
     _, cards, notes = run_figures(RunResults.load(run_dir))
     assert len(cards) == 3 and all(not t.tokens for c in cards for t in c.top)
     assert any("hub unreachable" in n for n in notes)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import patch_everywhere
 from typer.testing import CliRunner
 
 from xlens.activations import collect_corpus_responses
@@ -123,7 +124,9 @@ def test_bad_controls_and_languages_are_one_config_error(data: dict, message: st
 def test_selections_that_cannot_fit_fail_before_any_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from xlens.models import loading
 
-    monkeypatch.setattr(loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    patch_everywhere(
+        monkeypatch, loading, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded"))
+    )
     base = ExperimentConfig.from_dict({"model": "tiny-gpt2", "languages": ["en", "es"]})
     per_block = base.override({"intervene.selection": "per-block", "intervene.k": [65]})
     with pytest.raises(ConfigError, match=r"k must be <= 64 \(selection 'per-block' takes k from each block"):

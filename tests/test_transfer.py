@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import patch_everywhere
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import make_pipeline
@@ -298,7 +299,7 @@ class _Forwards:
             self.calls += 1
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(xlens.embeddings, "sentence_embeddings", counted)
+        patch_everywhere(monkeypatch, xlens.embeddings, "sentence_embeddings", counted)
 
 
 @pytest.fixture(scope="module")
@@ -465,7 +466,7 @@ def test_a_rerun_reads_the_cache_and_another_config_needs_force(
     def no_model(config: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(xlens.executors, "load", no_model)
+    patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
     other = _tiny(sib, applied=["target"])
     with pytest.raises(RunFolderError, match=r"belongs to another run .*transfer.applied: \['target', 'all'\] -> "):
         run_transfer(other, folder, progress=False)
@@ -519,7 +520,7 @@ def test_bad_inputs_fail_before_the_model_loads(
     def no_model(config: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(xlens.executors, "load", no_model)
+    patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
     with pytest.raises(error, match=message):
         run_transfer(_tiny(sib, **transfer), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
@@ -531,7 +532,7 @@ def test_a_source_without_a_train_split_and_a_missing_sklearn_fail_before_the_mo
     def no_model(config: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(xlens.executors, "load", no_model)
+    patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
     _copy_language(sib, tmp_path / "sib", "eng_Latn", splits=("dev", "test"))
     _copy_language(sib, tmp_path / "sib", "spa_Latn")
     config = _tiny(sib).override({"transfer.corpus": f"sib200:{tmp_path / 'sib'}", "transfer.targets": ["es"]})

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sacrebleu
+from conftest import patch_everywhere
 from typer.testing import CliRunner
 
 import xlens.executors
@@ -254,7 +255,7 @@ def _count_generate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(len(args[1]))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(xlens.generation, "generate", counted)
+    patch_everywhere(monkeypatch, xlens.generation, "generate", counted)
     return calls
 
 
@@ -356,7 +357,7 @@ def test_bad_inputs_fail_before_the_model_is_loaded_or_anything_generated(
     bad = dataclasses.replace(config, translate=dataclasses.replace(config.translate, **changes))
     calls = _count_generate(monkeypatch)
     if not loads:
-        monkeypatch.setattr(xlens.executors, "load", _no_model)
+        patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
     with pytest.raises(error, match=message):
         run_translate(bad, tmp_path / "out", progress=False)
     assert calls == [] and not list((tmp_path / "out").glob("cache/responses-*"))
@@ -367,7 +368,7 @@ def _no_model(*args: Any, **kwargs: Any) -> Any:
 
 
 def test_missing_sacrebleu_is_one_error_before_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(xlens.executors, "load", _no_model)
+    patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
     monkeypatch.setitem(sys.modules, "sacrebleu", None)  # `import sacrebleu` raises ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'xlens\[translate\]'"):
         run_translate(_tiny_config(tmp_path), tmp_path / "out", progress=False)

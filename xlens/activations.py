@@ -19,7 +19,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from xlens._display import html_card, short_list
 from xlens._io import content_key, read_pair, reading, write_pair
+from xlens.artifacts import ArtifactStore
 from xlens.errors import InputError, InputIndexError, InputTypeError
 from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader, block_of
 
@@ -212,8 +214,6 @@ class Responses:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card, short_list
-
         return html_card(
             "Responses",
             {
@@ -417,8 +417,6 @@ def collect_corpus_responses(
     With ``cache`` (a folder), responses are saved there under :func:`responses_key` and a rerun with the same
     inputs loads them instead of recomputing; a corrupted entry is reported and recomputed.
     """
-    from xlens.artifacts import ArtifactStore
-
     langs = list(languages) if languages is not None else list(corpus.languages)
     corpus = corpus.select(langs)
     langs = list(corpus.languages)

@@ -49,12 +49,18 @@ from pathlib import Path
 from typing import Any
 
 from xlens._io import atomic_write
-from xlens._schema import from_mapping, to_mapping
+from xlens._schema import conforms, field_types, from_mapping, to_mapping
+from xlens.activations import POOLINGS
 from xlens.data.languages import resolve_language
+from xlens.data.loaders import resolve_spec_paths
+from xlens.embeddings import EMBEDDING_POOLINGS
 from xlens.errors import ConfigError, UnknownLanguageError
 from xlens.interventions.methods import Force
 from xlens.interventions.registry import spec_class
 from xlens.interventions.spec import InterventionSpec
+from xlens.metrics.retrieval import METHODS as RETRIEVAL_METHODS
+from xlens.models.loading import BACKENDS
+from xlens.models.shape import DTYPES
 
 _DEVICE = re.compile(r"cpu|mps|(cuda|xpu)(:\d+)?")
 RETRIEVAL_KNN = 10  # neighbourhood of CSLS and margin retrieval (xlens.metrics.retrieval's default)
@@ -86,8 +92,6 @@ _MOVED = {
 
 def check_units_and_pooling(units: str, pooling: str, units_field: str, pooling_field: str) -> None:
     """The unit spec and the pooling experts are scored on (``units_field`` etc. name them in errors)."""
-    from xlens.activations import POOLINGS
-
     if pooling not in POOLINGS or pooling == "active":
         allowed = ", ".join(p for p in POOLINGS if p != "active")
         raise ConfigError(f"{pooling_field} = {pooling!r}: must be one of {allowed}")
@@ -257,8 +261,6 @@ def expand_grid(grid: Mapping[str, Any]) -> tuple[InterventionSpec, ...]:
     """One spec per combination of the grid's methods and setting values (see :class:`InterveneConfig`)."""
     from itertools import product
 
-    from xlens._schema import conforms, field_types
-
     methods = grid.get("method", Force.name)
     methods = [methods] if isinstance(methods, str) else methods
     if not isinstance(methods, list | tuple) or not methods or not all(isinstance(m, str) for m in methods):
@@ -338,9 +340,6 @@ class EvaluateConfig:
     languages: list[str] | None = None
 
     def __post_init__(self) -> None:
-        from xlens.embeddings import EMBEDDING_POOLINGS
-        from xlens.metrics.retrieval import METHODS as RETRIEVAL_METHODS
-
         _at_least("evaluate", "sentences", self.sentences, 2)
         if self.pooling not in EMBEDDING_POOLINGS:
             raise ConfigError(f"evaluate.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}")
@@ -370,9 +369,6 @@ class RuntimeConfig:
     backend: str = "auto"  # auto: the TransformerBridge where TransformerLens has an adapter, else Hugging Face
 
     def __post_init__(self) -> None:
-        from xlens.models.loading import BACKENDS
-        from xlens.models.shape import DTYPES
-
         if self.backend not in BACKENDS:
             raise ConfigError(f"runtime.backend = {self.backend!r}: must be one of {', '.join(BACKENDS)}")
         if self.batch_size is not None:
@@ -426,10 +422,6 @@ class TransferConfig:
     test_sentences: int | None = None
 
     def __post_init__(self) -> None:
-        from xlens.data.languages import resolve_language
-        from xlens.embeddings import EMBEDDING_POOLINGS
-        from xlens.errors import UnknownLanguageError
-
         def code(name: str, given: str) -> str:
             try:
                 return resolve_language(given).flores
@@ -591,8 +583,6 @@ class ExperimentConfig:
             raw = data.get(name, {})
             corpus = raw.get("corpus") if isinstance(raw, Mapping) else None
             if name in ("find", "evaluate", "transfer", "translate") and base is not None and isinstance(corpus, str):
-                from xlens.data.loaders import resolve_spec_paths
-
                 raw = {**raw, "corpus": resolve_spec_paths(corpus, base)}
             sections[name] = kind.from_dict(raw) if name == "intervene" else from_mapping(kind, raw, name)
         top = {k: v for k, v in data.items() if k not in _SECTIONS}
@@ -683,8 +673,6 @@ class ExperimentConfig:
 
 def _codes(name: str, given: list[str], at_least: int) -> list[str]:
     """FLORES codes of a language list (UnknownLanguageError names a bad code)."""
-    from xlens.data.languages import resolve_language
-
     if len(given) < at_least:
         raise ConfigError(f"{name} = {given}: need at least {at_least} languages")
     codes = [resolve_language(code).flores for code in given]

@@ -28,9 +28,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from xlens._io import content_key
+from xlens._io import content_key, load_tensors, read_json, reading, save_tensors, write_json
+from xlens.activations import corpus_texts, resolve_units
+from xlens.artifacts import ArtifactStore
 from xlens.config import RETRIEVAL_KNN, ExperimentConfig
-from xlens.errors import ExecutorError
+from xlens.embeddings import sentence_embeddings
+from xlens.errors import ConfigError, ExecutorError
+from xlens.experts.sets import find_experts
+from xlens.interventions.registry import register, user_methods
+from xlens.measure import layer_metrics, mixed_retrieval
+from xlens.models.loading import load_model, resolved_numerics
 from xlens.results import Condition
 
 ExecutorName = Literal["local", "ray"]
@@ -72,15 +79,11 @@ class Measured:
 
 
 def save_measured(measured: Measured, folder: Path) -> None:
-    from xlens._io import save_tensors, write_json
-
     save_tensors(folder / "ranks.safetensors", measured.ranks)
     write_json(folder / "measured.json", {"tables": measured.tables, "embeddings": measured.embeddings})
 
 
 def load_measured(folder: Path) -> Measured:
-    from xlens._io import load_tensors, read_json, reading
-
     with reading(folder / "measured.json"):
         data = read_json(folder / "measured.json")
         return Measured(data["tables"], load_tensors(folder / "ranks.safetensors"), data["embeddings"])
@@ -153,9 +156,6 @@ class ConditionEvaluator:
 
     def embeddings(self, condition: Condition) -> tuple[Tensor, str | None]:
         """The evaluation embeddings under ``condition`` (kept in the store when there is one) and their file."""
-        from xlens.activations import corpus_texts
-        from xlens.embeddings import sentence_embeddings
-
         config, splits, model = self.inputs.config, self.inputs.splits, self.model
 
         def compute() -> dict[str, Tensor]:
@@ -194,8 +194,6 @@ class ConditionEvaluator:
 
     def evaluate(self, condition: Condition) -> Measured:
         """Embed and measure one condition."""
-        from xlens.measure import layer_metrics, mixed_retrieval
-
         config, layers = self.inputs.config, self.inputs.layer_ids
         evaluate, langs = config.evaluate, config.eval_languages
         settings = (evaluate.retrieval, evaluate.center, RETRIEVAL_KNN)
@@ -223,16 +221,12 @@ class ConditionEvaluator:
 
 def config_numerics(config: ExperimentConfig) -> dict[str, str]:
     """The numerics :func:`load` gives the config's model on this machine (without loading it)."""
-    from xlens.models.loading import resolved_numerics
-
     runtime = config.runtime
     return resolved_numerics(runtime.device, runtime.dtype, config.model, backend=runtime.backend)
 
 
 def load(config: ExperimentConfig) -> Any:
     """The config's model, as its runtime section asks."""
-    from xlens.models.loading import load_model
-
     runtime = config.runtime
     return load_model(config.model, device=runtime.device, dtype=runtime.dtype, backend=runtime.backend)  # type: ignore[arg-type]
 
@@ -245,10 +239,6 @@ def model_info(model: Any) -> ModelInfo:
 
 def find_scores(model: Any, config: ExperimentConfig, splits: Any, cache: Path | None, progress: bool) -> Any:
     """Every find language's expert scores on the find split (ranked by LAPE when a method needs it)."""
-    from xlens.activations import resolve_units
-    from xlens.errors import ConfigError
-    from xlens.experts.sets import find_experts
-
     find, intervene = config.find, config.intervene
     if intervene.k_values and find.units not in ("mlp", "resid"):  # counts the model's config could not tell
         n_units = sum(model.hook_widths(resolve_units(model, find.units)).values())
@@ -312,9 +302,6 @@ class _Worker:
     """A Ray actor: one model, loaded once, evaluating conditions (restarted with the same arguments if killed)."""
 
     def __init__(self, config: ExperimentConfig, methods: list[type], out: str, keep: bool) -> None:
-        from xlens.artifacts import ArtifactStore
-        from xlens.interventions.registry import register
-
         for cls in methods:  # the driver's own methods (a notebook's, a plugin's) travel by value
             register(cls)
         self.model = load(config)
@@ -376,8 +363,6 @@ class RayExecutor:
         import ray
         from ray import cloudpickle  # Ray's own copy: the one that pickles the tasks' arguments
 
-        from xlens.interventions.registry import user_methods
-
         for cls in user_methods():  # configs name them, so they travel by value with every task
             cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
         gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -389,8 +374,6 @@ class RayExecutor:
     def start(self, config: ExperimentConfig, out: Path) -> ModelInfo:
         import ray
         from ray.exceptions import RayError
-
-        from xlens.interventions.registry import user_methods
 
         if self.count == 0:
             self.numerics(config)

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from xlens._io import content_key
+from xlens._io import content_key, load_tensors
 from xlens.config import DOWNSTREAM_SECTIONS, ExperimentConfig
 from xlens.data.splits import Splits, load_splits
 from xlens.errors import (
@@ -34,7 +34,23 @@ from xlens.errors import (
     InterventionError,
     ModelMismatchError,
 )
+from xlens.executors import (
+    EvalInputs,
+    LocalExecutor,
+    condition_interventions,
+    find_scores,
+    load_measured,
+    make_executor,
+    measured_key,
+    save_measured,
+)
+from xlens.experts.sets import ExpertScores
+from xlens.interventions.spec import ExpertMethod
+from xlens.measure import centroid_correlation, condition_differences
+from xlens.metrics.bootstrap import resample_counts
+from xlens.models.loading import model_shape, resolved_numerics, same_model_name
 from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, tidy
+from xlens.runfolder import RunFolder
 
 OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.html", "figures")
 
@@ -42,8 +58,6 @@ OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.htm
 def check_config(config: ExperimentConfig) -> Splits:
     """Everything about a run that can be checked before a model is loaded: the settings against the model's
     shape (from its config), the corpora and the splits. Returns the splits."""
-    from xlens.models.loading import model_shape
-
     config.check_model(model_shape(config.model))
     return load_splits(config)
 
@@ -53,8 +67,6 @@ def folder_owner(
 ) -> dict[str, Any]:
     """What a run folder records as its owner: the config without the sections in ``leave_out`` (those that do
     not change its results) and the numerics it computes in. A model given must be the config's, in its dtype."""
-    from xlens.models.loading import resolved_numerics, same_model_name
-
     if model is not None:
         if not same_model_name(model.name, config.model):
             raise ModelMismatchError(f"the model given ({model.name!r}) is not the config's model {config.model!r}")
@@ -68,8 +80,6 @@ def folder_owner(
 def kept_scores(store: Any, config: ExperimentConfig, scores: Any) -> tuple[Any, str]:
     """Expert scores kept as a run folder artefact, keyed by the responses they came from and the scoring
     settings; returns the kept scores and their key."""
-    from xlens.experts.sets import ExpertScores
-
     key = content_key(
         "scores", scores.meta["cache_key"], config.find.pooling, config.find.negatives, config.intervene.lape_top_rate
     )
@@ -103,8 +113,6 @@ def grid_conditions(config: ExperimentConfig) -> list[Condition]:
 def check_conditions(scores: Any, conditions: list[Condition]) -> None:
     """Every condition can take its units from these scores (threshold yields, LAPE counts, ...): one clear error
     before anything is embedded."""
-    from xlens.interventions.spec import ExpertMethod
-
     for condition in conditions[1:]:
         spec = condition.spec()
         if isinstance(spec, ExpertMethod):
@@ -128,8 +136,6 @@ class Interventions:
 
     @classmethod
     def prepare(cls, config: ExperimentConfig, model: Any, store: Any, splits: Splits, progress: bool = True) -> Any:
-        from xlens.executors import find_scores
-
         scores, key = kept_scores(store, config, find_scores(model, config, splits, store.root, progress))
         conditions = grid_conditions(config)
         check_conditions(scores, conditions)
@@ -137,8 +143,6 @@ class Interventions:
 
     def build(self, condition: Condition, model: Any) -> list[Any]:
         """The interventions of ``condition`` on ``model`` (none for the baseline)."""
-        from xlens.executors import condition_interventions
-
         return condition_interventions(condition, self.scores, model, self.splits.find)
 
 
@@ -159,8 +163,6 @@ def run_experiment(
             ``model``.
         force: replace the results of another config in ``out`` (the content-keyed cache is kept).
     """
-    from xlens.executors import make_executor
-
     where = executor if executor is not None else make_executor("local", model=model)
     return Experiment(config, Path(out), executor=where, progress=progress, force=force).run()
 
@@ -171,8 +173,6 @@ class Experiment:
     def __init__(
         self, config: ExperimentConfig, out: Path, *, executor: Any = None, progress: bool = True, force: bool = False
     ) -> None:
-        from xlens.executors import LocalExecutor
-
         self.config = config
         self.out = out
         self.executor = executor if executor is not None else LocalExecutor()
@@ -186,9 +186,6 @@ class Experiment:
         self.rank_files: dict[Condition, Path] = {}
 
     def run(self) -> RunResults:
-        from xlens.executors import EvalInputs
-        from xlens.runfolder import RunFolder
-
         started = time.perf_counter()
         splits = check_config(self.config)
         try:
@@ -234,8 +231,6 @@ class Experiment:
     def measure_all(self, inputs: Any, info: Any, conditions: list[Condition]) -> dict[str, pd.DataFrame]:
         """Every condition not measured yet is evaluated by the executor and kept as an artefact; a condition
         that fails is reported with its error once the others are done. Then the tables, in condition order."""
-        from xlens.executors import load_measured, measured_key, save_measured
-
         keys = {c: measured_key(inputs, info, c) for c in conditions}
         todo = [c for c in conditions if not self.store.path("measured", keys[c]).is_dir()]
         failed: dict[Condition, BaseException] = {}
@@ -271,10 +266,6 @@ class Experiment:
     def statistics(self, conditions: list[Condition], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         """Paired bootstrap of every condition against the baseline and of every intervention against its random
         controls (mean over seeds), and the correlation of centroid moves with retrieval gains."""
-        from xlens._io import load_tensors
-        from xlens.measure import centroid_correlation, condition_differences
-        from xlens.metrics.bootstrap import resample_counts
-
         stats = self.config.stats
         counts = resample_counts(self.config.evaluate.sentences, stats.resamples, stats.seed)
         rows = condition_differences(

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlens._io import write_json
+from xlens.config import check_units_and_pooling
+from xlens.data.languages import resolve_language
+from xlens.data.loaders import load_corpus
 from xlens.errors import ConfigError
+from xlens.experts.sets import SELECTIONS, find_experts
+from xlens.models import load_model
+from xlens.models.loading import model_shape, resolved_numerics
+from xlens.runfolder import RunFolder
 
 OUTPUTS = ("scores", "experts", "lape", "summary.json")
 
@@ -44,20 +52,12 @@ class ExpertsJob:
     def record(self) -> dict[str, Any]:
         """What the folder's owner record holds: every setting that changes what is written, with the dtype and
         device kind the defaults resolve to."""
-        from xlens.models.loading import resolved_numerics
-
         skip = ("out", "force", "device", "dtype")
         settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         return {**settings, "numerics": resolved_numerics(self.device, self.dtype, self.model)}
 
     def check(self) -> Any:
         """Settings, the model's shape and the corpus, before any model is loaded; returns the sentences."""
-        from xlens.config import check_units_and_pooling
-        from xlens.data.languages import resolve_language
-        from xlens.data.loaders import load_corpus
-        from xlens.experts.sets import SELECTIONS
-        from xlens.models.loading import model_shape, resolved_numerics
-
         resolved_numerics(self.device, self.dtype)  # an unknown dtype is named here
         if self.select not in SELECTIONS:
             raise ConfigError(f"--select {self.select!r}: must be one of {', '.join(SELECTIONS)}")
@@ -84,16 +84,11 @@ class ExpertsJob:
 
     def run(self) -> str:
         """Find, score and write; returns the summary text."""
-        from xlens.runfolder import RunFolder
-
         data = self.check()
         with RunFolder.open(self.out, "experts", self.record(), outputs=OUTPUTS, force=self.force) as folder:
             return self._write(folder, data, self._scores(folder, data))
 
     def _scores(self, folder: Any, data: Any) -> Any:
-        from xlens.experts.sets import find_experts
-        from xlens.models import load_model
-
         return find_experts(
             load_model(self.model, device=self.device, dtype=self.dtype),
             data,
@@ -106,8 +101,6 @@ class ExpertsJob:
         )
 
     def _write(self, folder: Any, data: Any, scores: Any) -> str:
-        from xlens._io import write_json
-
         scores.save(folder.path / "scores")
         sets = {
             lang: scores.select(lang, self.k, method=self.select, threshold=self.threshold)  # type: ignore[arg-type]

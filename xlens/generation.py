@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from xlens.data.languages import UnknownLanguageError, flores_code, resolve_language
 from xlens.errors import GenerationError
 from xlens.interventions import Hook, Intervention, TokenPositions, apply, token_positions
 from xlens.models.lens import LOGITS_MAX_TOKENS, ForwardBatch, LensModel, TokenBatch
@@ -265,8 +266,6 @@ def perplexity(
 
 @cache
 def _flores(iso: str) -> str:
-    from xlens.data.languages import UnknownLanguageError, resolve_language
-
     try:
         return resolve_language(iso).flores
     except UnknownLanguageError:
@@ -289,8 +288,6 @@ def language_id(texts: Sequence[str]) -> list[str]:
 
 def target_language_rate(texts: Sequence[str], lang: str) -> float:
     """Fraction of ``texts`` identified as ``lang`` (any accepted code: ``es``, ``spa``, ``spa_Latn``)."""
-    from xlens.data.languages import flores_code
-
     if isinstance(texts, str) or len(texts) == 0:
         raise GenerationError("target_language_rate takes a non-empty list of texts")
     code = flores_code(lang)

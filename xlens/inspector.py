@@ -24,6 +24,7 @@ from xlens.activations import Responses
 from xlens.errors import InputError, InspectorError
 from xlens.experts.sets import ExpertScores
 from xlens.models.lens import LensModel
+from xlens.results import RunResults
 from xlens.viz.experts import best_ap_heatmap, block_best_ap, expert_counts_bar
 from xlens.viz.neuron import ActivatedText, NeuronCard, neuron_card, token_html, unit_token_activations
 
@@ -75,8 +76,6 @@ class NeuronInspector:
     def from_run(cls, results: Any, *, load_model: bool = True, **options: Any) -> NeuronInspector:
         """An inspector over a finished run's experts (its RunResults or folder); with ``load_model`` the run's
         model fills in per-token activations. ``options``: ``top``, ``units_listed``, ``counted``."""
-        from xlens.results import RunResults
-
         run = results if isinstance(results, RunResults) else RunResults.load(results)
         if run.scores is None:
             raise InspectorError(f"{run.folder} holds no expert scores: nothing to inspect")

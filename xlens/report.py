@@ -18,8 +18,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from xlens._io import atomic_write
+from xlens._schema import flatten
 from xlens.errors import InputError
 from xlens.results import RunResults, pair_change_lines
+from xlens.runfolder import RunFolder
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz.export import PlotlyJs, figure_div, save_figures
@@ -175,8 +178,6 @@ def _full_tables_html(results: RunResults) -> str:
 
 
 def _config_html(results: RunResults) -> str:
-    from xlens._schema import flatten
-
     flat = flatten(results.config.to_dict())
     config = pd.DataFrame([{"key": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in flat.items()])
     prov = json.dumps(results.provenance, indent=1, default=str)
@@ -261,9 +262,6 @@ def write_report(
     The neuron cards' per-token activations use the results' model (the run's own when the results came from
     :func:`xlens.run_experiment`, else loaded once); ``cards=False`` leaves the cards out and loads no model.
     """
-    from xlens._io import atomic_write
-    from xlens.runfolder import RunFolder
-
     if not isinstance(results, RunResults):
         results = RunResults.load(results)
     if out is None and results.folder is None:

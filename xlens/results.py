@@ -46,8 +46,17 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
+from xlens._display import html_card, short_list
+from xlens._io import load_tensors
+from xlens.activations import Responses, corpus_texts
+from xlens.artifacts import ArtifactStore
+from xlens.config import ExperimentConfig
 from xlens.data.splits import load_splits
 from xlens.errors import ResultsError
+from xlens.experts.sets import ExpertScores
+from xlens.interventions.registry import spec_class
+from xlens.models.loading import load_model
+from xlens.runfolder import CACHE, read_manifest
 
 if TYPE_CHECKING:
     from xlens.config import ExperimentConfig
@@ -102,8 +111,6 @@ class Condition:
 
     def spec(self) -> InterventionSpec:
         """The method's spec (from the registry)."""
-        from xlens.interventions.registry import spec_class
-
         if self.is_baseline:
             raise ResultsError("the baseline has no intervention spec")
         return spec_class(self.method).from_dict({n: _thawed(v) for n, v in self.params})
@@ -230,8 +237,6 @@ class RunResults:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], folder: Path | None = None, model: Any = None) -> RunResults:
-        from xlens.config import ExperimentConfig
-
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ResultsError(
@@ -256,8 +261,6 @@ class RunResults:
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Any = None) -> RunResults:
         """The results of the run in folder ``path`` (its tables checked against the hashes results.json keeps)."""
-        from xlens.runfolder import read_manifest
-
         folder = Path(path)
         if not (folder / RESULTS_FILE).is_file():
             raise ResultsError(f"{folder} holds no {RESULTS_FILE}: run `xlens run --out {folder}` first")
@@ -296,8 +299,6 @@ class RunResults:
 
     def embeddings(self, condition: Condition | str | None = None) -> Float[Tensor, "sentence layer d_model"] | None:
         """The cached evaluation embeddings of one condition (None: the baseline), or None if not on disk."""
-        from xlens._io import load_tensors
-
         file = self.embedding_files.get(self.condition(condition))
         if file is None or self.folder is None or not (self.folder / file).is_file():
             return None
@@ -379,8 +380,6 @@ class RunResults:
 
     @cached_property
     def scores(self) -> ExpertScores | None:
-        from xlens.experts.sets import ExpertScores
-
         if self.folder is None or self.scores_folder is None or not (self.folder / self.scores_folder).is_dir():
             return None
         return ExpertScores.load(self.folder / self.scores_folder)
@@ -388,10 +387,6 @@ class RunResults:
     @cached_property
     def responses(self) -> Any:
         """The pooled responses the experts were scored on (from the run's cache), or None."""
-        from xlens.activations import Responses
-        from xlens.artifacts import ArtifactStore
-        from xlens.runfolder import CACHE
-
         key = (self.scores.meta if self.scores is not None else {}).get("cache_key")
         if self.folder is None or not key:
             return None
@@ -416,8 +411,6 @@ class RunResults:
     @property
     def find_texts(self) -> list[str] | None:
         """Texts of the responses' rows (language after language), or None."""
-        from xlens.activations import corpus_texts
-
         find, responses = self._split("find"), self.responses
         if find is None or responses is None:
             return None
@@ -431,8 +424,6 @@ class RunResults:
     def model(self) -> LensModel:
         """The run's model: the one it was given, else loaded on first use."""
         if self._model is None:
-            from xlens.models.loading import load_model
-
             runtime = self.config.runtime
             self._model = load_model(self.config.model, device=runtime.device, dtype=runtime.dtype)
         return self._model
@@ -446,8 +437,6 @@ class RunResults:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card, short_list
-
         h = self.headline()
         base = h["baseline_mean_top1_by_layer"]
         facts = {

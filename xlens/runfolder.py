@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from xlens._io import content_key, read_json, remove_stale_temporaries, sha256_file, write_json
+from xlens._io import atomic_write, content_key, read_json, remove_stale_temporaries, sha256_file, write_json
 from xlens._schema import flatten
 from xlens.artifacts import ArtifactStore
 from xlens.errors import ArtifactError, RunFolderError
@@ -152,8 +152,6 @@ class RunFolder:
     def commit(self, manifest: str, payload: dict[str, Any], tables: Mapping[str, Any]) -> None:
         """Write pandas ``tables`` as parquet files, then ``manifest`` (JSON) last, recording each table's sha256:
         a reader can tell tables that do not belong to the manifest (a kill between the writes)."""
-        from xlens._io import atomic_write
-
         files = {}
         for name, frame in tables.items():
             target = self.path / f"{name}.parquet"

@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xlens.data.languages import flores_code
+from xlens.data.loaders import load_corpus
 from xlens.errors import SteeringError
-from xlens.generation import generate, language_id, load_prompts, perplexity
+from xlens.experts.sets import ExpertScores, ExpertSet
+from xlens.generation import check_generation, generate, language_id, load_prompts, perplexity
 from xlens.hooks import check_same_model
 from xlens.interventions import ExpertMethod, Intervention, InterventionSpec, SteeringVector, spec_class
+from xlens.results import RunResults
 
 if TYPE_CHECKING:
     from xlens.data.corpus import ParallelCorpus
@@ -36,16 +40,11 @@ def load_experts(
     (an ExpertSet of a fixed k) and, for LAPE, ``DIR/lape/<lang>``. Scores are preferred because they allow any k.
     With ``model``, experts made with another model are refused.
     """
-    from xlens.data.languages import flores_code
-    from xlens.experts.sets import ExpertScores, ExpertSet
-
     if isinstance(experts, ExpertScores | ExpertSet):
         check_same_model(experts.model, model, "these experts")
         return experts
     folder = Path(experts)
     if (folder / "results.json").is_file():
-        from xlens.results import RunResults
-
         scores = RunResults.load(folder).scores
         if scores is None:
             raise SteeringError(f"the run in {folder} has no expert scores on disk")
@@ -159,9 +158,6 @@ def prepare_steer(
 ) -> SteerPlan:
     """Check a steering run's inputs without a model: the method and its strengths, the prompts, the perplexity
     sentences, the experts and every k against them. See :func:`run_steer` for the arguments."""
-    from xlens.data.languages import flores_code
-    from xlens.generation import check_generation
-
     spec = method if isinstance(method, InterventionSpec) else spec_class(method)()
     target = flores_code(lang)
     strengths = _strengths(spec, k_values, alphas)
@@ -256,9 +252,6 @@ def _held_out(
 ) -> tuple[ParallelCorpus, ParallelCorpus]:
     """The perplexity sentences (sampled rows of the eval corpus) and the other rows (for methods that need
     sentences of their own)."""
-    from xlens.data.languages import flores_code
-    from xlens.data.loaders import load_corpus
-
     sources = [flores_code(s) for s in spec.params().get("source") or []]
     needs_rows = "corpus" in spec.needs
     needed = list(dict.fromkeys(langs + ([target, *sources] if needs_rows else [])))

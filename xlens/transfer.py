@@ -42,9 +42,19 @@ import pandas as pd
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from xlens._display import html_card, html_frame, short_list
+from xlens._io import content_key, read_json, reading, write_json
 from xlens.config import ExperimentConfig
+from xlens.data.languages import flores_code
+from xlens.data.sib200 import load_sib200, sib200_languages
+from xlens.embeddings import sentence_embeddings
 from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ResultsError
+from xlens.executors import config_numerics, load
+from xlens.experiment import Interventions, check_config, folder_owner
+from xlens.metrics.bootstrap import resample_counts
+from xlens.models.loading import model_shape
 from xlens.results import Condition, tidy
+from xlens.runfolder import RunFolder, read_manifest
 
 if TYPE_CHECKING:
     from xlens.data.sib200 import Sib200
@@ -253,11 +263,6 @@ def _rows(n: int, cap: int | None, seed: int, split: str) -> list[int]:
 def check_transfer(config: ExperimentConfig) -> TransferPlan:
     """Everything about a transfer run that can be checked before a model is loaded (scikit-learn, the corpus and
     its languages and splits, the layers, the run's config and splits); returns the plan."""
-    from xlens.data.languages import flores_code
-    from xlens.data.sib200 import load_sib200, sib200_languages
-    from xlens.experiment import check_config
-    from xlens.models.loading import model_shape
-
     require_sklearn()
     t = config.transfer
     if t.corpus is None:
@@ -303,9 +308,6 @@ def check_transfer(config: ExperimentConfig) -> TransferPlan:
 
 def owner(config: ExperimentConfig, model: Any = None) -> dict[str, Any]:
     """What a transfer folder records as its owner: the settings that change its results, and the numerics."""
-    from xlens.executors import config_numerics
-    from xlens.experiment import folder_owner
-
     numerics = model.numerics() if model is not None else config_numerics(config)
     return folder_owner(config, numerics, model, _NOT_OWNING)
 
@@ -321,8 +323,6 @@ class _Transfer:
     def __init__(
         self, config: ExperimentConfig, plan: TransferPlan, model: Any, store: Any, iv: Interventions, progress: bool
     ) -> None:
-        from xlens.metrics.bootstrap import resample_counts
-
         self.config, self.plan, self.model, self.store, self.iv = config, plan, model, store, iv
         self.progress = progress
         self.identity, self.numerics = model.identity(), model.numerics()
@@ -335,8 +335,6 @@ class _Transfer:
 
     def key(self, lang: str, split: str, condition: Condition) -> str:
         """The content key of ``lang``'s rows of ``split`` embedded under ``condition``."""
-        from xlens._io import content_key
-
         runtime, iv = self.config.runtime, self.iv
         needs = frozenset() if condition.is_baseline else condition.spec().needs
         return content_key(
@@ -358,8 +356,6 @@ class _Transfer:
         """The embeddings of ``lang``'s rows of ``split`` under ``condition``, from the cache when they are there."""
 
         def compute() -> dict[str, Tensor]:
-            from xlens.embeddings import sentence_embeddings
-
             if condition not in self.built:  # built on the first miss only: a rerun from the cache builds nothing
                 self.built[condition] = self.iv.build(condition, self.model)
             runtime = self.config.runtime
@@ -407,8 +403,6 @@ class _Transfer:
         """The content key of a condition's rows: the embeddings they score (the probes' and the tests') and the
         probe and bootstrap settings."""
         from importlib.metadata import version
-
-        from xlens._io import content_key
 
         plan, stats, baseline = self.plan, self.config.stats, Condition.baseline()
         probe_conditions = {"none": baseline, "target": baseline, "all": condition}
@@ -470,14 +464,10 @@ class _Transfer:
 
 
 def _save_rows(rows: list[dict[str, Any]], folder: Path) -> None:
-    from xlens._io import write_json
-
     write_json(folder / "rows.json", rows)
 
 
 def _load_rows(folder: Path) -> list[dict[str, Any]]:
-    from xlens._io import read_json, reading
-
     with reading(folder / "rows.json"):
         rows = read_json(folder / "rows.json")
         if not isinstance(rows, list) or not all(isinstance(r, dict) and "accuracy" in r for r in rows):
@@ -500,10 +490,6 @@ def run_transfer(
         model: the loaded model to use (it must be ``config.model``); default: load it.
         force: replace the results of another config in ``out`` (the content-keyed cache is kept).
     """
-    from xlens.executors import load
-    from xlens.experiment import Interventions
-    from xlens.runfolder import RunFolder
-
     started = time.perf_counter()
     plan = check_transfer(config)
     with RunFolder.open(Path(out), "transfer", owner(config, model), outputs=OUTPUTS, force=force) as run:
@@ -652,8 +638,6 @@ class TransferResults:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TransferResults:
         """The results in folder ``path`` (its table checked against the hash transfer.json keeps)."""
-        from xlens.runfolder import read_manifest
-
         folder = Path(path)
         if not (folder / MANIFEST).is_file():
             raise ResultsError(f"{folder} holds no {MANIFEST}: run `xlens transfer CONFIG --out {folder}` first")
@@ -708,8 +692,6 @@ class TransferResults:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card, html_frame, short_list
-
         layer = self.best_layer()
         facts = {
             "model": self.config.model,

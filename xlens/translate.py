@@ -38,9 +38,19 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
+from xlens import generation
+from xlens._display import html_card, html_frame, short_list
+from xlens._io import content_key, read_json, reading, write_json
 from xlens.config import ExperimentConfig, check_template, parse_direction
+from xlens.data.languages import flores_code, resolve_language
+from xlens.data.loaders import load_corpus
 from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ResultsError
-from xlens.results import Condition, tidy
+from xlens.executors import config_numerics, load
+from xlens.experiment import Interventions, check_config, folder_owner
+from xlens.generation import language_id
+from xlens.metrics.bootstrap import resample_counts
+from xlens.results import Condition, _records, tidy
+from xlens.runfolder import RunFolder, read_manifest
 
 if TYPE_CHECKING:
     from xlens.data.corpus import ParallelCorpus
@@ -71,8 +81,6 @@ def require_sacrebleu() -> ModuleType:
 
 def translation_directions(config: ExperimentConfig) -> list[tuple[str, str]]:
     """The config's directions as FLORES code pairs; by default English to, then from, every other run language."""
-    from xlens.data.languages import flores_code
-
     if config.translate.directions is not None:
         return [parse_direction(d) for d in config.translate.directions]
     english = "eng_Latn"
@@ -86,8 +94,6 @@ def direction_label(src: str, tgt: str) -> str:
 
 def fill(template: str, source: str, src: str, tgt: str) -> str:
     """The template for one source sentence, with the languages' English names."""
-    from xlens.data.languages import resolve_language
-
     names = {"source_language": resolve_language(src).name, "target_language": resolve_language(tgt).name}
     return template.format(source=source, **names)
 
@@ -116,8 +122,6 @@ def few_shot_prompts(
     drawn with ``seed`` (the test rows first, so they do not depend on ``shots``); every prompt holds the same
     shots, each the filled template, a space (unless the template ends with whitespace), its reference and a line
     break, then the test sentence's filled template."""
-    from xlens.data.languages import flores_code
-
     check_template(template)
     if shots < 0 or sentences < 1:
         raise ConfigError(
@@ -167,8 +171,6 @@ def translate_prompts(
     model: Any, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Any], batch_size: int | None
 ) -> list[str]:
     """Greedy continuations of ``prompts`` under ``interventions``, each cut at its first line break."""
-    from xlens import generation
-
     # generate stops a row at the line break (no wasted steps) and cuts before it; cut() is the spec either way.
     texts = generation.generate(
         model, list(prompts), max_new_tokens, interventions=interventions, greedy=True, batch_size=batch_size, stop=STOP
@@ -188,8 +190,6 @@ def _installed(*modules: str) -> bool:
 def bleu_tokenizer(target: str) -> str:
     """sacrebleu's tokenization for BLEU into ``target``: MeCab for Japanese and Korean where sacrebleu's extras
     are installed, else single characters (no spaces between words); ``zh`` for Chinese; ``13a`` otherwise."""
-    from xlens.data.languages import flores_code
-
     language = flores_code(target).split("_")[0]
     if language == "jpn":
         return "ja-mecab" if _installed("MeCab", "ipadic") else "char"
@@ -214,9 +214,6 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str], target: str) -> f
 
 def target_share(outputs: Sequence[str], target: str) -> float:
     """The share of outputs identified as ``target`` (empty outputs count as not)."""
-    from xlens.data.languages import flores_code
-    from xlens.generation import language_id
-
     code = flores_code(target)
     return sum(found == code for found in language_id(list(outputs))) / len(outputs)
 
@@ -276,8 +273,6 @@ def direction_conditions(conditions: Sequence[Condition], target: str, experts: 
 def translation_pool(config: ExperimentConfig, languages: Sequence[str], find: Any) -> tuple[ParallelCorpus, int]:
     """The translation corpus in ``languages``, less the rows that share a sentence with the find split (the
     experts must not have seen what they are tested on); returns it and how many rows went."""
-    from xlens.data.loaders import load_corpus
-
     spec = config.translate.corpus
     if spec is None:
         raise ConfigError("translate.corpus is not set: give the FLORES-200 devtest, e.g. 'flores:PATH/devtest'")
@@ -294,17 +289,12 @@ def translation_pool(config: ExperimentConfig, languages: Sequence[str], find: A
 
 def owner(config: ExperimentConfig, model: Any = None) -> dict[str, Any]:
     """What a translate folder records as its owner: the settings that change its results, and the numerics."""
-    from xlens.executors import config_numerics
-    from xlens.experiment import folder_owner
-
     numerics = model.numerics() if model is not None else config_numerics(config)
     return folder_owner(config, numerics, model, _NOT_OWNING)
 
 
 def generation_key(model: Any, plan: FewShotPrompts, config: ExperimentConfig, condition: Condition, iv: Any) -> str:
     """The content key of one direction's outputs under ``condition``."""
-    from xlens._io import content_key
-
     needs = frozenset() if condition.is_baseline else condition.spec().needs
     return content_key(
         "translation",
@@ -353,14 +343,10 @@ def check_context(model: Any, plans: Sequence[FewShotPrompts], max_new_tokens: i
 
 
 def _save_outputs(value: dict[str, Any], folder: Path) -> None:
-    from xlens._io import write_json
-
     write_json(folder / "outputs.json", value)
 
 
 def _load_outputs(folder: Path) -> dict[str, Any]:
-    from xlens._io import read_json, reading
-
     with reading(folder / "outputs.json"):
         data = read_json(folder / "outputs.json")
         if data["kind"] != "translation" or not all(isinstance(t, str) for t in data["outputs"]):
@@ -386,11 +372,6 @@ def run_translate(
         force: replace the results of another config in ``out`` (the content-keyed cache is kept).
     """
     from tqdm.auto import tqdm
-
-    from xlens.executors import load
-    from xlens.experiment import Interventions, check_config
-    from xlens.metrics.bootstrap import resample_counts
-    from xlens.runfolder import RunFolder
 
     started = time.perf_counter()
     require_sacrebleu()
@@ -600,8 +581,6 @@ class TranslateResults:
         return {TABLE: self.table}
 
     def to_dict(self) -> dict[str, Any]:
-        from xlens.results import _records
-
         return {
             "schema_version": SCHEMA_VERSION,
             "config": self.config.to_dict(),
@@ -615,8 +594,6 @@ class TranslateResults:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], folder: Path | None = None) -> TranslateResults:
-        from xlens.config import ExperimentConfig
-
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ResultsError(
                 f"translation results of schema version {data.get('schema_version')} (this xlens reads "
@@ -636,8 +613,6 @@ class TranslateResults:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TranslateResults:
         """The results in folder ``path`` (its table checked against the hash translate.json keeps)."""
-        from xlens.runfolder import read_manifest
-
         folder = Path(path)
         if not (folder / MANIFEST).is_file():
             raise ResultsError(f"{folder} holds no {MANIFEST}: run `xlens translate CONFIG --out {folder}` first")
@@ -680,8 +655,6 @@ class TranslateResults:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card, html_frame, short_list
-
         facts = {
             "model": self.config.model,
             "directions": short_list([d["direction"] for d in self.directions]),

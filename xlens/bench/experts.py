@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from xlens.activations import collect_responses, corpus_texts
 from xlens.bench.common import machine, peak_rss_mb, sync
+from xlens.data.loaders import load_corpus
+from xlens.experts.scoring import one_vs_rest
+from xlens.models import load_model
 
 
 def bench_experts(
@@ -26,11 +30,6 @@ def bench_experts(
 ) -> dict[str, Any]:
     """Scoring (ours vs the sklearn per-unit loop of ml-selfcond) and collection (pooled vs plain forward)."""
     from sklearn.metrics import average_precision_score
-
-    from xlens.activations import collect_responses, corpus_texts
-    from xlens.data.loaders import load_corpus
-    from xlens.experts.scoring import one_vs_rest
-    from xlens.models import load_model
 
     data = load_corpus(corpus, langs=list(languages)).sample(per_lang, seed=seed)
     langs = list(data.languages)

@@ -9,8 +9,14 @@ import numpy as np
 import torch
 
 from xlens.bench.common import machine, peak_rss_mb, sync
+from xlens.config import TranslateConfig
+from xlens.data import load_builtin
 from xlens.errors import InputError
+from xlens.generation import BUILTIN_PROMPTS, generate
+from xlens.interventions import SetUnits
+from xlens.models import load_model
 from xlens.models.lens import LensModel
+from xlens.translate import context_overflow, few_shot_prompts
 
 
 def bench_generate(
@@ -31,16 +37,12 @@ def bench_generate(
 
     Both loops unembed one position per row at every step; ``unembedding_ms`` times that call alone (one batch),
     the floor under a cached step's time whatever the prompt length."""
-    from xlens.models import load_model
-
     check_generation_bench(prompts, shots)
     return generation_speed(load_model(model, device=device, dtype=dtype), prompts, new_tokens, batch_size, shots)
 
 
 def check_generation_bench(prompts: int, shots: int) -> None:
     """The few-shot prompts' test sentences and examples are distinct rows of the built-in corpus."""
-    from xlens.data import load_builtin
-
     rows = len(load_builtin(["en", "es"]))
     if prompts + shots > rows:
         raise InputError(
@@ -51,12 +53,6 @@ def check_generation_bench(prompts: int, shots: int) -> None:
 
 def generation_speed(lm: LensModel, prompts: int, new_tokens: int, batch_size: int, shots: int) -> dict[str, Any]:
     """The measurements of :func:`bench_generate` on a loaded model."""
-    from xlens.config import TranslateConfig
-    from xlens.data import load_builtin
-    from xlens.generation import BUILTIN_PROMPTS, generate
-    from xlens.interventions import SetUnits
-    from xlens.translate import context_overflow, few_shot_prompts
-
     check_generation_bench(prompts, shots)
     corpus = load_builtin(["en", "es"])
     few_shot = few_shot_prompts(corpus, "en", "es", shots, prompts, TranslateConfig().template, seed=0).prompts

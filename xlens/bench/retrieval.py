@@ -8,8 +8,15 @@ from typing import Any
 
 import torch
 
+from xlens.activations import corpus_texts
 from xlens.bench.common import machine, peak_rss_mb, sync
 from xlens.config import ExperimentConfig
+from xlens.data.loaders import load_flores
+from xlens.embeddings import sentence_embeddings
+from xlens.experiment import run_experiment
+from xlens.metrics.retrieval import retrieval_matrix
+from xlens.models import load_model
+from xlens.report import write_report
 
 
 def _gemm_rate(E: torch.Tensor, block_langs: int, repeats: int = 3) -> float:
@@ -50,14 +57,6 @@ def bench_retrieval(
     the issue's setting: the embedded default, en/es/de/fr/ja, experts on 200 NTREX-128 sentences per language
     (found beside the FLORES folder), 500 FLORES devtest sentences per language for evaluation, one k.
     """
-    from xlens.activations import corpus_texts
-    from xlens.data.loaders import load_flores
-    from xlens.embeddings import sentence_embeddings
-    from xlens.experiment import run_experiment
-    from xlens.metrics.retrieval import retrieval_matrix
-    from xlens.models import load_model
-    from xlens.report import write_report
-
     lm = load_model(model, device=device, dtype=dtype)
     corpus = load_flores(flores)
     langs = corpus.languages

@@ -8,6 +8,10 @@ from typing import Any
 import torch
 
 from xlens.bench.common import machine, peak_rss_mb
+from xlens.interventions.methods import Force
+from xlens.measure import centroid_correlation, condition_differences
+from xlens.metrics.bootstrap import resample_counts
+from xlens.results import Condition
 
 
 def bench_sweep(
@@ -27,11 +31,6 @@ def bench_sweep(
     import dataclasses
 
     import pandas as pd
-
-    from xlens.interventions.methods import Force
-    from xlens.measure import centroid_correlation, condition_differences
-    from xlens.metrics.bootstrap import resample_counts
-    from xlens.results import Condition
 
     generator = torch.Generator().manual_seed(seed)
     names = [f"lang{i}" for i in range(languages)]

@@ -9,10 +9,17 @@ from typing import Any
 
 import torch
 
+from xlens.activations import collect_responses
 from xlens.bench.common import machine, peak_rss_mb, sync
+from xlens.data import load_builtin
+from xlens.embeddings import sentence_embeddings
 from xlens.errors import InputError
+from xlens.interventions import SetUnits
+from xlens.models import load_model
 from xlens.models.lens import LensModel
+from xlens.models.loading import cache_dir
 from xlens.models.memory import parameter_count, resident_parameters
+from xlens.models.tiny import random_model_folder
 
 # Random-weight Gemma-3 configs for `bench gpu`: the embedded model's shape (its real weights do not travel to a
 # GPU machine), the same family scaled to about a billion parameters, and a tiny one for tests.
@@ -48,9 +55,6 @@ def throughput_config(shape: str) -> Any:
 
 def throughput_model_folder(shape: str) -> Path:
     """A random-weight model of :func:`throughput_config`, saved once in the xlens cache."""
-    from xlens.models.loading import cache_dir
-    from xlens.models.tiny import random_model_folder
-
     folder = cache_dir() / "models" / f"random-{shape}-v1"
     return random_model_folder(throughput_config(shape), folder, source=f"random:{shape}", prepend_bos=True)
 
@@ -86,9 +90,6 @@ def bench_gpu(
     unembedding left out, as xlens never needs it to read activations; with it, for reference), (b) xlens
     embeddings at every layer, (c) xlens pooled responses of every MLP unit, (d) (b) under a force intervention on
     ``units`` random MLP units; peak GPU memory of each. Target: (b), (c), (d) at least 0.9 of (a)."""
-    from xlens.data import load_builtin
-    from xlens.models import load_model
-
     corpus = load_builtin()
     pool = [s for lang in corpus.languages for s in corpus[lang]]
     texts = [pool[i % len(pool)] for i in range(sentences)]
@@ -105,10 +106,6 @@ def bench_gpu(
 
 def throughput(lm: LensModel, texts: list[str], units: int, settings: dict[str, Any], seed: int) -> dict[str, Any]:
     """The four passes of :func:`bench_gpu` on one loaded model."""
-    from xlens.activations import collect_responses
-    from xlens.embeddings import sentence_embeddings
-    from xlens.interventions import SetUnits
-
     dev = lm.device
     batches = list(lm.batches(texts, **settings))
     hf_model = lm.bridge.original_model

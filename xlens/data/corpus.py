@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from xlens._display import html_card, short_list
 from xlens.data.languages import flores_code
 from xlens.errors import CorpusError
 
@@ -303,8 +304,6 @@ class ParallelCorpus:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card, short_list
-
         first = {lang: _quote(sents[0], 70) for lang, sents in list(self.sentences.items())[:3]}
         return html_card(
             f"ParallelCorpus {self.name}",

@@ -12,10 +12,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from xlens._display import html_card, html_frame
 from xlens._io import read_pair, reading, write_pair
-from xlens.activations import Responses, UnitIndex
+from xlens.activations import Responses, UnitIndex, collect_corpus_responses
+from xlens.data.languages import resolve_language
 from xlens.errors import ExpertInputError
-from xlens.experts.lape import LapeResult
+from xlens.experts.lape import LapeResult, lape
 from xlens.experts.scoring import one_vs_rest, unit_statistics
 from xlens.hooks import check_same_model
 
@@ -61,7 +63,6 @@ class ExpertScores:
             raise ExpertInputError(
                 f"need at least two languages to score experts (one vs the rest), got {responses.languages}"
             )
-        from xlens.data.languages import resolve_language
 
         values = responses[pooling]
         ids = responses.lang_ids
@@ -88,8 +89,6 @@ class ExpertScores:
         )
 
     def lang_index(self, language: str) -> int:
-        from xlens.data.languages import resolve_language
-
         code = resolve_language(language).flores
         if code not in self.languages:
             raise ExpertInputError(f"language {code} was not scored; scored languages: {', '.join(self.languages)}")
@@ -198,8 +197,6 @@ class ExpertScores:
         computed from ``responses`` collected with the ``active`` pooling on the same units and sentences."""
         from dataclasses import replace
 
-        from xlens.experts.lape import lape
-
         if "active" not in responses.pooled:
             raise ExpertInputError("LAPE needs responses collected with pooling including 'active'")
         if responses.units != self.units or responses.languages != self.languages:
@@ -306,8 +303,6 @@ class ExpertScores:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card, html_frame
-
         facts = {
             "languages x units": f"{len(self.languages)} x {self.units.n_units}",
             "model": self.model.get("name"),
@@ -321,8 +316,6 @@ def _against_negatives(
     values: Tensor, ids: Tensor, languages: list[str], negatives: Sequence[str]
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """AP, AUROC and statistics of each language against a chosen set of negative languages."""
-    from xlens.data.languages import resolve_language
-
     negative_ids = []
     for code in negatives:
         flores = resolve_language(code).flores
@@ -490,8 +483,6 @@ class ExpertSet:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card, html_frame
-
         facts = {
             "language": self.language,
             "experts": f"{len(self)} ({self.method})",
@@ -518,8 +509,6 @@ def find_experts(
     by LAPE (:meth:`ExpertScores.with_lape`). ``collect_kwargs`` go to
     :func:`xlens.activations.collect_corpus_responses` (``batch_size``, ``max_length``, ``progress``, ...); with
     ``cache``, the responses are cached there."""
-    from xlens.activations import collect_corpus_responses
-
     poolings = [pooling] if lape_top_rate is None else [pooling, "active"]
     responses = collect_corpus_responses(
         model, corpus, languages, cache=cache, units=units, pooling=poolings, **collect_kwargs

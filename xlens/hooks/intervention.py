@@ -27,6 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
+from xlens._display import html_card
 from xlens.errors import InterventionError, ModelMismatchError
 from xlens.hooks.identity import check_same_model
 
@@ -72,8 +73,6 @@ class Intervention(ABC):
         return f"{type(self).__name__}({kind}: " + ", ".join(f"{k}={v}" for k, v in info.items()) + ")"
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card
-
         info = self.describe()
         return html_card(f"{type(self).__name__} ({info.pop('kind')})", info)
 

@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from xlens.data.languages import flores_code
 from xlens.errors import InterventionError
 from xlens.hooks.intervention import Hook, Intervention, check_hook_names
 from xlens.hooks.positions import Where, check_where, selected
@@ -111,8 +112,6 @@ class SteeringVector(Intervention):
     ) -> SteeringVector:
         """Mean difference from ``source`` (a language, several, or every other language of the corpus) to
         ``target`` on a parallel corpus; ``block`` defaults to the middle block."""
-        from xlens.data.languages import flores_code
-
         tgt = flores_code(target)
         if source is None:
             sources = [lang for lang in corpus.languages if lang != tgt]

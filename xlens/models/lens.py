@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from xlens._display import html_card
 from xlens.errors import InputError, InputTypeError
 from xlens.hooks import Hook, Intervention, apply, check_same_model, token_positions
 
@@ -512,8 +513,6 @@ class LensModel:
         )
 
     def _repr_html_(self) -> str:
-        from xlens._display import html_card
-
         return html_card(
             f"LensModel {self.name}",
             {

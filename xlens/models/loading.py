@@ -33,19 +33,20 @@ from typing import Any, Literal
 
 import torch
 
-from xlens._io import atomic_folder, read_json, reading, remove_stale_temporaries
+from xlens._io import atomic_folder, content_key, read_json, reading, remove_stale_temporaries, sha256_file
 from xlens.errors import HubError, InputError, ModelLoadError, UnsupportedModelError, XlensError
 from xlens.hub import hub_reachable, unreachable
 from xlens.models.folders import complete, write_marker
 from xlens.models.hf import HFBridge, module_patterns
 from xlens.models.lens import LensModel, numerics_record
+from xlens.models.memory import parameter_count
 from xlens.models.shape import (
     ModelShape,
     default_device,
     parse_dtype,
     shape_from_config,
 )
-from xlens.models.tiny import HF_TINY_ARCHITECTURES, TINY_ARCHITECTURES, tiny_config, tiny_model_folder
+from xlens.models.tiny import HF_TINY_ARCHITECTURES, TINY_ARCHITECTURES, byte_tokenizer, tiny_config, tiny_model_folder
 
 EMBEDDED_MODEL = "gemma-3-270m"
 EMBEDDED_ALIASES = (EMBEDDED_MODEL, "embedded", "google/gemma-3-270m-gguf")
@@ -375,8 +376,6 @@ def check_spread(config: dict[str, Any], name: str, dtype: torch.dtype, spread: 
     if max_memory:
         from accelerate.utils import convert_file_size_to_int
 
-        from xlens.models.memory import parameter_count
-
         for where in max_memory:
             _check_device(where, f"max_memory key {where!r}")
         if "auto_map" in config:
@@ -489,8 +488,6 @@ def _gguf_cache_folder(sha256: str) -> Path:
 
 def gguf_model_folder(gguf: Path) -> Path:
     """A local GGUF file dequantized into a cached Hugging Face folder keyed by the file's content hash."""
-    from xlens._io import sha256_file
-
     digest = sha256_file(gguf)
     folder = _gguf_cache_folder(digest)
     if complete(folder):
@@ -535,9 +532,6 @@ def random_model(
     (``xlens bench check``); the revision is a hash of the config and the seed."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
-
-    from xlens._io import content_key
-    from xlens.models.tiny import byte_tokenizer
 
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)

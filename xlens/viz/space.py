@@ -23,6 +23,7 @@ from torch import Tensor
 
 from xlens._io import atomic_write, content_key
 from xlens.errors import ProjectionError
+from xlens.models.loading import cache_dir
 from xlens.viz.style import TEMPLATE, language_color, layer_slider, plotly_text
 
 Projection = Literal["pca", "umap"]
@@ -75,8 +76,6 @@ def project_2d(
 
 def projection_cache() -> Path:
     """Where UMAP projections are kept: ``projections/`` in xlens' cache (``$XLENS_CACHE``)."""
-    from xlens.models.loading import cache_dir
-
     return cache_dir() / "projections"
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from xlens.data.languages import UnknownLanguageError, flores_code
+
 TEMPLATE = "xlens"
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu_r"
@@ -42,8 +44,6 @@ _FALLBACK = (
 
 
 def _flores(code: str) -> str:
-    from xlens.data.languages import UnknownLanguageError, flores_code
-
     try:
         return flores_code(code)
     except UnknownLanguageError:
