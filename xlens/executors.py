@@ -37,6 +37,7 @@ from xlens.errors import ConfigError, ExecutorError
 from xlens.experts.sets import find_experts
 from xlens.interventions.registry import register, user_methods
 from xlens.measure import layer_metrics, mixed_retrieval
+from xlens.models.lens import LensModel
 from xlens.models.loading import load_model, resolved_numerics
 from xlens.results import Condition
 
@@ -131,7 +132,7 @@ def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition) -> s
     return content_key("measured", embeddings, settings, condition.columns())
 
 
-def condition_interventions(condition: Condition, scores: Any, model: Any, find_split: Any) -> list[Any]:
+def condition_interventions(condition: Condition, scores: Any, model: LensModel, find_split: Any) -> list[Any]:
     """The interventions of ``condition`` (none for the baseline), from the run's expert scores and, for methods
     that need sentences (diffmean), its find split."""
     if condition.is_baseline:
@@ -144,7 +145,13 @@ class ConditionEvaluator:
     """Embeds and measures conditions with one model (see the module docstring)."""
 
     def __init__(
-        self, model: Any, inputs: EvalInputs, *, store: Any = None, out: Path | None = None, progress: bool = False
+        self,
+        model: LensModel,
+        inputs: EvalInputs,
+        *,
+        store: Any = None,
+        out: Path | None = None,
+        progress: bool = False,
     ) -> None:
         self.model = model
         self.inputs = inputs
@@ -225,19 +232,19 @@ def config_numerics(config: ExperimentConfig) -> dict[str, str]:
     return resolved_numerics(runtime.device, runtime.dtype, config.model, backend=runtime.backend)
 
 
-def load(config: ExperimentConfig) -> Any:
+def load(config: ExperimentConfig) -> LensModel:
     """The config's model, as its runtime section asks."""
     runtime = config.runtime
     return load_model(config.model, device=runtime.device, dtype=runtime.dtype, backend=runtime.backend)  # type: ignore[arg-type]
 
 
-def model_info(model: Any) -> ModelInfo:
+def model_info(model: LensModel) -> ModelInfo:
     return ModelInfo(
         model.identity(), model.numerics(), str(model.device), torch.get_num_threads(), model.embedding_layers
     )
 
 
-def find_scores(model: Any, config: ExperimentConfig, splits: Any, cache: Path | None, progress: bool) -> Any:
+def find_scores(model: LensModel, config: ExperimentConfig, splits: Any, cache: Path | None, progress: bool) -> Any:
     """Every find language's expert scores on the find split (ranked by LAPE when a method needs it)."""
     find, intervene = config.find, config.intervene
     if intervene.k_values and find.units not in ("mlp", "resid"):  # counts the model's config could not tell
@@ -266,7 +273,7 @@ Outcome = tuple[Condition, Measured | BaseException]
 class LocalExecutor:
     """Conditions in turn, with one model in this process."""
 
-    def __init__(self, model: Any = None) -> None:
+    def __init__(self, model: LensModel | None = None) -> None:
         self.model = model
 
     def numerics(self, config: ExperimentConfig) -> dict[str, str]:
@@ -278,13 +285,18 @@ class LocalExecutor:
             self.model = load(config)
         return model_info(self.model)
 
+    def loaded(self) -> LensModel:
+        if self.model is None:
+            raise RuntimeError("the executor has no model: call start() first")
+        return self.model
+
     def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
-        return find_scores(self.model, config, splits, cache, progress)
+        return find_scores(self.loaded(), config, splits, cache, progress)
 
     def evaluate(
         self, inputs: EvalInputs, conditions: Sequence[Condition], store: Any, out: Path, progress: bool
     ) -> Iterator[Outcome]:
-        evaluator = ConditionEvaluator(self.model, inputs, store=store, out=out, progress=progress)
+        evaluator = ConditionEvaluator(self.loaded(), inputs, store=store, out=out, progress=progress)
         for condition in conditions:
             try:
                 yield condition, evaluator.evaluate(condition)
@@ -460,7 +472,7 @@ def check_answers(address: str, timeout: float = 3.0) -> None:
 def make_executor(
     name: str = "local",
     *,
-    model: Any = None,
+    model: LensModel | None = None,
     address: str | None = None,
     workers: int | None = None,
     keep_embeddings: bool = False,

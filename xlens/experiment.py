@@ -48,6 +48,7 @@ from xlens.experts.sets import ExpertScores
 from xlens.interventions.spec import ExpertMethod
 from xlens.measure import centroid_correlation, condition_differences
 from xlens.metrics.bootstrap import resample_counts
+from xlens.models.lens import LensModel
 from xlens.models.loading import model_shape, resolved_numerics, same_model_name
 from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, tidy
 from xlens.runfolder import RunFolder
@@ -63,7 +64,7 @@ def check_config(config: ExperimentConfig) -> Splits:
 
 
 def folder_owner(
-    config: ExperimentConfig, numerics: dict[str, str], model: Any, leave_out: tuple[str, ...]
+    config: ExperimentConfig, numerics: dict[str, str], model: LensModel | None, leave_out: tuple[str, ...]
 ) -> dict[str, Any]:
     """What a run folder records as its owner: the config without the sections in ``leave_out`` (those that do
     not change its results) and the numerics it computes in. A model given must be the config's, in its dtype."""
@@ -135,13 +136,15 @@ class Interventions:
     conditions: list[Condition]
 
     @classmethod
-    def prepare(cls, config: ExperimentConfig, model: Any, store: Any, splits: Splits, progress: bool = True) -> Any:
+    def prepare(
+        cls, config: ExperimentConfig, model: LensModel, store: Any, splits: Splits, progress: bool = True
+    ) -> Any:
         scores, key = kept_scores(store, config, find_scores(model, config, splits, store.root, progress))
         conditions = grid_conditions(config)
         check_conditions(scores, conditions)
         return cls(config, splits, scores, key, conditions)
 
-    def build(self, condition: Condition, model: Any) -> list[Any]:
+    def build(self, condition: Condition, model: LensModel) -> list[Any]:
         """The interventions of ``condition`` on ``model`` (none for the baseline)."""
         return condition_interventions(condition, self.scores, model, self.splits.find)
 
@@ -150,7 +153,7 @@ def run_experiment(
     config: ExperimentConfig,
     out: str | os.PathLike[str],
     *,
-    model: Any = None,
+    model: LensModel | None = None,
     executor: Any = None,
     progress: bool = True,
     force: bool = False,

@@ -55,6 +55,7 @@ from xlens.data.splits import load_splits
 from xlens.errors import ResultsError
 from xlens.experts.sets import ExpertScores
 from xlens.interventions.registry import spec_class
+from xlens.models.lens import LensModel
 from xlens.models.loading import load_model
 from xlens.runfolder import CACHE, read_manifest
 
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
     from xlens.data.corpus import ParallelCorpus
     from xlens.experts.sets import ExpertScores
     from xlens.interventions.spec import InterventionSpec
-    from xlens.models.lens import LensModel
 
 SCHEMA_VERSION = 3
 RESULTS_FILE = "results.json"
@@ -214,7 +214,7 @@ class RunResults:
     embedding_files: dict[Condition, str] = field(default_factory=dict)
     scores_folder: str | None = None
     folder: Path | None = None
-    _model: Any = field(default=None, repr=False)
+    _model: LensModel | None = field(default=None, repr=False)
 
     # --- reading and writing -----------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class RunResults:
         return {name: getattr(self, name) for name in TABLES}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], folder: Path | None = None, model: Any = None) -> RunResults:
+    def from_dict(cls, data: dict[str, Any], folder: Path | None = None, model: LensModel | None = None) -> RunResults:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ResultsError(
@@ -259,7 +259,7 @@ class RunResults:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any = None) -> RunResults:
+    def load(cls, path: str | os.PathLike[str], model: LensModel | None = None) -> RunResults:
         """The results of the run in folder ``path`` (its tables checked against the hashes results.json keeps)."""
         folder = Path(path)
         if not (folder / RESULTS_FILE).is_file():

@@ -23,16 +23,20 @@ from xlens.experts.sets import ExpertScores, ExpertSet
 from xlens.generation import check_generation, generate, language_id, load_prompts, perplexity
 from xlens.hooks import check_same_model
 from xlens.interventions import ExpertMethod, Intervention, InterventionSpec, SteeringVector, spec_class
+from xlens.models.lens import LensModel
 from xlens.results import RunResults
 
 if TYPE_CHECKING:
     from xlens.data.corpus import ParallelCorpus
     from xlens.experts.sets import ExpertScores, ExpertSet
-    from xlens.models.lens import LensModel
 
 
 def load_experts(
-    experts: str | os.PathLike[str] | ExpertScores | ExpertSet, model: Any, lang: str, *, lape: bool = False
+    experts: str | os.PathLike[str] | ExpertScores | ExpertSet,
+    model: LensModel | None,
+    lang: str,
+    *,
+    lape: bool = False,
 ) -> ExpertScores | ExpertSet:
     """ExpertScores (or an ExpertSet) from an ``xlens experts`` or ``xlens run`` folder, or the object itself.
 

@@ -52,6 +52,7 @@ from xlens.errors import ConfigError, CorpusError, MissingDependencyError, Resul
 from xlens.executors import config_numerics, load
 from xlens.experiment import Interventions, check_config, folder_owner
 from xlens.metrics.bootstrap import resample_counts
+from xlens.models.lens import LensModel
 from xlens.models.loading import model_shape
 from xlens.results import Condition, tidy
 from xlens.runfolder import RunFolder, read_manifest
@@ -306,7 +307,7 @@ def check_transfer(config: ExperimentConfig) -> TransferPlan:
 # --- the run -----------------------------------------------------------------------------------------------------
 
 
-def owner(config: ExperimentConfig, model: Any = None) -> dict[str, Any]:
+def owner(config: ExperimentConfig, model: LensModel | None = None) -> dict[str, Any]:
     """What a transfer folder records as its owner: the settings that change its results, and the numerics."""
     numerics = model.numerics() if model is not None else config_numerics(config)
     return folder_owner(config, numerics, model, _NOT_OWNING)
@@ -321,7 +322,13 @@ class _Transfer:
     """One transfer run's embeddings, probes and rows with one model (see the module docstring)."""
 
     def __init__(
-        self, config: ExperimentConfig, plan: TransferPlan, model: Any, store: Any, iv: Interventions, progress: bool
+        self,
+        config: ExperimentConfig,
+        plan: TransferPlan,
+        model: LensModel,
+        store: Any,
+        iv: Interventions,
+        progress: bool,
     ) -> None:
         self.config, self.plan, self.model, self.store, self.iv = config, plan, model, store, iv
         self.progress = progress
@@ -479,7 +486,7 @@ def run_transfer(
     config: ExperimentConfig,
     out: str | os.PathLike[str],
     *,
-    model: Any = None,
+    model: LensModel | None = None,
     progress: bool = True,
     force: bool = False,
 ) -> TransferResults:
@@ -495,10 +502,10 @@ def run_transfer(
     with RunFolder.open(Path(out), "transfer", owner(config, model), outputs=OUTPUTS, force=force) as run:
         store = run.artifacts
         tick = time.perf_counter()
-        model = model if model is not None else load(config)
-        iv = Interventions.prepare(config, model, store, plan.splits, progress)
+        lm = model if model is not None else load(config)
+        iv = Interventions.prepare(config, lm, store, plan.splits, progress)
         experts_s = time.perf_counter() - tick
-        job = _Transfer(config, plan, model, store, iv, progress)
+        job = _Transfer(config, plan, lm, store, iv, progress)
         rows = [row for condition in iv.conditions for row in job.condition(condition)]
         frame = pd.DataFrame(rows)
         settings = [c for c in frame.columns if c not in METRICS]
@@ -513,7 +520,7 @@ def run_transfer(
             sentences={split: len(rows) for split, rows in plan.rows.items()},
             conditions=list(iv.conditions),
             table=table,
-            provenance=_provenance(config, plan, model, iv, store, Path(out), timings),
+            provenance=_provenance(config, plan, lm, iv, store, Path(out), timings),
             folder=Path(out),
         )
         run.commit(MANIFEST, results.to_dict(), results.tables())
@@ -539,7 +546,7 @@ def _find_overlap(plan: TransferPlan) -> dict[str, int]:
 def _provenance(
     config: ExperimentConfig,
     plan: TransferPlan,
-    model: Any,
+    model: LensModel,
     iv: Interventions,
     store: Any,
     out: Path,

@@ -49,6 +49,7 @@ from xlens.executors import config_numerics, load
 from xlens.experiment import Interventions, check_config, folder_owner
 from xlens.generation import language_id
 from xlens.metrics.bootstrap import resample_counts
+from xlens.models.lens import LensModel
 from xlens.results import Condition, _records, tidy
 from xlens.runfolder import RunFolder, read_manifest
 
@@ -168,7 +169,7 @@ def cut(text: str) -> str:
 
 
 def translate_prompts(
-    model: Any, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Any], batch_size: int | None
+    model: LensModel, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Any], batch_size: int | None
 ) -> list[str]:
     """Greedy continuations of ``prompts`` under ``interventions``, each cut at its first line break."""
     # generate stops a row at the line break (no wasted steps) and cuts before it; cut() is the spec either way.
@@ -287,13 +288,15 @@ def translation_pool(config: ExperimentConfig, languages: Sequence[str], find: A
     return corpus.subset(kept, name=name), len(overlap)
 
 
-def owner(config: ExperimentConfig, model: Any = None) -> dict[str, Any]:
+def owner(config: ExperimentConfig, model: LensModel | None = None) -> dict[str, Any]:
     """What a translate folder records as its owner: the settings that change its results, and the numerics."""
     numerics = model.numerics() if model is not None else config_numerics(config)
     return folder_owner(config, numerics, model, _NOT_OWNING)
 
 
-def generation_key(model: Any, plan: FewShotPrompts, config: ExperimentConfig, condition: Condition, iv: Any) -> str:
+def generation_key(
+    model: LensModel, plan: FewShotPrompts, config: ExperimentConfig, condition: Condition, iv: Any
+) -> str:
     """The content key of one direction's outputs under ``condition``."""
     needs = frozenset() if condition.is_baseline else condition.spec().needs
     return content_key(
@@ -310,7 +313,7 @@ def generation_key(model: Any, plan: FewShotPrompts, config: ExperimentConfig, c
     )
 
 
-def context_length(model: Any) -> int | None:
+def context_length(model: LensModel) -> int | None:
     """The longest sequence the model's position embeddings take (None where its config does not tell)."""
     config = getattr(getattr(getattr(model, "bridge", None), "original_model", None), "config", None)
     for name in ("max_position_embeddings", "n_positions"):
@@ -320,7 +323,7 @@ def context_length(model: Any) -> int | None:
     return None
 
 
-def context_overflow(model: Any, prompts: Sequence[str], max_new_tokens: int) -> tuple[int, int] | None:
+def context_overflow(model: LensModel, prompts: Sequence[str], max_new_tokens: int) -> tuple[int, int] | None:
     """``(longest prompt's tokens, context length)`` when that prompt and ``max_new_tokens`` exceed the model's
     context, else None (also where the model's config does not tell its context)."""
     limit = context_length(model)
@@ -330,7 +333,7 @@ def context_overflow(model: Any, prompts: Sequence[str], max_new_tokens: int) ->
     return (longest, limit) if longest + max_new_tokens > limit else None
 
 
-def check_context(model: Any, plans: Sequence[FewShotPrompts], max_new_tokens: int) -> None:
+def check_context(model: LensModel, plans: Sequence[FewShotPrompts], max_new_tokens: int) -> None:
     """Every prompt and its continuation fit the model's context (a clear error, not an index error mid-run)."""
     for plan in plans:
         overflow = context_overflow(model, plan.prompts, max_new_tokens)
@@ -358,7 +361,7 @@ def run_translate(
     config: ExperimentConfig,
     out: str | os.PathLike[str],
     *,
-    model: Any = None,
+    model: LensModel | None = None,
     progress: bool = True,
     force: bool = False,
 ) -> TranslateResults:
@@ -385,12 +388,12 @@ def run_translate(
     with RunFolder.open(Path(out), "translate", owner(config, model), outputs=OUTPUTS, force=force) as run:
         store = run.artifacts
         tick = time.perf_counter()
-        model = model if model is not None else load(config)
-        check_context(model, plans, t.max_new_tokens)
-        iv = Interventions.prepare(config, model, store, splits, progress)
+        lm = model if model is not None else load(config)
+        check_context(lm, plans, t.max_new_tokens)
+        iv = Interventions.prepare(config, lm, store, splits, progress)
         timings["model_and_experts_s"] = time.perf_counter() - tick
         jobs = [(plan, c) for plan in plans for c in direction_conditions(iv.conditions, plan.target, t.experts)]
-        keys = [generation_key(model, plan, config, c, iv) for plan, c in jobs]
+        keys = [generation_key(lm, plan, config, c, iv) for plan, c in jobs]
         done = sum(store.path("translation", key).is_dir() for key in keys)
         built: dict[Condition, list[Any]] = {}
         outputs: dict[tuple[str, Condition], list[str]] = {}
@@ -400,10 +403,10 @@ def run_translate(
 
                 def compute(plan: FewShotPrompts = plan, condition: Condition = condition) -> dict[str, Any]:
                     if condition not in built:
-                        built[condition] = iv.build(condition, model)
+                        built[condition] = iv.build(condition, lm)
                     begun = time.perf_counter()
                     texts = translate_prompts(
-                        model, plan.prompts, t.max_new_tokens, built[condition], config.runtime.batch_size
+                        lm, plan.prompts, t.max_new_tokens, built[condition], config.runtime.batch_size
                     )
                     bar.update()
                     return {
@@ -440,7 +443,7 @@ def run_translate(
             conditions=conditions,
             directions=directions,
             generations=generations,
-            provenance=_provenance(config, model, pool, removed, directions, timings),
+            provenance=_provenance(config, lm, pool, removed, directions, timings),
             folder=run.path,
         )
         run.commit(MANIFEST, results.to_dict(), results.tables())
@@ -513,7 +516,7 @@ def _direction_record(plan: FewShotPrompts) -> dict[str, Any]:
 
 def _provenance(
     config: ExperimentConfig,
-    model: Any,
+    model: LensModel,
     pool: ParallelCorpus,
     removed: int,
     directions: list[dict[str, Any]],

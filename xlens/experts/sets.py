@@ -20,6 +20,7 @@ from xlens.errors import ExpertInputError
 from xlens.experts.lape import LapeResult, lape
 from xlens.experts.scoring import one_vs_rest, unit_statistics
 from xlens.hooks import check_same_model
+from xlens.models.lens import LensModel
 
 STAT_NAMES = ("on_p50", "on_mean", "off_p50", "off_mean", "on_p90", "all_p50", "all_mean")
 Selection = Literal["top", "per-block", "top-bottom", "threshold"]
@@ -274,7 +275,7 @@ class ExpertScores:
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any = None) -> ExpertScores:
+    def load(cls, path: str | os.PathLike[str], model: LensModel | None = None) -> ExpertScores:
         """Load scores; with ``model``, refuse scores made with a different model."""
         tensors, header = read_pair(Path(path), "scores", "xlens.ExpertScores")
         with reading(Path(path)):
@@ -456,7 +457,7 @@ class ExpertSet:
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any = None) -> ExpertSet:
+    def load(cls, path: str | os.PathLike[str], model: LensModel | None = None) -> ExpertSet:
         """Load an expert set; with ``model``, refuse one made with a different model (interventions built from
         the set check again when applied)."""
         tensors, header = read_pair(Path(path), "experts", "xlens.ExpertSet")
@@ -493,7 +494,7 @@ class ExpertSet:
 
 
 def find_experts(
-    model: Any,
+    model: LensModel,
     corpus: Any,
     languages: Sequence[str] | None = None,
     *,
