@@ -4,7 +4,8 @@
 # gpu-check-error.json and .log when it cannot start.
 #
 # Whenever a GPU is lent (see DEVELOPERS.md), from the repository root:
-#   1. here, where PyPI answers (~2.5 MB into the ignored folder .whl):
+#   1. here, where PyPI answers, right before the device call (~2.5 MB into the ignored folder .whl, with the commit
+#      that will run in .whl/commit.txt, since the device copy has no .git):
 #        bash scripts/gpu_check.sh --fetch-wheels
 #   2. the device tool, unchanged (about 6 minutes on an H200, ~1 more to start the machine):
 #        run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
@@ -64,11 +65,20 @@ done
 site=/tmp/xlens-site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
   || fail "pip could not install the carried wheels (.whl): see the output above"
-commit=$(git rev-parse HEAD 2>/dev/null || tr '\n' ' ' < .whl/commit.txt 2>/dev/null || echo unknown)
-export PYTHONPATH="$PWD:$site" PYTHONUNBUFFERED=1
+commit=$(git rev-parse HEAD 2>/dev/null || paste -sd' ' .whl/commit.txt 2>/dev/null || echo unknown)
+# Offline, and float32 in full precision whatever the image sets (TF32 would miss the float32 tolerances).
+export PYTHONPATH="$PWD:$site" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NVIDIA_TF32_OVERRIDE=0
+unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
+# An import that fails here (a package the machine lacks) is one line, not a run without a report.
+python3 -c "import xlens.bench.check" > "$dir/gpu-check-import.log" 2>&1 \
+  || fail "xlens.bench.check does not import: $(tail -1 "$dir/gpu-check-import.log")"
+rm -f "$dir/gpu-check-import.log"
 # Rows that would start after 420 s are skipped; a row still running at 500 s is cut (the report then says
 # complete: false), inside the device tool's 540 s.
+started=$(mktemp)
 timeout 500 python3 -m xlens bench check --force --commit "$commit" --json-dir "$dir" --budget-s 420
 status=$?
 [ $status -eq 124 ] && echo "gpu_check: cut at 500 s; the report holds the rows finished before it (complete: false)"
+[ -n "$(find "$dir" -maxdepth 1 -name 'gpu-*.json' ! -name gpu-check-error.json -newer "$started")" ] \
+  || fail "xlens bench check exited with $status before writing its report: see the output above"
 exit $status

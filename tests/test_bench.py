@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xlens.bench import bench_retrieval
+from xlens.bench.retrieval import bench_retrieval
 from xlens.data.loaders import load_builtin, load_flores
 from xlens.embeddings import sentence_embeddings
 from xlens.experiment import ExperimentConfig
@@ -95,7 +95,7 @@ def test_bench_gpu_counts_the_same_tokens_in_every_pass(tmp_path: Path) -> None:
     timings, and the parameter count from the model."""
     from typer.testing import CliRunner
 
-    from xlens.bench import throughput_model_folder
+    from xlens.bench.throughput import throughput_model_folder
     from xlens.cli import app
     from xlens.models import load_model
 

@@ -555,7 +555,7 @@ def bench_experts(
 ) -> None:
     """Time our vectorised AP scoring vs the sklearn per-unit loop, and pooled collection vs a plain forward."""
 
-    from xlens.bench import bench_experts as run_bench
+    from xlens.bench.experts import bench_experts as run_bench
 
     _new_file(json_out, force)
     languages = _langs(langs)
@@ -580,7 +580,7 @@ def bench_retrieval(
 ) -> None:
     """Time the all-language FLORES retrieval matrix at one layer and an end-to-end run on the embedded default."""
 
-    from xlens.bench import bench_retrieval as run_bench
+    from xlens.bench.retrieval import bench_retrieval as run_bench
 
     _new_file(json_out, force)
     report = run_bench(
@@ -614,8 +614,8 @@ def bench_gpu(
     """Tokens per second of a plain Hugging Face forward against xlens embeddings, pooled responses and a forced
     intervention on the same batches, with peak GPU memory (runs on CPU too)."""
 
-    from xlens.bench import THROUGHPUT_SHAPES
-    from xlens.bench import bench_gpu as run_bench
+    from xlens.bench.throughput import THROUGHPUT_SHAPES
+    from xlens.bench.throughput import bench_gpu as run_bench
 
     _new_file(json_out, force)
     chosen = [s.strip() for s in shapes.split(",") if s.strip()]
@@ -643,7 +643,7 @@ def bench_generate(
     """New tokens per second of KV-cached generation against the full-forward loop, without and under a force
     intervention, on short and on few-shot prompts, and whether both loops give the same tokens."""
 
-    from xlens.bench import bench_generate as run_bench
+    from xlens.bench.generate import bench_generate as run_bench
 
     _new_file(json_out, force)
     for name, value in (("--prompts", prompts), ("--new-tokens", new_tokens), ("--batch-size", batch_size)):
@@ -671,7 +671,7 @@ def bench_sweep(
     """Time a sweep's statistics (paired bootstrap of every intervention against the baseline and its random
     controls, centroid correlation) on synthetic ranks."""
 
-    from xlens.bench import bench_sweep as run_bench
+    from xlens.bench.sweep import bench_sweep as run_bench
 
     _new_file(json_out, force)
     report = run_bench(languages, layers, interventions, seeds, sentences, resamples)

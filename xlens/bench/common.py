@@ -38,7 +38,9 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {n: _version(n) for n in ("torch", "transformers", "transformer-lens", "accelerate", "numpy")},
     }
+    info["float32_matmul_precision"] = torch.get_float32_matmul_precision()  # "highest": no TF32
     if torch.cuda.is_available():
+        info["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
         total = torch.cuda.mem_get_info()[1]
         info |= {"gpu": torch.cuda.get_device_name(0), "gpu_total_gib": total / 2**30, "cuda": torch.version.cuda}
     return info

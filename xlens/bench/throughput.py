@@ -122,7 +122,7 @@ def throughput(lm: LensModel, texts: list[str], units: int, settings: dict[str, 
     def plain(run_batches: list[Any], module: Any) -> None:
         with torch.inference_mode():
             for b in run_batches:
-                module(input_ids=b.tokens, attention_mask=b.mask.long())
+                module(input_ids=b.tokens, attention_mask=b.mask.long(), use_cache=False)
 
     def embeddings(run_batches: list[Any], interventions: Sequence[Any] = ()) -> None:
         sentence_embeddings(lm, texts_of(run_batches), interventions=interventions, progress=False, **settings)
@@ -147,6 +147,9 @@ def throughput(lm: LensModel, texts: list[str], units: int, settings: dict[str, 
         "tokens": sum(int(b.mask.sum()) for b in batches),
         "padded_tokens": sum(b.mask.numel() for b in batches),
         "force_units": units,
+        # TransformerBridge swaps its components into the Hugging Face model in place: (a) is that model's own
+        # forward with no hook attached, so the ratios are what xlens' hooks and pooling add to it.
+        "baseline": "the bridged Hugging Face body's forward, no hooks attached, no KV cache",
         **settings,
         "timings": timings,
         "ratios_vs_plain": {

@@ -445,10 +445,17 @@ class LensModel:
                         batch.tokens,
                         attention_mask=batch.mask.long(),
                         return_type="logits" if logits is not None else None,
+                        **self._no_cache,
                     )
                     if logits is not None:
                         logits(out, batch)
                 batch.flush()
+
+    @property
+    def _no_cache(self) -> dict[str, bool]:
+        """A full forward fills no KV cache (Hugging Face models fill one by default: memory for nothing); the
+        Hugging Face backend never asks for one."""
+        return {"use_cache": False} if self.backend == "bridge" else {}
 
     def _stop_hook(self, hook_names: Sequence[str]) -> str | None:
         blocks = [block_of(name) for name in hook_names]
@@ -462,7 +469,7 @@ class LensModel:
 
     def logits_at_last(self, batch: TokenBatch) -> Float[Tensor, "batch vocab"]:
         """Next-token logits at the last column of a left-padded batch (only that position is unembedded)."""
-        out = self.bridge(batch.tokens, attention_mask=batch.mask.long(), logits_to_keep=1)
+        out = self.bridge(batch.tokens, attention_mask=batch.mask.long(), logits_to_keep=1, **self._no_cache)
         return out[:, -1].float()
 
     # --- KV-cached decoding --------------------------------------------------------------------------------
