@@ -512,6 +512,60 @@ def test_script_names_only_the_missing_wheel(tmp_path: Path) -> None:
     assert not any(spec in error for spec in specs[:-1])
 
 
+def _carried_repo(root: Path, python3: str) -> tuple[Path, dict[str, str]]:
+    """A fake repository with every wheel carried, a fake GPU, and ``python3`` replaced by a shell script whose
+    body is ``python3`` (it may call the real interpreter, ``$REAL``)."""
+    assert WHEELS is not None
+    script = _fake_repo(root / "repo")
+    (root / "repo" / ".whl").mkdir()
+    for spec in WHEELS.group(1).split():
+        name, version = spec.split("==")
+        (root / "repo" / ".whl" / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(b"")
+    tools = _tools(root / "bin", "NVIDIA H200, 143771 MiB")
+    (tools / "python3").unlink()
+    (tools / "python3").write_text(f"#!/bin/sh\nREAL={sys.executable}\n{python3}\n")
+    (tools / "python3").chmod(0o755)
+    for tool in ("timeout", "mktemp", "find", "rm", "tail", "paste", "cat", "echo"):
+        found = shutil.which(tool)
+        if found is not None and not (tools / tool).exists():
+            (tools / tool).symlink_to(found)
+    return script, {"PATH": str(tools), "HOME": str(root), "OUT": str(root / "out")}
+
+
+def test_script_reports_a_check_that_does_not_import(tmp_path: Path) -> None:
+    """Wheels installed but the check cannot be imported (a package the machine lacks): exit 2 before the timed
+    run, the import error's last line in the report."""
+    fake = """case "$1 $2" in
+  "-m pip") exit 0 ;;
+  "-c import xlens.bench.check") echo "ModuleNotFoundError: No module named 'plotly'" >&2; exit 1 ;;
+  "-m xlens") echo "the check ran" >&2; exit 0 ;;
+esac
+exec "$REAL" "$@"
+"""
+    script, env = _carried_repo(tmp_path, fake)
+    done = _script(script, tmp_path, env)
+    assert done.returncode == 2, done.stderr
+    error = json.loads((tmp_path / "out" / "gpu-check-error.json").read_text())["error"]
+    assert error == "xlens.bench.check does not import: ModuleNotFoundError: No module named 'plotly'"
+    assert "the check ran" not in done.stderr
+
+
+def test_script_reports_a_check_that_wrote_no_report(tmp_path: Path) -> None:
+    """The check exits without writing its report (a crash): the script still leaves a report saying so."""
+    fake = """case "$1 $2" in
+  "-m pip") exit 0 ;;
+  "-c import xlens.bench.check") exit 0 ;;
+  "-m xlens") echo "Segmentation fault" >&2; exit 139 ;;
+esac
+exec "$REAL" "$@"
+"""
+    script, env = _carried_repo(tmp_path, fake)
+    done = _script(script, tmp_path, env)
+    assert done.returncode == 2, done.stderr
+    error = json.loads((tmp_path / "out" / "gpu-check-error.json").read_text())["error"]
+    assert error == "xlens bench check exited with 139 before writing its report: see the output above"
+
+
 # --- xlens bench check ----------------------------------------------------------------------------------
 
 
