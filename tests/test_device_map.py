@@ -14,18 +14,18 @@ from xlens.models import LensModel, load_model
 TEXTS = ["a first sentence", "another, rather longer sentence than the first", "short"]
 
 
-def block_map(model: LensModel) -> dict[str, str]:
-    """Every module of the Hugging Face model on its own entry: each block, the embeddings, the final norm and
-    the head (what a multi-GPU map spells out)."""
+def block_map(model: LensModel, blocks: tuple[str, ...] = ("cpu",), rest: str = "cpu") -> dict[str, str]:
+    """Every module of the Hugging Face model on its own entry: each block (in turn on the devices of ``blocks``),
+    the embeddings, the final norm and the head (on ``rest``): what a multi-GPU map spells out."""
     hf = model.bridge.original_model
     prefix = hf.base_model_prefix
     out: dict[str, str] = {}
     for name, child in hf.base_model.named_children():
         if isinstance(child, torch.nn.ModuleList):
-            out |= {f"{prefix}.{name}.{i}": "cpu" for i in range(len(child))}
+            out |= {f"{prefix}.{name}.{i}": blocks[i % len(blocks)] for i in range(len(child))}
         else:
-            out[f"{prefix}.{name}"] = "cpu"
-    out |= {name: "cpu" for name, _ in hf.named_children() if name != prefix}
+            out[f"{prefix}.{name}"] = rest
+    out |= {name: rest for name, _ in hf.named_children() if name != prefix}
     return out
 
 
@@ -52,6 +52,26 @@ def test_a_model_over_a_device_map_computes_what_it_computes_in_one_piece(arch: 
     a = collect_responses(whole, TEXTS, progress=False)
     b = collect_responses(spread, TEXTS, progress=False)
     torch.testing.assert_close(b.pooled["mean"], a.pooled["mean"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("arch", ["bloom", "cohere", "gpt2"])
+@pytest.mark.parametrize("backend", ["bridge", "hf"])
+def test_a_model_split_over_the_gpu_and_the_cpu_computes_what_it_computes_on_the_cpu(arch: str, backend: str) -> None:
+    """Blocks alternately on the GPU and the CPU (the embeddings and head on the GPU): embeddings, responses and
+    a forced intervention equal the model's in one piece on the CPU, to float32 rounding."""
+    whole = load_model(f"tiny-{arch}", device="cpu", backend=backend)
+    spread = load_model(
+        f"tiny-{arch}", device_map=block_map(whole, ("cuda:0", "cpu"), "cuda:0"), dtype="float32", backend=backend
+    )
+    assert spread.device.type == "cuda"
+    for interventions in ([], [force_on(whole)]):
+        want = sentence_embeddings(whole, TEXTS, interventions=interventions, progress=False)
+        got = sentence_embeddings(spread, TEXTS, interventions=interventions, progress=False)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    a = collect_responses(whole, TEXTS, progress=False)
+    b = collect_responses(spread, TEXTS, progress=False)
+    torch.testing.assert_close(b.pooled["mean"], a.pooled["mean"], rtol=1e-4, atol=1e-5)
 
 
 def test_auto_map_with_room_loads_and_a_map_that_cannot_work_is_refused() -> None:

@@ -89,7 +89,13 @@ SMALL_OVERRIDES: dict[str, dict[str, int]] = {
                "num_key_value_heads": 1, "vocab_size": 512},
     "gpt2": {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_inner": 128, "vocab_size": 512},
 }  # fmt: skip
-CUDA_TEST_FILES: tuple[str, ...] = ("test_alignment.py", "test_batching.py", "test_retrieval.py", "test_scoring.py")
+CUDA_TEST_FILES: tuple[str, ...] = (
+    "test_alignment.py",
+    "test_batching.py",
+    "test_device_map.py",
+    "test_retrieval.py",
+    "test_scoring.py",
+)
 STUDY: dict[str, Any] = {
     "model": "tiny-gpt2",
     "languages": ["en", "es", "ja"],
