@@ -532,13 +532,31 @@ def _carried_repo(root: Path, python3: str) -> tuple[Path, dict[str, str]]:
     return script, {"PATH": str(tools), "HOME": str(root), "OUT": str(root / "out")}
 
 
-def test_script_reports_a_check_that_does_not_import(tmp_path: Path) -> None:
-    """Wheels installed but the check cannot be imported (a package the machine lacks): exit 2 before the timed
-    run, the import error's last line in the report."""
-    fake = """case "$1 $2" in
+@pytest.mark.parametrize(
+    ("check_import", "check_run", "expected"),
+    [
+        # Wheels installed but the check cannot be imported (a package the machine lacks): stopped before the run.
+        (
+            """echo "ModuleNotFoundError: No module named 'plotly'" >&2; exit 1""",
+            'echo "the check ran" >&2; exit 0',
+            "xlens.bench.check does not import: ModuleNotFoundError: No module named 'plotly'",
+        ),
+        # The check exits without writing its report (a crash): the script still leaves one saying so.
+        (
+            "exit 0",
+            'echo "Segmentation fault" >&2; exit 139',
+            "xlens bench check exited with 139 before writing its report: see the output above",
+        ),
+    ],
+)
+def test_script_reports_a_check_that_leaves_no_report(
+    tmp_path: Path, check_import: str, check_run: str, expected: str
+) -> None:
+    """Exit 2 and gpu-check-error.json naming what went wrong, whenever the check itself writes no report."""
+    fake = f"""case "$1 $2" in
   "-m pip") exit 0 ;;
-  "-c import xlens.bench.check") echo "ModuleNotFoundError: No module named 'plotly'" >&2; exit 1 ;;
-  "-m xlens") echo "the check ran" >&2; exit 0 ;;
+  "-c import xlens.bench.check") {check_import} ;;
+  "-m xlens") {check_run} ;;
 esac
 exec "$REAL" "$@"
 """
@@ -546,24 +564,8 @@ exec "$REAL" "$@"
     done = _script(script, tmp_path, env)
     assert done.returncode == 2, done.stderr
     error = json.loads((tmp_path / "out" / "gpu-check-error.json").read_text())["error"]
-    assert error == "xlens.bench.check does not import: ModuleNotFoundError: No module named 'plotly'"
+    assert error == expected
     assert "the check ran" not in done.stderr
-
-
-def test_script_reports_a_check_that_wrote_no_report(tmp_path: Path) -> None:
-    """The check exits without writing its report (a crash): the script still leaves a report saying so."""
-    fake = """case "$1 $2" in
-  "-m pip") exit 0 ;;
-  "-c import xlens.bench.check") exit 0 ;;
-  "-m xlens") echo "Segmentation fault" >&2; exit 139 ;;
-esac
-exec "$REAL" "$@"
-"""
-    script, env = _carried_repo(tmp_path, fake)
-    done = _script(script, tmp_path, env)
-    assert done.returncode == 2, done.stderr
-    error = json.loads((tmp_path / "out" / "gpu-check-error.json").read_text())["error"]
-    assert error == "xlens bench check exited with 139 before writing its report: see the output above"
 
 
 # --- xlens bench check ----------------------------------------------------------------------------------

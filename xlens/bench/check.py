@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,8 @@ from torch import Tensor
 from xlens._io import write_json
 from xlens.activations import Responses, collect_corpus_responses, corpus_texts
 from xlens.bench.common import machine, sync
-from xlens.bench.generate import generation_speed
-from xlens.bench.throughput import throughput, throughput_config
+from xlens.bench.generate import TARGET_SPEEDUP_MIN, generation_speed
+from xlens.bench.throughput import TARGET_RATIO_MIN, throughput, throughput_config, throughput_texts
 from xlens.config import ExperimentConfig
 from xlens.data import load_builtin
 from xlens.data.corpus import ParallelCorpus
@@ -244,11 +244,15 @@ class Measured:
     full: dict[str, list[str]]
 
 
-def measure(lm: LensModel, corpus: ParallelCorpus, reference: ExpertScores) -> Measured:
-    """Every quantity of the correctness section on one model; scores are computed on ``lm``'s device."""
+def measure(
+    lm: LensModel, corpus: ParallelCorpus, reference: ExpertScores, responses: Responses | None = None
+) -> Measured:
+    """Every quantity of the correctness section on one model (``responses``: its pooled responses where they were
+    collected already); scores are computed on ``lm``'s device."""
     texts, lang_ids = corpus_texts(corpus, corpus.languages)
     options: dict[str, Any] = {"batch_size": 8, "progress": False}
-    responses = collect_corpus_responses(lm, corpus, **options)
+    if responses is None:
+        responses = collect_corpus_responses(lm, corpus, **options)
     target = reference.languages[1]
     force = Force(value="on_p50").build(reference, target, k=32, model=lm)
     steer = DiffMean().build(model=lm, corpus=corpus, language=target)
@@ -326,7 +330,7 @@ def correctness(check: Check) -> None:
             responses = collect_corpus_responses(cpu_model, corpus, batch_size=8, progress=False)
             reference = ExpertScores.from_responses(responses)
             row.update(backend=cpu_model.backend, **scoring_kernel(check, responses, reference))
-            want = measure(cpu_model, corpus, reference)
+            want = measure(cpu_model, corpus, reference, responses)
             del cpu_model
         if want is None or reference is None:
             continue  # the row above says why
@@ -441,13 +445,11 @@ def throughput_row(check: Check, name: str, config: Any, texts: list[str], row: 
         peak = max(result["timings"][p]["peak_gpu_mb"] for p in XLENS_PASSES) / 1024
         row["pass_peak_gib"] = peak
         row["pass_peak_over_need"] = peak / row["predicted"]["need_gib"]
-    row["meets_ratio_target"] = {p: result["ratios_vs_plain"][p] >= 0.9 for p in XLENS_PASSES}
+    row["meets_ratio_target"] = {p: result["ratios_vs_plain"][p] >= TARGET_RATIO_MIN for p in XLENS_PASSES}
 
 
 def throughputs(check: Check) -> None:
-    corpus = load_builtin()
-    pool = [s for lang in corpus.languages for s in corpus[lang]]
-    texts = [pool[i % len(pool)] for i in range(check.settings.sentences)]
+    texts = throughput_texts(check.settings.sentences)
     for name, config in check.settings.shapes().items():
         with check.row("throughput", model=name, dtype="bfloat16") as row:
             if row is not None:
@@ -462,7 +464,7 @@ def generation_row(check: Check, name: str, config: Any, row: dict[str, Any]) ->
     row.update(renamed(generation_speed(lm, 8, check.settings.new_tokens, 8, 3)))
     del lm
     row["meets_speedup_target"] = {
-        f"{regime}/{run}": row["regimes"][regime][run]["speedup"] >= 5.0
+        f"{regime}/{run}": row["regimes"][regime][run]["speedup"] >= TARGET_SPEEDUP_MIN
         for regime in ("short", "few_shot")
         for run in ("none", "force_200_units")
     }
@@ -559,10 +561,10 @@ def run_check(
         "mode": "cpu" if settings.cpu else "cuda",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit,
-        "settings": {k: getattr(settings, k) for k in ("cpu", "budget_s", "sentences", "units", "new_tokens")},
+        "settings": asdict(settings),
         "machine": machine(),
         "tolerances": {"per_dtype": TOLERANCES, "scoring_atol": SCORING_ATOL, "study_atol": STUDY_ATOL},
-        "targets": {"throughput_ratio_min": 0.9, "generation_speedup_min": 5.0},
+        "targets": {"throughput_ratio_min": TARGET_RATIO_MIN, "generation_speedup_min": TARGET_SPEEDUP_MIN},
         "sections": {s: [] for s in sections},
     }
     check.save()

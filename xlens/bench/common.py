@@ -11,6 +11,9 @@ from typing import Any
 
 import torch
 
+from xlens.interventions import SetUnits
+from xlens.models.lens import LensModel
+
 
 def peak_rss_mb() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -20,6 +23,17 @@ def peak_rss_mb() -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def random_force(lm: LensModel, units: int, seed: int) -> SetUnits:
+    """``units`` MLP units drawn uniformly from the whole model, each set to a standard-normal value: the
+    intervention the benchmarks time."""
+    generator = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(lm.n_layers * lm.d_mlp, generator=generator)[:units]
+    positions = {lm.mlp_hook(b): flat[flat // lm.d_mlp == b] % lm.d_mlp for b in range(lm.n_layers)}
+    positions = {h: p for h, p in positions.items() if p.numel()}
+    force = SetUnits(positions, {h: torch.randn(p.numel(), generator=generator) for h, p in positions.items()})
+    return force
 
 
 def _version(name: str) -> str | None:
