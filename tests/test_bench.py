@@ -8,13 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from xlens.bench.retrieval import bench_retrieval
+from xlens.cli import app
 from xlens.data.loaders import load_builtin, load_flores
 from xlens.embeddings import sentence_embeddings
 from xlens.experiment import ExperimentConfig
 from xlens.models import LensModel
 
+runner = CliRunner()
 LANGS = ["eng_Latn", "spa_Latn", "deu_Latn"]
 N = 12
 
@@ -135,9 +138,9 @@ def test_bench_generate_counts_tokens_and_compares_both_loops(tmp_path: Path) ->
 
     from xlens.cli import app
     from xlens.config import TranslateConfig
+    from xlens.evaluation.translation import few_shot_prompts
     from xlens.generation import BUILTIN_PROMPTS
     from xlens.models import load_model
-    from xlens.translate import few_shot_prompts
 
     out = tmp_path / "generate.json"
     args = ["bench", "generate", "--json", str(out), "--model", "tiny-gpt2", "--prompts", "3", "--new-tokens", "5"]
@@ -174,3 +177,28 @@ def test_bench_generate_counts_tokens_and_compares_both_loops(tmp_path: Path) ->
     assert bad.exit_code == 2 and "--prompts 299 + --shots 3 exceed the 300 rows" in bad.output
     bad = CliRunner().invoke(app, ["bench", "generate", "--json", str(tmp_path / "x.json"), "--shots", "-1"])
     assert bad.exit_code == 2 and "--shots must be >= 0, got -1" in bad.output
+
+
+def test_bench_study_shares_forward_passes_between_tasks(tmp_path: Path) -> None:
+    config = ExperimentConfig.from_dict(
+        {
+            "model": "tiny-gpt2",
+            "languages": ["en", "es", "de"],
+            "find": {"sentences": 12},
+            "intervene": {"method": "force", "k": [4]},
+            "evaluate": {"sentences": 24, "layers": [2], "tasks": ["retrieval", "mining"],
+                         "mining": {"gold": 6, "distractors": 2}},
+            "stats": {"resamples": 50},
+        }
+    )  # fmt: skip
+    path = config.save(tmp_path / "study.toml")
+    out = tmp_path / "study.json"
+    done = runner.invoke(app, ["bench", "study", str(path), "--json", str(out)])
+    assert done.exit_code == 0, done.output
+    report = json.loads(out.read_text())
+    together, apart = report["together"], report["apart"]
+    # The baseline and one condition per language: one forward pass over the evaluation split each, read by both
+    # tasks together; apart, mining and retrieval each make their own.
+    assert together["embedding_artifacts"] == together["conditions"] == 4
+    assert [run["embedding_artifacts"] for run in apart] == [4, 4]
+    assert report["apart_total"]["embedding_artifacts"] == 8

@@ -27,6 +27,8 @@ RICH = {
         "layers": [0, 2],
         "retrieval": "csls",
         "center": True,
+        "tasks": ["retrieval", "mining"],
+        "mining": {"pivot": "es", "gold": 4, "distractors": 1, "k": 2, "retrieval": "intersect"},
     },
     "runtime": {
         "device": "cpu",

@@ -133,9 +133,9 @@ def test_a_failing_condition_is_reported_the_rest_finish_and_a_rerun_skips_them(
     asked: list[list[str]] = []
     evaluate = RayExecutor.evaluate
 
-    def spy(self: RayExecutor, inputs: Any, conditions: Any, *args: Any) -> Any:
-        asked.append([c.label for c in conditions])
-        return evaluate(self, inputs, conditions, *args)
+    def spy(self: RayExecutor, inputs: Any, todo: Any, *args: Any) -> Any:
+        asked.append([c.label for c, _ in todo])
+        return evaluate(self, inputs, todo, *args)
 
     monkeypatch.setattr(RayExecutor, "evaluate", spy)
     with pytest.raises(ConditionsFailedError) as failure:

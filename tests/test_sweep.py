@@ -15,15 +15,18 @@ from typer.testing import CliRunner
 
 from xlens.activations import collect_corpus_responses
 from xlens.cli import app
+from xlens.comparisons import Counts, centroid_correlation, condition_differences
+from xlens.conditions import Condition
 from xlens.config import ExperimentConfig, InterveneConfig
 from xlens.data import load_builtin
-from xlens.errors import ConfigError, ExpertInputError, InterventionError
+from xlens.errors import ConfigError, ExpertInputError, InterventionError, MetricInputError
+from xlens.evaluation.base import ItemScores, hits_and_reciprocal
+from xlens.evaluation.retrieval import mixed_retrieval
 from xlens.experiment import grid_conditions, run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.interventions import Aura, DiffMean, Force, ScaleUnits, SetUnits
-from xlens.measure import centroid_correlation, mixed_retrieval, query_scores
 from xlens.metrics.alignment import medoid_distances
-from xlens.metrics.bootstrap import bootstrap_pearson, paired_bootstrap, pearson, resample_counts
+from xlens.metrics.bootstrap import bootstrap_correlation, paired_bootstrap, pearson, resample_counts
 from xlens.metrics.retrieval import retrieval, retrieval_ranks
 from xlens.models import LensModel
 from xlens.results import RunResults, tidy
@@ -268,7 +271,7 @@ def test_pearson_and_its_bootstrap_match_numpy() -> None:
     generator = np.random.default_rng(0)
     x = generator.normal(size=40)
     y = 0.6 * x + generator.normal(size=40)
-    r, low, high = bootstrap_pearson(torch.tensor(x), torch.tensor(y), resamples=400, seed=3)
+    r, low, high = bootstrap_correlation(torch.tensor(x), torch.tensor(y), resamples=400, seed=3)
     assert (
         r
         == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
@@ -429,16 +432,42 @@ def test_a_sweep_resumes_identically_and_reloads(sweep: RunResults) -> None:
     again = run_experiment(sweep.config, sweep.folder, progress=False)
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing embedded again
     for name, frame in sweep.tables().items():
-        pd.testing.assert_frame_equal(getattr(again, name), frame, check_exact=True)
-        pd.testing.assert_frame_equal(getattr(RunResults.load(sweep.folder), name), frame, check_exact=True)
+        pd.testing.assert_frame_equal(again.tables()[name], frame, check_exact=True)
+        pd.testing.assert_frame_equal(RunResults.load(sweep.folder).tables()[name], frame, check_exact=True)
 
 
-def test_query_scores_average_the_seeds() -> None:
-    a = torch.tensor([[[[1, 2, 0, 1]]]], dtype=torch.int32)
-    b = torch.tensor([[[[1, 1, 0, 4]]]], dtype=torch.int32)
-    scores = query_scores([a, b])
-    assert scores["top1"].flatten().tolist() == [1.0, 0.5, 0.0, 0.5]
-    assert scores["mrr"].flatten().tolist() == pytest.approx([1.0, 0.75, 0.0, 0.625])
+def test_hits_and_reciprocal_ranks() -> None:
+    scores = hits_and_reciprocal(torch.tensor([1, 2, 0, 4], dtype=torch.int32))
+    assert scores["top1"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert scores["mrr"].tolist() == pytest.approx([1.0, 0.5, 0.0, 0.25])
+
+
+def test_condition_differences_average_a_controls_seeds_item_by_item() -> None:
+    """Against a brute-force loop: the control's seeds averaged per item, then the paired bootstrap percentile
+    interval of the mean difference over the same resampled items."""
+    generator = torch.Generator().manual_seed(3)
+    spec = Force()
+    conditions = [
+        Condition.baseline(),
+        Condition.of(spec, "es", 4),
+        *(Condition.of(dataclasses.replace(spec, control="random", seed=s), "es", 4) for s in range(2)),
+    ]
+    groups = [{"layer": 1, "target": "x"}, {"layer": 2, "target": "x"}]
+    scores = {c: torch.rand(2, 30, generator=generator) for c in conditions}
+    items = {c: [ItemScores(groups, {"accuracy": v})] for c, v in scores.items()}
+    rows = condition_differences(conditions, items.__getitem__, Counts(500, 7), 0.9)
+    table = pd.DataFrame(rows)
+    assert len(table) == 3 * 2  # condition vs baseline, vs random, random vs baseline; two groups
+    control = (scores[conditions[2]] + scores[conditions[3]]) / 2
+    counts = resample_counts(30, 500, 7).numpy()
+    for g, layer in enumerate((1, 2)):
+        diff = (scores[conditions[1]][g] - control[g]).double().numpy()
+        resampled = counts @ diff / 30
+        row = table[(table["subject"] == "condition") & (table["against"] == "random") & (table["layer"] == layer)]
+        assert row["diff"].item() == pytest.approx(diff.mean(), abs=1e-6)
+        assert row["against_mean"].item() == pytest.approx(control[g].double().mean().item(), abs=1e-6)
+        low, high = np.quantile(resampled, [0.05, 0.95])
+        assert row["low"].item() == pytest.approx(low, abs=1e-6) and row["high"].item() == pytest.approx(high, abs=1e-6)
 
 
 # --- command line and benchmark ------------------------------------------------------------------------------
@@ -449,7 +478,8 @@ def test_the_sweep_command(tmp_path: Path) -> None:
     path = config.save(tmp_path / "grid.toml")
     result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "out"), "--no-figures"])
     assert result.exit_code == 0, result.output
-    assert "det0 spa_Latn k=4" in result.output and "significant_vs_random" in result.output
+    assert "det0 spa_Latn k=4" in result.output and "retrieval · top1" in result.output
+    assert "from random" in result.output or "above random" in result.output or "below random" in result.output
     assert {p.name for p in (tmp_path / "out").glob("*.parquet")} == {
         "retrieval.parquet",
         "alignment.parquet",
@@ -492,3 +522,21 @@ def test_the_paper_protocol_preset_loads(shared_data: Path) -> None:
     assert config.controls.random and config.evaluate.layers == [18]
     assert splits.provenance()["overlapping_rows"] == 0
     assert len(grid_conditions(config)) == 1 + 5 * 2 * 4
+
+
+def test_bootstrap_spearman_matches_scipy_and_a_resampling_loop() -> None:
+    from scipy.stats import spearmanr
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 5, (30,), generator=generator).double()  # ties within the sample and in every resample
+    y = x + torch.randn(30, generator=generator, dtype=torch.float64)
+    rho, low, high = bootstrap_correlation(x, y, resamples=200, seed=0, method="spearman")
+    assert rho == pytest.approx(spearmanr(x, y).statistic)
+    loop = []
+    for row in resample_counts(30, 200, 0):
+        drawn = np.repeat(np.arange(30), row.int().numpy())
+        if np.ptp(x.numpy()[drawn]) > 0 and np.ptp(y.numpy()[drawn]) > 0:
+            loop.append(spearmanr(x.numpy()[drawn], y.numpy()[drawn]).statistic)
+    assert (low, high) == pytest.approx(tuple(np.quantile(loop, [0.025, 0.975])), abs=1e-9)
+    with pytest.raises(MetricInputError, match="finite"):
+        bootstrap_correlation(torch.tensor([1.0, float("nan"), 2.0]), torch.ones(3), method="spearman")

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 import xlens.embeddings
 import xlens.executors
 from xlens.cli import app
+from xlens.conditions import Condition
 from xlens.config import ExperimentConfig
 from xlens.data.loaders import resolve_spec_paths
 from xlens.data.sib200 import SIB200_LABELS, load_sib200, sib200_languages
@@ -38,7 +39,6 @@ from xlens.errors import (
 from xlens.experiment import Interventions
 from xlens.metrics.bootstrap import resample_counts
 from xlens.models import LensModel
-from xlens.results import Condition
 from xlens.transfer import TransferResults, check_transfer, fit_probe, majority_rate, run_transfer, score_predictions
 
 runner = CliRunner()
@@ -140,7 +140,7 @@ def test_relative_sib200_paths_resolve_against_the_config(tmp_path: Path, sib: P
     assert resolve_spec_paths("sib200:data/sib", tmp_path) == f"sib200:{tmp_path / 'data' / 'sib'}"
     (tmp_path / "configs").mkdir()
     file = tmp_path / "configs" / "t.toml"
-    file.write_text(f'[transfer]\ncorpus = "sib200:{os.path.relpath(sib, file.parent)}"\n', encoding="utf-8")
+    file.write_text(f'[evaluate.transfer]\ncorpus = "sib200:{os.path.relpath(sib, file.parent)}"\n', encoding="utf-8")
     corpus = ExperimentConfig.load(file).transfer.corpus
     assert corpus is not None and Path(corpus.removeprefix("sib200:")).resolve() == sib.resolve()
 
@@ -280,10 +280,12 @@ def _tiny(sib: Path, **transfer: Any) -> ExperimentConfig:
             "find": {"sentences": 12},
             "intervene": {"method": "force", "k": [8], "languages": ["es"]},
             "controls": {"random": True, "seeds": 1},
-            "evaluate": {"sentences": 10},
+            "evaluate": {
+                "sentences": 10,
+                "transfer": {"corpus": f"sib200:{sib}", "sentences": 40, "c_values": [0.1, 1.0], **transfer},
+            },
             "stats": {"resamples": 200},
             "runtime": {"batch_size": 40},  # one batch per split: the bridge's per-batch cost dominates here
-            "transfer": {"corpus": f"sib200:{sib}", "sentences": 40, "c_values": [0.1, 1.0], **transfer},
         }
     )
 
@@ -468,7 +470,9 @@ def test_a_rerun_reads_the_cache_and_another_config_needs_force(
 
     patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
     other = _tiny(sib, applied=["target"])
-    with pytest.raises(RunFolderError, match=r"belongs to another run .*transfer.applied: \['target', 'all'\] -> "):
+    with pytest.raises(
+        RunFolderError, match=r"belongs to another run .*evaluate.transfer.applied: \['target', 'all'\] -> "
+    ):
         run_transfer(other, folder, progress=False)
     # With force: the baseline's rows and the applied = "target" rows are the same, from the cached embeddings.
     only_target = run_transfer(other, folder, model=tiny_gpt2, progress=False, force=True)
@@ -503,10 +507,14 @@ def test_test_sentences_caps_only_the_test_split(sentences: int | None, test_sen
     [
         ({"targets": ["srp_Latn"]}, CorpusError, r"no SIB-200 data for 'srp_Latn' .* it has 205 languages"),
         ({"corpus": "flores:/somewhere"}, CorpusError, "unknown SIB-200 spec"),
-        ({"corpus": None}, ConfigError, "transfer.corpus is not set"),
-        ({"layers": [1, 3]}, ConfigError, r"transfer.layers = \[1, 3\]: \[3\] out of range; tiny-gpt2 has .* 0..2"),
+        ({"corpus": None}, ConfigError, "evaluate.transfer.corpus is not set"),
+        (
+            {"layers": [1, 3]},
+            ConfigError,
+            r"evaluate.transfer.layers = \[1, 3\]: \[3\] out of range; tiny-gpt2 has .* 0..2",
+        ),
         ({"targets": ["en"]}, ConfigError, "no target language besides the source eng_Latn"),
-        ({"test_sentences": 1}, ConfigError, "transfer.test_sentences"),
+        ({"test_sentences": 1}, ConfigError, "evaluate.transfer.test_sentences"),
     ],
 )
 def test_bad_inputs_fail_before_the_model_loads(
@@ -535,7 +543,9 @@ def test_a_source_without_a_train_split_and_a_missing_sklearn_fail_before_the_mo
     patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
     _copy_language(sib, tmp_path / "sib", "eng_Latn", splits=("dev", "test"))
     _copy_language(sib, tmp_path / "sib", "spa_Latn")
-    config = _tiny(sib).override({"transfer.corpus": f"sib200:{tmp_path / 'sib'}", "transfer.targets": ["es"]})
+    config = _tiny(sib).override(
+        {"evaluate.transfer.corpus": f"sib200:{tmp_path / 'sib'}", "evaluate.transfer.targets": ["es"]}
+    )
     with pytest.raises(CorpusError, match="the source language eng_Latn has no train split in sib200:"):
         run_transfer(config, tmp_path / "out", progress=False)
     monkeypatch.setitem(sys.modules, "sklearn", None)  # what an environment without scikit-learn imports
@@ -562,7 +572,7 @@ def test_the_cli(tiny_run: tuple[Any, Path, int], sib: Path, tmp_path: Path, mon
     expected = results.table[results.table["target"] != "jpn_Jpan"].reset_index(drop=True)
     pd.testing.assert_frame_equal(loaded.table, expected)
     bad = runner.invoke(app, ["transfer", str(file), "--out", str(tmp_path / "bad"), "--targets", "xx"])
-    assert bad.exit_code == 2 and "error: transfer.targets: unknown language 'xx'" in bad.output
+    assert bad.exit_code == 2 and "error: evaluate.transfer.targets: unknown language 'xx'" in bad.output
     assert not (tmp_path / "bad").exists()
 
 
@@ -582,7 +592,9 @@ def test_the_embedded_model_transfers_topics(
     config = ExperimentConfig.from_dict(
         {
             "languages": ["en", "es"],
-            "transfer": {"corpus": f"sib200:{sib}", "sentences": 32, "layers": [6], "applied": ["target"]},
+            "evaluate": {
+                "transfer": {"corpus": f"sib200:{sib}", "sentences": 32, "layers": [6], "applied": ["target"]}
+            },
         }
     )
     results = run_transfer(config, tmp_path, model=embedded, progress=False)

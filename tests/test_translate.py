@@ -20,29 +20,26 @@ from typer.testing import CliRunner
 import xlens.executors
 import xlens.generation
 from xlens.cli import app
-from xlens.config import ExperimentConfig
+from xlens.config import ExperimentConfig, check_template, parse_direction
 from xlens.data.corpus import ParallelCorpus
 from xlens.data.loaders import load_corpus
 from xlens.errors import ConfigError, CorpusError, MissingDependencyError, RunFolderError
-from xlens.experts.sets import ExpertScores
-from xlens.generation import generate
-from xlens.interventions import Force
-from xlens.metrics.bootstrap import resample_counts
-from xlens.models import LensModel
-from xlens.translate import (
-    TranslateResults,
+from xlens.evaluation.translation import (
     bleu,
     bleu_tokenizer,
-    check_template,
     chrf,
     chrf_difference,
     cut,
     empty_share,
     few_shot_prompts,
-    parse_direction,
-    run_translate,
     target_share,
 )
+from xlens.experts.sets import ExpertScores
+from xlens.generation import generate
+from xlens.interventions import Force
+from xlens.metrics.bootstrap import resample_counts
+from xlens.models import LensModel
+from xlens.translate import TranslateResults, run_translate
 
 runner = CliRunner()
 EN = [f"Sentence number {i} in English." for i in range(30)]
@@ -122,7 +119,7 @@ def test_bad_templates(corpus: ParallelCorpus, template: str, message: str) -> N
     with pytest.raises(ConfigError, match=message):
         few_shot_prompts(corpus, "en", "es", 1, 1, template, seed=0)
     with pytest.raises(ConfigError, match=message):
-        ExperimentConfig.from_dict({"translate": {"template": template}})
+        ExperimentConfig.from_dict({"evaluate": {"translation": {"template": template}}})
     check_template("{{literal}} {source}")  # doubled braces are text
 
 
@@ -138,9 +135,9 @@ def test_directions() -> None:
         with pytest.raises(ConfigError, match=message):
             parse_direction(bad)
     with pytest.raises(ConfigError, match="listed twice"):
-        ExperimentConfig.from_dict({"translate": {"directions": ["en-es", "eng-spa"]}})
+        ExperimentConfig.from_dict({"evaluate": {"translation": {"directions": ["en-es", "eng-spa"]}}})
     with pytest.raises(ConfigError, match="SOURCE-TARGET"):
-        ExperimentConfig.from_dict({"translate": {"directions": ["en>es"]}})
+        ExperimentConfig.from_dict({"evaluate": {"translation": {"directions": ["en>es"]}}})
 
 
 # --- scores ------------------------------------------------------------------------------------------------------
@@ -159,11 +156,11 @@ def test_chrf_and_bleu_are_sacrebleus() -> None:
 
 def test_bleu_tokenization_by_target(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [bleu_tokenizer(c) for c in ("es", "eng_Latn", "zh", "zh-Hant")] == ["13a", "13a", "zh", "zh"]
-    monkeypatch.setattr("xlens.translate._installed", lambda *modules: False)
+    monkeypatch.setattr("xlens.evaluation.translation._installed", lambda *modules: False)
     assert (bleu_tokenizer("ja"), bleu_tokenizer("ko")) == ("char", "char")
     hyps, refs = ["猫がマットの上に座った。", "雨です"], ["猫はマットの上に座った。", "明日は雨です"]
     assert bleu(hyps, refs, "ja") == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs], tokenize="char").score)
-    monkeypatch.setattr("xlens.translate._installed", lambda *modules: True)
+    monkeypatch.setattr("xlens.evaluation.translation._installed", lambda *modules: True)
     assert (bleu_tokenizer("ja"), bleu_tokenizer("ko")) == ("ja-mecab", "ko-mecab")
 
 
@@ -224,17 +221,19 @@ def _tiny_config(folder: Path, **translate: Any) -> ExperimentConfig:
             "find": {"sentences": 8},
             "intervene": {"method": "force", "k": [4]},
             "controls": {"random": True, "seeds": 1},
-            "evaluate": {"sentences": 4},
+            "evaluate": {
+                "sentences": 4,
+                "translation": {
+                    "corpus": f"tsv:{tsv}",
+                    "directions": ["en-es", "es-en"],
+                    "shots": 2,
+                    "sentences": 5,
+                    "max_new_tokens": 6,
+                }
+                | translate,
+            },
             "stats": {"resamples": 200},
             "runtime": {"batch_size": 4, "device": "cpu"},
-            "translate": {
-                "corpus": f"tsv:{tsv}",
-                "directions": ["en-es", "es-en"],
-                "shots": 2,
-                "sentences": 5,
-                "max_new_tokens": 6,
-            }
-            | translate,
         }
     )
 
@@ -332,8 +331,8 @@ def test_another_config_is_refused_without_force(
 ) -> None:
     config, results = tiny_run
     assert results.folder is not None
-    other = config.override({"translate.max_new_tokens": 3})
-    with pytest.raises(RunFolderError, match=r"translate\.max_new_tokens: 6 -> 3"):
+    other = config.override({"evaluate.translation.max_new_tokens": 3})
+    with pytest.raises(RunFolderError, match=r"evaluate\.translation\.max_new_tokens: 6 -> 3"):
         run_translate(other, results.folder, progress=False)
     # The evaluation section does not change a translation, so it does not own the folder.
     calls = _count_generate(monkeypatch)
@@ -346,7 +345,7 @@ def test_another_config_is_refused_without_force(
     [
         ({"sentences": 9}, CorpusError, r"has 10 rows, fewer than .* 2 \+ 9 = 11", False),
         ({"directions": ["en-de"]}, CorpusError, r"no text for 'deu_Latn'", False),
-        ({"corpus": None}, ConfigError, "translate.corpus is not set", False),
+        ({"corpus": None}, ConfigError, "evaluate.translation.corpus is not set", False),
         ({"max_new_tokens": 250}, ConfigError, "context of 256 tokens", True),  # told by the loaded model
     ],
 )
@@ -354,7 +353,10 @@ def test_bad_inputs_fail_before_the_model_is_loaded_or_anything_generated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict, error: type, message: str, loads: bool
 ) -> None:
     config = _tiny_config(tmp_path)
-    bad = dataclasses.replace(config, translate=dataclasses.replace(config.translate, **changes))
+    bad = dataclasses.replace(
+        config,
+        evaluate=dataclasses.replace(config.evaluate, translation=dataclasses.replace(config.translate, **changes)),
+    )
     calls = _count_generate(monkeypatch)
     if not loads:
         patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
@@ -389,7 +391,7 @@ def test_the_translate_command(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["translate", str(path), "--out", str(out), "--directions", "es-es"])
     assert bad.exit_code == 2 and "same language" in bad.output
     taken = runner.invoke(app, [*args[:-2], "--shots", "2"])
-    assert taken.exit_code == 2 and "translate.shots: 1 -> 2" in taken.output
+    assert taken.exit_code == 2 and "evaluate.translation.shots: 1 -> 2" in taken.output
 
 
 # --- the embedded model on FLORES-200 -------------------------------------------------------------------------------
@@ -405,15 +407,17 @@ def test_translating_flores_with_the_embedded_model(
             "languages": ["en", "es"],
             "find": {"sentences": 4},
             "intervene": {"method": "force", "k": [10], "languages": ["en"]},  # none on Spanish: baseline only
-            "evaluate": {"sentences": 4},
-            "stats": {"resamples": 100},
-            "translate": {
-                "corpus": f"flores:{shared_data / 'flores200' / 'devtest'}",
-                "directions": ["en-es"],
-                "shots": 3,
+            "evaluate": {
                 "sentences": 4,
-                "max_new_tokens": 16,
+                "translation": {
+                    "corpus": f"flores:{shared_data / 'flores200' / 'devtest'}",
+                    "directions": ["en-es"],
+                    "shots": 3,
+                    "sentences": 4,
+                    "max_new_tokens": 16,
+                },
             },
+            "stats": {"resamples": 100},
         }
     )
     calls = _count_generate(monkeypatch)

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
 from xlens.activations import Responses, UnitIndex
+from xlens.conditions import Condition
 from xlens.config import ExperimentConfig
 from xlens.errors import InputError
 from xlens.experts.sets import STAT_NAMES, ExpertScores
 from xlens.models import LensModel
-from xlens.results import Condition, RunResults
+from xlens.results import RunResults
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz import export, neuron, space, style

@@ -84,7 +84,8 @@ _LAZY = {
     ),
     "xlens.config": ("ExperimentConfig",),
     "xlens.experiment": ("run_experiment",),
-    "xlens.results": ("Condition", "RunResults"),
+    "xlens.conditions": ("Condition",),
+    "xlens.results": ("RunResults",),
     "xlens.generation": ("generate", "language_id", "perplexity"),
     "xlens.steering": ("choose_k", "prepare_steer", "run_steer"),
     "xlens.transfer": ("TransferResults", "run_transfer"),
@@ -93,6 +94,7 @@ _LAZY = {
     "xlens.viz": ("embedding_space", "improvement_bars", "neuron_card", "retrieval_curves", "similarity_heatmaps"),
     "xlens.inspector": ("NeuronInspector",),
     "xlens.report": ("write_report",),
+    "xlens.evaluation": ("Task", "TaskContext", "TaskOutput", "ItemScores", "register_task", "tasks"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -121,6 +123,7 @@ __all__ = [
     "Intervention",
     "InterventionError",
     "InterventionSpec",
+    "ItemScores",
     "Lape",
     "LensModel",
     "MetricInputError",
@@ -141,6 +144,9 @@ __all__ = [
     "SetUnits",
     "SteeringError",
     "SteeringVector",
+    "Task",
+    "TaskContext",
+    "TaskOutput",
     "TransferResults",
     "TranslateResults",
     "UnitIndex",
@@ -171,6 +177,7 @@ __all__ = [
     "perplexity",
     "prepare_steer",
     "register",
+    "register_task",
     "resolve_language",
     "retrieval",
     "retrieval_curves",
@@ -181,6 +188,7 @@ __all__ = [
     "run_translate",
     "sentence_embeddings",
     "similarity_heatmaps",
+    "tasks",
     "write_report",
 ]
 
@@ -200,10 +208,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from xlens.activations import Responses, UnitIndex, collect_corpus_responses, collect_responses
+    from xlens.conditions import Condition
     from xlens.config import ExperimentConfig
     from xlens.data import ParallelCorpus, load_corpus, resolve_language
     from xlens.data.sib200 import load_sib200
     from xlens.embeddings import sentence_embeddings
+    from xlens.evaluation import ItemScores, Task, TaskContext, TaskOutput, register_task, tasks
     from xlens.experiment import run_experiment
     from xlens.experts.sets import ExpertScores, ExpertSet, find_experts
     from xlens.generation import generate, language_id, perplexity
@@ -238,7 +248,7 @@ if TYPE_CHECKING:
     )
     from xlens.models import LensModel, load_model, model_shape
     from xlens.report import write_report
-    from xlens.results import Condition, RunResults
+    from xlens.results import RunResults
     from xlens.steering import choose_k, prepare_steer, run_steer
     from xlens.transfer import TransferResults, run_transfer
     from xlens.translate import TranslateResults, run_translate

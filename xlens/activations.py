@@ -327,13 +327,42 @@ def collect_responses(
     widths = model.hook_widths(hooks)  # one probing pass for every hook
     index = UnitIndex(tuple(hooks), tuple(widths[h] for h in hooks))
     n = len(texts)
-    ids = None if lang_ids is None else torch.as_tensor(lang_ids, dtype=torch.long)
-    if ids is not None and ids.shape[0] != n:
-        raise InputError(f"lang_ids has {ids.shape[0]} entries for {n} sentences")
+    ids = _checked_lang_ids(lang_ids, n)
     out = {
         p: _storage(n, index.n_units, dtype, None if offload is None else Path(offload) / f"{p}.bin") for p in poolings
     }
     token_counts = torch.empty(n, dtype=torch.long)
+    model.forward(
+        texts,
+        _pooling_readers(index, poolings, out, token_counts),
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        max_length=max_length,
+        progress=progress,
+        desc="pooled responses",
+    )
+    info = _responses_meta(model, units, poolings, max_length, dtype, meta)
+    return Responses(out, index, token_counts, ids, list(languages), info)
+
+
+def _checked_lang_ids(
+    lang_ids: Int[Tensor, " sentence"] | Sequence[int] | None, n: int
+) -> Int[Tensor, " sentence"] | None:
+    """``lang_ids`` as a long tensor, checked to hold one entry per sentence."""
+    ids = None if lang_ids is None else torch.as_tensor(lang_ids, dtype=torch.long)
+    if ids is not None and ids.shape[0] != n:
+        raise InputError(f"lang_ids has {ids.shape[0]} entries for {n} sentences")
+    return ids
+
+
+def _pooling_readers(
+    index: UnitIndex,
+    poolings: list[str],
+    out: dict[str, Float[Tensor, "sentence unit"]],
+    token_counts: Int[Tensor, " sentence"],
+) -> list[tuple[str, Reader]]:
+    """One reader per hook that pools its activations into the hook's columns of ``out`` (and, at the first hook,
+    stores each sentence's token count)."""
 
     def pooler(start: int, width: int) -> Reader:
         def read(act: Tensor, batch: ForwardBatch) -> None:
@@ -346,17 +375,19 @@ def collect_responses(
 
         return read
 
-    readers = [(h, pooler(o, w)) for h, o, w in zip(hooks, index.offsets, index.widths, strict=True)]
-    model.forward(
-        texts,
-        readers,
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        max_length=max_length,
-        progress=progress,
-        desc="pooled responses",
-    )
-    info = {
+    return [(h, pooler(o, w)) for h, o, w in zip(index.hooks, index.offsets, index.widths, strict=True)]
+
+
+def _responses_meta(
+    model: LensModel,
+    units: UnitSpec,
+    poolings: list[str],
+    max_length: int | None,
+    dtype: torch.dtype,
+    meta: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What :class:`Responses` records of how they were collected, updated with ``meta``."""
+    return {
         "model": model.identity(),
         "numerics": model.numerics(),
         "units": "custom" if callable(units) else units,
@@ -365,7 +396,6 @@ def collect_responses(
         "dtype": str(dtype).removeprefix("torch."),
         **(meta or {}),
     }
-    return Responses(out, index, token_counts, ids, list(languages), info)
 
 
 def check_poolings(pooling: str | Sequence[str]) -> list[str]:

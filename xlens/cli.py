@@ -305,8 +305,8 @@ def sweep(
     cfg = ExperimentConfig.load(config).override(_settings(settings))
     where = make_executor(executor, address=address, workers=workers, keep_embeddings=keep_embeddings)
     results = run_experiment(cfg, out, executor=where, force=force)
-    typer.echo(results.comparison().drop(columns=["intervention", "expert_lang", "k"]).to_string(index=False))
-    if figures:
+    typer.echo(results.study_summary())
+    if figures and "retrieval" in results.config.evaluate.tasks:
         from xlens.report import write_report
 
         typer.echo(f"report: {write_report(results)}")
@@ -416,7 +416,11 @@ def transfer(
         chosen = "all" if targets.strip() == "all" else [c.strip() for c in targets.split(",") if c.strip()]
         if not chosen:
             raise InputError("--targets is empty: give 'all' or comma-separated codes such as es,de")
-    changes = {"transfer.targets": chosen, "transfer.layers": list(layer) if layer else None, **_settings(settings)}
+    changes = {
+        "evaluate.transfer.targets": chosen,
+        "evaluate.transfer.layers": list(layer) if layer else None,
+        **_settings(settings),
+    }
     results = run_transfer(ExperimentConfig.load(config).override(changes), out, force=force)
     typer.echo(results.summary())
     typer.echo(f"wrote {out}/{MANIFEST} and {out}/transfer.parquet")
@@ -443,9 +447,11 @@ def translate(
 
     cfg = ExperimentConfig.load(config)
     changes = {
-        "translate.directions": [d.strip() for d in directions.split(",") if d.strip()] if directions else None,
-        "translate.sentences": sentences,
-        "translate.shots": shots,
+        "evaluate.translation.directions": [d.strip() for d in directions.split(",") if d.strip()]
+        if directions
+        else None,
+        "evaluate.translation.sentences": sentences,
+        "evaluate.translation.shots": shots,
         **_settings(settings),
     }
     results = run_translate(cfg.override(changes), out, force=force)
@@ -500,13 +506,10 @@ def choose_k(
     from xlens.interventions.registry import spec_class
     from xlens.models import load_model
     from xlens.steering import prepare_choose_k
-    from xlens.viz.export import check_figure_path, save_figure
+    from xlens.viz.export import save_figure
     from xlens.viz.steering import choose_k_figure
 
-    _new_file(json_out, force)
-    _new_file(figure, force)
-    if figure is not None:
-        check_figure_path(figure)
+    _check_outputs(json_out, figure, force)
     if not experts_dir.exists():
         raise InputError(f"--experts {experts_dir} does not exist: pass a folder of `xlens experts` or `xlens run`")
     plan = prepare_choose_k(
@@ -526,6 +529,25 @@ def choose_k(
         seed=seed,
     )
     report = plan.run(load_model(model or None, device=device, dtype=dtype))
+    _echo_choice(report)
+    write_json(json_out, report)
+    typer.echo(f"wrote {json_out}")
+    if figure is not None:
+        typer.echo(f"wrote {save_figure(choose_k_figure(report), figure)}")
+
+
+def _check_outputs(json_out: Path, figure: Path | None, force: bool) -> None:
+    """The report and figure files are new (or replaced with --force), the figure's format one we write."""
+    from xlens.viz.export import check_figure_path
+
+    _new_file(json_out, force)
+    _new_file(figure, force)
+    if figure is not None:
+        check_figure_path(figure)
+
+
+def _echo_choice(report: dict[str, Any]) -> None:
+    """choose-k's rows and its reason, one line each."""
     for row in report["rows"]:
         low, high = row["target_rate_interval"]
         typer.echo(
@@ -533,10 +555,6 @@ def choose_k(
             f"ppl ratio {row['worst_perplexity_ratio']:.3f}  {'meets' if row['meets'] else ''}"
         )
     typer.echo(report["why"])
-    write_json(json_out, report)
-    typer.echo(f"wrote {json_out}")
-    if figure is not None:
-        typer.echo(f"wrote {save_figure(choose_k_figure(report), figure)}")
 
 
 @bench_app.command("experts")
@@ -677,6 +695,26 @@ def bench_sweep(
     report = run_bench(languages, layers, interventions, seeds, sentences, resamples)
     write_json(json_out, report)
     typer.echo(json.dumps(report, indent=2))
+
+
+@bench_app.command("study")
+@guarded
+def bench_study(
+    config: Annotated[Path, typer.Argument(help="TOML/YAML config of the study (its [evaluate] tasks are timed)")],
+    json_out: Annotated[Path, typer.Option("--json", help="where to write the JSON report")],
+    settings: ParamOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
+) -> None:
+    """One study of the config's tasks against one study per task: wall time, forward-pass time and embedding
+    artefacts (shared forward passes), each study in a fresh temporary folder."""
+    from xlens.bench.study import bench_study as run_bench
+    from xlens.config import ExperimentConfig
+
+    _new_file(json_out, force)
+    cfg = ExperimentConfig.load(config).override(_settings(settings))
+    report = run_bench(cfg, list(cfg.evaluate.tasks))
+    write_json(json_out, report)
+    typer.echo(json.dumps({k: report[k] for k in ("together", "apart_total", "wall_ratio")}, indent=2))
 
 
 @bench_app.command("check")

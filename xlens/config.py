@@ -114,17 +114,19 @@ def check_template(template: str) -> None:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
         raise ConfigError(
-            f"translate.template = {template!r} is no valid template ({err}); write literal braces as {{{{ and }}}}"
+            f"evaluate.translation.template = {template!r} is no valid template ({err}); write literal braces as "
+            "{{ and }}"
         ) from None
     unknown = sorted({name for name in fields if name not in TEMPLATE_FIELDS})
     if unknown:
         raise ConfigError(
-            f"translate.template = {template!r} has unknown placeholder(s) {unknown}: it may use "
+            f"evaluate.translation.template = {template!r} has unknown placeholder(s) {unknown}: it may use "
             + ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
         )
     if "source" not in fields:
         raise ConfigError(
-            f"translate.template = {template!r} has no {{source}} placeholder: the sentence to translate goes there, "
+            f"evaluate.translation.template = {template!r} has no {{source}} placeholder: the sentence to translate "
+            "goes there, "
             "e.g. '{source_language}: {source}\\n{target_language}:'"
         )
 
@@ -324,40 +326,6 @@ class ControlsConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    """Where and how the embedding space and retrieval are measured.
-
-    ``layers`` are embedding layers ``0..n_layers`` (None: all); ``retrieval`` is cosine, csls or margin;
-    ``center`` subtracts each language's mean embedding before measuring.
-    """
-
-    corpus: str = "builtin"
-    sentences: int = 50
-    pooling: str = "mean"
-    layers: list[int] | None = None
-    retrieval: str = "cosine"
-    center: bool = False
-    languages: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        _at_least("evaluate", "sentences", self.sentences, 2)
-        if self.pooling not in EMBEDDING_POOLINGS:
-            raise ConfigError(f"evaluate.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}")
-        if self.retrieval not in RETRIEVAL_METHODS:
-            raise ConfigError(f"evaluate.retrieval = {self.retrieval!r}: must be one of {', '.join(RETRIEVAL_METHODS)}")
-        if self.retrieval != "cosine" and self.sentences < RETRIEVAL_KNN:
-            raise ConfigError(
-                f"evaluate.sentences = {self.sentences}: {self.retrieval} retrieval averages over each sentence's "
-                f"{RETRIEVAL_KNN} nearest neighbours, so it needs at least {RETRIEVAL_KNN} sentences"
-            )
-        if self.layers is not None:
-            if not self.layers:
-                raise ConfigError("evaluate.layers = []: give at least one embedding layer, or leave it out for all")
-            if len(set(self.layers)) != len(self.layers) or any(x < 0 for x in self.layers):
-                raise ConfigError(f"evaluate.layers = {self.layers}: must be distinct embedding layers >= 0")
-
-
-@dataclass(frozen=True)
 class RuntimeConfig:
     """How the forward passes run. ``dtype`` and ``device`` default to bfloat16 on CUDA, float32 on CPU."""
 
@@ -426,31 +394,37 @@ class TransferConfig:
             try:
                 return resolve_language(given).flores
             except UnknownLanguageError as err:
-                raise ConfigError(f"transfer.{name}: {err}") from err
+                raise ConfigError(f"evaluate.transfer.{name}: {err}") from err
 
         bad = [a for a in self.applied if a not in ("target", "all")]
         if bad or not self.applied or len(set(self.applied)) != len(self.applied):
-            raise ConfigError(f"transfer.applied = {self.applied}: 'target', 'all' or both, each listed once")
+            raise ConfigError(f"evaluate.transfer.applied = {self.applied}: 'target', 'all' or both, each listed once")
         if not self.c_values or any(c <= 0 for c in self.c_values) or len(set(self.c_values)) != len(self.c_values):
-            raise ConfigError(f"transfer.c_values = {self.c_values}: give at least one C > 0, each listed once")
+            raise ConfigError(
+                f"evaluate.transfer.c_values = {self.c_values}: give at least one C > 0, each listed once"
+            )
         code("source", self.source)
         if isinstance(self.targets, str) and self.targets != "all":
-            raise ConfigError(f"transfer.targets = {self.targets!r}: a list of languages, or 'all'")
+            raise ConfigError(f"evaluate.transfer.targets = {self.targets!r}: a list of languages, or 'all'")
         if isinstance(self.targets, list):
             if not self.targets:
-                raise ConfigError("transfer.targets = []: give at least one language, 'all', or leave it out")
+                raise ConfigError("evaluate.transfer.targets = []: give at least one language, 'all', or leave it out")
             codes = [code("targets", given) for given in self.targets]
             if len(set(codes)) != len(codes):
-                raise ConfigError(f"transfer.targets = {self.targets}: a language is listed twice ({codes})")
+                raise ConfigError(f"evaluate.transfer.targets = {self.targets}: a language is listed twice ({codes})")
         if self.layers is not None and (
             not self.layers or any(x < 0 for x in self.layers) or len(set(self.layers)) != len(self.layers)
         ):
-            raise ConfigError(f"transfer.layers = {self.layers}: distinct embedding layers >= 0, or leave it out")
+            raise ConfigError(
+                f"evaluate.transfer.layers = {self.layers}: distinct embedding layers >= 0, or leave it out"
+            )
         if self.pooling not in EMBEDDING_POOLINGS:
-            raise ConfigError(f"transfer.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}")
+            raise ConfigError(
+                f"evaluate.transfer.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}"
+            )
         for name in ("sentences", "test_sentences"):
             if getattr(self, name) is not None:
-                _at_least("transfer", name, getattr(self, name), 2)
+                _at_least("evaluate.transfer", name, getattr(self, name), 2)
 
 
 @dataclass(frozen=True)
@@ -475,18 +449,140 @@ class TranslateConfig:
     experts: str = "target"  # whose interventions a direction gets: the target language's, or "all" conditions
 
     def __post_init__(self) -> None:
-        _at_least("translate", "shots", self.shots, 0)
-        _at_least("translate", "sentences", self.sentences, 1)
-        _at_least("translate", "max_new_tokens", self.max_new_tokens, 1)
+        _at_least("evaluate.translation", "shots", self.shots, 0)
+        _at_least("evaluate.translation", "sentences", self.sentences, 1)
+        _at_least("evaluate.translation", "max_new_tokens", self.max_new_tokens, 1)
         check_template(self.template)
         if self.experts not in ("target", "all"):
-            raise ConfigError(f"translate.experts = {self.experts!r}: must be 'target' or 'all'")
+            raise ConfigError(f"evaluate.translation.experts = {self.experts!r}: must be 'target' or 'all'")
         if self.directions is not None:
             if not self.directions:
-                raise ConfigError("translate.directions = []: give at least one, or leave it out for the default")
+                raise ConfigError(
+                    "evaluate.translation.directions = []: give at least one, or leave it out for the default"
+                )
             pairs = [parse_direction(d) for d in self.directions]
             if len(set(pairs)) != len(pairs):
-                raise ConfigError(f"translate.directions = {self.directions}: a direction is listed twice")
+                raise ConfigError(f"evaluate.translation.directions = {self.directions}: a direction is listed twice")
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """The ``mining`` task: BUCC-style bitext mining between each language and the ``pivot`` (ratio margin over
+    ``k`` nearest neighbours both ways, Artetxe & Schwenk 2019; ``retrieval`` ``max`` or ``intersect``), the
+    threshold chosen on a train part, precision/recall/F1 on a test part. ``corpus``: ``bucc:PATH`` (a folder in
+    the BUCC layout, ``<lang>-en.<split>.<lang>``, ``.en``, ``.gold``), or None: both parts built from the
+    evaluation split, its rows halved, each half with ``gold`` pairs and ``distractors`` unpaired sentences on each
+    side (so the evaluation split's embeddings serve retrieval and mining alike). ``languages``: default every
+    evaluation language but the pivot."""
+
+    corpus: str | None = None
+    pivot: str = "en"
+    languages: list[str] | None = None
+    gold: int = 16
+    distractors: int = 4
+    k: int = 4
+    retrieval: str = "max"
+
+    def __post_init__(self) -> None:
+        _at_least("evaluate.mining", "gold", self.gold, 2)
+        _at_least("evaluate.mining", "distractors", self.distractors, 0)
+        _at_least("evaluate.mining", "k", self.k, 1)
+        if self.retrieval not in ("max", "intersect"):
+            raise ConfigError(f"evaluate.mining.retrieval = {self.retrieval!r}: must be 'max' or 'intersect'")
+        if self.corpus is not None and not self.corpus.startswith("bucc:"):
+            raise ConfigError(f"evaluate.mining.corpus = {self.corpus!r}: give bucc:PATH, or leave it out")
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """The ``fidelity`` task: what the model writes under the intervention, as language-steering benchmarks
+    measure it: greedy continuations of ``prompts`` (``builtin``, a file, see :func:`xlens.generation.load_prompts`)
+    of ``max_new_tokens`` tokens, the share written in the expert language (py3langid), and the perplexity of
+    ``held_out`` evaluation sentences per language (the fluency cost)."""
+
+    prompts: str = "builtin"
+    max_new_tokens: int = 20
+    held_out: int = 20
+
+    def __post_init__(self) -> None:
+        _at_least("evaluate.fidelity", "max_new_tokens", self.max_new_tokens, 1)
+        _at_least("evaluate.fidelity", "held_out", self.held_out, 2)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What a study measures: its ``tasks`` (registered names, :mod:`xlens.evaluation`; default: ``["retrieval"]``),
+    each with its sub-table of settings (``[evaluate.transfer]``, ``[evaluate.translation]``,
+    ``[evaluate.mining]``, ``[evaluate.fidelity]``, or a plugin task's own), and the settings every task embeds
+    with, which are the retrieval task's own: the evaluation ``corpus`` and ``sentences`` per language, ``pooling``
+    and embedding ``layers`` ``0..n_layers`` (None: all); ``retrieval`` is cosine, csls or margin; ``center``
+    subtracts each language's mean embedding before measuring; ``pivot_pairs`` a folder of ``<lang>-<pivot>`` pairs
+    retrieved within each pair too.
+    """
+
+    corpus: str = "builtin"
+    sentences: int = 50
+    pooling: str = "mean"
+    layers: list[int] | None = None
+    retrieval: str = "cosine"
+    center: bool = False
+    languages: list[str] | None = None
+    tasks: list[str] = field(default_factory=lambda: ["retrieval"])
+    pivot_pairs: str | None = None
+    transfer: TransferConfig = field(default_factory=lambda: TransferConfig())
+    translation: TranslateConfig = field(default_factory=lambda: TranslateConfig())
+    mining: MiningConfig = field(default_factory=lambda: MiningConfig())
+    fidelity: FidelityConfig = field(default_factory=lambda: FidelityConfig())
+    plugins: dict[str, Any] = field(default_factory=dict)  # sub-tables of tasks registered outside xlens
+
+    def __post_init__(self) -> None:
+        _at_least("evaluate", "sentences", self.sentences, 2)
+        if self.pooling not in EMBEDDING_POOLINGS:
+            raise ConfigError(f"evaluate.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}")
+        if self.retrieval not in RETRIEVAL_METHODS:
+            raise ConfigError(f"evaluate.retrieval = {self.retrieval!r}: must be one of {', '.join(RETRIEVAL_METHODS)}")
+        if self.retrieval != "cosine" and self.sentences < RETRIEVAL_KNN:
+            raise ConfigError(
+                f"evaluate.sentences = {self.sentences}: {self.retrieval} retrieval averages over each sentence's "
+                f"{RETRIEVAL_KNN} nearest neighbours, so it needs at least {RETRIEVAL_KNN} sentences"
+            )
+        if self.layers is not None:
+            if not self.layers:
+                raise ConfigError("evaluate.layers = []: give at least one embedding layer, or leave it out for all")
+            if len(set(self.layers)) != len(self.layers) or any(x < 0 for x in self.layers):
+                raise ConfigError(f"evaluate.layers = {self.layers}: must be distinct embedding layers >= 0")
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"evaluate.tasks = {self.tasks}: give at least one task, each listed once")
+
+    @classmethod
+    def from_dict(cls, data: Any, base: str | os.PathLike[str] | None = None) -> EvaluateConfig:
+        """``[evaluate]`` with its task sub-tables; relative paths resolved against ``base``."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"[evaluate] must be a table of settings, got {type(data).__name__} {data!r}")
+        own = {
+            k: v
+            for k, v in data.items()
+            if k not in TASK_SETTINGS and not (k not in _EVALUATE_KEYS and isinstance(v, Mapping))
+        }
+        given: dict[str, Any] = {}
+        for name, kind in TASK_SETTINGS.items():
+            given[name] = from_mapping(kind, _resolved(data.get(name, {}), base, ("corpus",)), f"evaluate.{name}")
+        given["plugins"] = {k: dict(v) for k, v in data.items() if k not in _EVALUATE_KEYS and isinstance(v, Mapping)}
+        own.pop("plugins", None)
+        return from_mapping(cls, _resolved(own, base, ("corpus",)), "evaluate", given=given)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as given: task sub-tables left at their defaults are left out."""
+        out = to_mapping(self)
+        defaults = {name: to_mapping(kind()) for name, kind in TASK_SETTINGS.items()}
+        kept = {k: v for k, v in out.items() if k != "plugins" and not (k in defaults and v == defaults[k])}
+        return {**kept, **self.plugins}
+
+    def settings_of(self, task: str) -> dict[str, Any]:
+        """The sub-table of settings of ``task`` as given (``{}`` for a task without one)."""
+        if task in TASK_SETTINGS:
+            return to_mapping(getattr(self, task))
+        return dict(self.plugins.get(task, {}))
 
 
 _SECTIONS: dict[str, Any] = {
@@ -496,11 +592,9 @@ _SECTIONS: dict[str, Any] = {
     "evaluate": EvaluateConfig,
     "stats": StatsConfig,
     "runtime": RuntimeConfig,
-    "transfer": TransferConfig,
-    "translate": TranslateConfig,
 }
-# Sections only `xlens transfer` and `xlens translate` read: not part of what owns an `xlens run` folder.
-DOWNSTREAM_SECTIONS = ("transfer", "translate")
+# Sections of xlens 0.2 that are sub-tables of [evaluate] now.
+_MOVED_SECTIONS = {"transfer": "evaluate.transfer", "translate": "evaluate.translation"}
 
 
 @dataclass(frozen=True)
@@ -517,8 +611,6 @@ class ExperimentConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    translate: TranslateConfig = field(default_factory=TranslateConfig)
 
     def __post_init__(self) -> None:
         for name, given in (
@@ -536,6 +628,16 @@ class ExperimentConfig:
                     f"{name} = {given}: {missing} are not among the languages experts are found for {finding}"
                 )
         self._check_controls()
+
+    @property
+    def transfer(self) -> TransferConfig:
+        """The transfer task's settings (``[evaluate.transfer]``)."""
+        return self.evaluate.transfer
+
+    @property
+    def translate(self) -> TranslateConfig:
+        """The translation task's settings (``[evaluate.translation]``)."""
+        return self.evaluate.translation
 
     @property
     def find_languages(self) -> list[str]:
@@ -578,13 +680,18 @@ class ExperimentConfig:
         if moved:
             listed = ", ".join(f"{old} -> [{new.split('.')[0]}] {new.split('.')[1]}" for old, new in moved.items())
             raise ConfigError(f"config keys are nested in sections now: {listed}")
+        moved_sections = [f"[{k}] -> [{v}]" for k, v in _MOVED_SECTIONS.items() if k in data]
+        if moved_sections:
+            raise ConfigError(f"task settings are sub-tables of [evaluate] now: {', '.join(moved_sections)}")
         sections: dict[str, Any] = {}
         for name, kind in _SECTIONS.items():
             raw = data.get(name, {})
-            corpus = raw.get("corpus") if isinstance(raw, Mapping) else None
-            if name in ("find", "evaluate", "transfer", "translate") and base is not None and isinstance(corpus, str):
-                raw = {**raw, "corpus": resolve_spec_paths(corpus, base)}
-            sections[name] = kind.from_dict(raw) if name == "intervene" else from_mapping(kind, raw, name)
+            if name == "intervene":
+                sections[name] = kind.from_dict(raw)
+            elif name == "evaluate":
+                sections[name] = kind.from_dict(raw, base)
+            else:
+                sections[name] = from_mapping(kind, _resolved(raw, base, ("corpus",)), name)
         top = {k: v for k, v in data.items() if k not in _SECTIONS}
         return from_mapping(cls, top, "top level", given=sections)
 
@@ -642,8 +749,10 @@ class ExperimentConfig:
             if value is None:
                 continue
             section, _, key = dotted.rpartition(".")
-            target = data if not section else data.setdefault(section, {})
-            if section and not isinstance(target, dict):
+            target = data
+            for part in section.split(".") if section else []:
+                target = target.setdefault(part, {}) if isinstance(target, dict) else None
+            if not isinstance(target, dict):
                 raise ConfigError(f"cannot set {dotted}: {section} is not a section")
             if dotted == "intervene.method" and value != target.get("method"):
                 classes = [spec_class(m) for m in ([value] if isinstance(value, str) else value)]
@@ -669,6 +778,27 @@ class ExperimentConfig:
                     f"evaluate.layers = {self.evaluate.layers}: {bad} out of range; {self.model} has embedding "
                     f"layers 0..{shape.n_layers} ({shape.n_layers} blocks)"
                 )
+
+
+TASK_SETTINGS: dict[str, type] = {
+    "transfer": TransferConfig,
+    "translation": TranslateConfig,
+    "mining": MiningConfig,
+    "fidelity": FidelityConfig,
+}
+_EVALUATE_KEYS = {f.name for f in dataclasses.fields(EvaluateConfig)}
+# The settings of [evaluate] every task embeds with (the retrieval task's own): what its sub-tables are not.
+RETRIEVAL_SETTINGS = tuple(sorted(_EVALUATE_KEYS - set(TASK_SETTINGS) - {"tasks", "plugins"}))
+
+
+def _resolved(raw: Any, base: str | os.PathLike[str] | None, keys: tuple[str, ...]) -> Any:
+    """``raw`` with the corpus specs and paths of ``keys`` resolved against ``base`` (a config file's folder)."""
+    if base is None or not isinstance(raw, Mapping):
+        return raw
+    out = {k: resolve_spec_paths(v, base) if k in keys and isinstance(v, str) else v for k, v in raw.items()}
+    if isinstance(out.get("pivot_pairs"), str):  # a plain folder, no scheme
+        out["pivot_pairs"] = str(Path(base) / Path(out["pivot_pairs"]).expanduser())
+    return out
 
 
 def _codes(name: str, given: list[str], at_least: int) -> list[str]:

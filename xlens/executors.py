@@ -1,10 +1,9 @@
 """Where a run's conditions are computed: in this process (``local``) or on a Ray cluster (``ray``).
 
-A condition's work is the same wherever it runs (:class:`ConditionEvaluator`): embed the evaluation split under
-the condition, measure it (retrieval, alignment, centroids, mixed retrieval against the baseline) and return only
-the table rows and the translations' ranks (:class:`Measured`). The runner (:mod:`xlens.experiment`) keeps each
-:class:`Measured` as a content-keyed artefact, so a rerun skips the conditions already done, and computes the
-statistics from the ranks.
+A condition's work is the same wherever it runs (:class:`ConditionEvaluator`): each task of the study measures it
+(:mod:`xlens.evaluation`) and returns its table rows and per-item scores. The runner (:mod:`xlens.experiment`) keeps
+each task's measurement of each condition as a content-keyed artefact, so a rerun (or a study with one more task)
+measures only what is missing, and computes the statistics from the item scores.
 
 - :class:`LocalExecutor` evaluates conditions in turn with one model in this process; embeddings are kept in the
   run's cache.
@@ -19,27 +18,25 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
 
-from xlens._io import content_key, load_tensors, read_json, reading, save_tensors, write_json
-from xlens.activations import corpus_texts, resolve_units
+from xlens._io import content_key
+from xlens.activations import resolve_units
 from xlens.artifacts import ArtifactStore
-from xlens.config import RETRIEVAL_KNN, ExperimentConfig
-from xlens.embeddings import sentence_embeddings
+from xlens.conditions import Condition
+from xlens.config import RETRIEVAL_SETTINGS, ExperimentConfig
 from xlens.errors import ConfigError, ExecutorError
+from xlens.evaluation.base import Task, TaskContext, TaskOutput
+from xlens.evaluation.registry import register_task, user_tasks
 from xlens.experts.sets import find_experts
 from xlens.interventions.registry import register, user_methods
-from xlens.measure import layer_metrics, mixed_retrieval
 from xlens.models.lens import LensModel
 from xlens.models.loading import load_model, resolved_numerics
-from xlens.results import Condition
 
 ExecutorName = Literal["local", "ray"]
 EXECUTORS: tuple[str, ...] = ("local", "ray")
@@ -59,90 +56,51 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class EvalInputs:
-    """Everything a worker needs besides its model to evaluate any condition of a run."""
+    """Everything a worker needs besides its model to evaluate any condition of a run: the config, splits and
+    expert scores, the embedding layers and the study's tasks (prepared: their data read and checked)."""
 
     config: ExperimentConfig
     splits: Any
     scores: Any
     scores_key: str | None
     layer_ids: list[int]
+    tasks: dict[str, Task] = field(default_factory=dict)
 
 
-@dataclass
-class Measured:
-    """One condition's results: its table rows, the translations' ranks per retrieval mode, where its embeddings
-    were kept (relative to the run folder; None when not kept) and the seconds its stages took."""
-
-    tables: dict[str, list[dict[str, Any]]]
-    ranks: dict[str, Tensor]
-    embeddings: str | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
+Measured = dict[str, TaskOutput]  # task name -> its measurement of one condition
 
 
-def save_measured(measured: Measured, folder: Path) -> None:
-    save_tensors(folder / "ranks.safetensors", measured.ranks)
-    write_json(folder / "measured.json", {"tables": measured.tables, "embeddings": measured.embeddings})
-
-
-def load_measured(folder: Path) -> Measured:
-    with reading(folder / "measured.json"):
-        data = read_json(folder / "measured.json")
-        return Measured(data["tables"], load_tensors(folder / "ranks.safetensors"), data["embeddings"])
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars as Python numbers: table rows survive the JSON round trip of a cached Measured unchanged."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
-
-
-def embedding_key(inputs: EvalInputs, info: ModelInfo, condition: Condition) -> str:
-    """The content key of the evaluation embeddings under ``condition``."""
+def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition, task: Task) -> str:
+    """The content key of one task's measurement of ``condition``: the model and numerics, the texts and
+    settings every task embeds with, the task's own settings and data, and what the condition builds on."""
     config, splits = inputs.config, inputs.splits
-    evaluate, runtime = config.evaluate, config.runtime
     needs = frozenset() if condition.is_baseline else condition.spec().needs
+    evaluate = {k: v for k, v in config.evaluate.to_dict().items() if k in RETRIEVAL_SETTINGS}
     return content_key(
-        "embeddings",
+        "measured",
+        task.name,
+        task.key(),
+        config.evaluate.settings_of(task.name),
+        evaluate,
+        config.controls.mixed,
+        config.seed,
+        config.stats,
         info.identity,
         info.numerics,
         splits.eval.fingerprint(),
         config.eval_languages,
-        evaluate.pooling,
         inputs.layer_ids,
-        runtime.max_length,
-        runtime.batch_size,
-        runtime.max_tokens,
+        config.runtime.max_length,
+        config.runtime.batch_size,
+        config.runtime.max_tokens,
         condition.to_dict(),
         inputs.scores_key if "experts" in needs else None,
         splits.find.fingerprint() if "corpus" in needs else None,
     )
 
 
-def uses_mixed(config: ExperimentConfig, condition: Condition) -> bool:
-    return config.controls.mixed and not condition.is_baseline
-
-
-def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition) -> str:
-    """The content key of a condition's :class:`Measured`: its embeddings (and the baseline's, for mixed
-    retrieval) and the measurement settings."""
-    config = inputs.config
-    embeddings = [embedding_key(inputs, info, condition)]
-    if uses_mixed(config, condition):
-        embeddings.append(embedding_key(inputs, info, Condition.baseline()))
-    settings = (config.evaluate.retrieval, config.evaluate.center, RETRIEVAL_KNN)
-    return content_key("measured", embeddings, settings, condition.columns())
-
-
-def condition_interventions(condition: Condition, scores: Any, model: LensModel, find_split: Any) -> list[Any]:
-    """The interventions of ``condition`` (none for the baseline), from the run's expert scores and, for methods
-    that need sentences (diffmean), its find split."""
-    if condition.is_baseline:
-        return []
-    spec = condition.spec()
-    return [spec.build(scores, condition.language, condition.k, model=model, corpus=find_split)]
-
-
 class ConditionEvaluator:
-    """Embeds and measures conditions with one model (see the module docstring)."""
+    """Measures conditions on the study's tasks with one model (see the module docstring)."""
 
     def __init__(
         self,
@@ -150,80 +108,15 @@ class ConditionEvaluator:
         inputs: EvalInputs,
         *,
         store: Any = None,
-        out: Path | None = None,
         progress: bool = False,
     ) -> None:
-        self.model = model
         self.inputs = inputs
-        self.info = model_info(model)
-        self.store = store  # None: embeddings are computed in memory and not kept
-        self.out = out
-        self.progress = progress
-        self._baseline: Tensor | None = None
+        self.context = TaskContext(model, inputs, store=store, progress=progress)
 
-    def embeddings(self, condition: Condition) -> tuple[Tensor, str | None]:
-        """The evaluation embeddings under ``condition`` (kept in the store when there is one) and their file."""
-        config, splits, model = self.inputs.config, self.inputs.splits, self.model
-
-        def compute() -> dict[str, Tensor]:
-            interventions = condition_interventions(condition, self.inputs.scores, model, splits.find)
-            texts, _ = corpus_texts(splits.eval, config.eval_languages)
-            emb = sentence_embeddings(
-                model,
-                texts,
-                layers=self.inputs.layer_ids,
-                pooling=config.evaluate.pooling,
-                interventions=interventions,
-                batch_size=config.runtime.batch_size,
-                max_tokens=config.runtime.max_tokens,
-                max_length=config.runtime.max_length,
-                progress=self.progress,
-                desc=f"embeddings: {condition.label}",
-            )
-            return {"embeddings": emb}
-
-        if self.store is None:
-            return compute()["embeddings"], None
-        key = embedding_key(self.inputs, self.info, condition)
-        file = self.store.tensor_file("embeddings", key)
-        where = str(file.relative_to(self.out)) if self.out is not None else str(file)
-        return self.store.tensors("embeddings", key, compute)["embeddings"], where
-
-    def per_language(self, emb: Tensor) -> Tensor:
-        langs = self.inputs.config.eval_languages
-        return emb.view(len(langs), -1, len(self.inputs.layer_ids), emb.shape[-1])
-
-    def baseline(self) -> Tensor:
-        """The baseline embeddings per language (computed once per evaluator, for mixed retrieval)."""
-        if self._baseline is None:
-            self._baseline = self.per_language(self.embeddings(Condition.baseline())[0])
-        return self._baseline
-
-    def evaluate(self, condition: Condition) -> Measured:
-        """Embed and measure one condition."""
-        config, layers = self.inputs.config, self.inputs.layer_ids
-        evaluate, langs = config.evaluate, config.eval_languages
-        settings = (evaluate.retrieval, evaluate.center, RETRIEVAL_KNN)
-        tick = time.perf_counter()
-        emb, file = self.embeddings(condition)
-        per_lang = self.per_language(emb)
-        if condition.is_baseline:
-            self._baseline = per_lang
-        seconds = {"embeddings_s": time.perf_counter() - tick}
-        tick = time.perf_counter()
-        tables, ranks = layer_metrics(per_lang, langs, layers, *settings, condition.language)
-        all_ranks = {"both": ranks}
-        if uses_mixed(config, condition):
-            rows, mixed_ranks = mixed_retrieval(self.baseline(), per_lang, langs, layers, *settings)
-            tables["retrieval"] += rows
-            all_ranks |= mixed_ranks
-        seconds["metrics_s"] = time.perf_counter() - tick
-        columns = condition.columns()
-        rows_out = {
-            name: [{k: _plain(v) for k, v in {**columns, **row}.items()} for row in table]
-            for name, table in tables.items()
-        }
-        return Measured(rows_out, all_ranks, file, seconds)
+    def evaluate(self, condition: Condition, names: Sequence[str] | None = None) -> Measured:
+        """Measure one condition on the tasks ``names`` (default: all of the study's)."""
+        chosen = list(names) if names is not None else list(self.inputs.tasks)
+        return {name: self.inputs.tasks[name].run(self.context, condition) for name in chosen}
 
 
 def config_numerics(config: ExperimentConfig) -> dict[str, str]:
@@ -268,6 +161,7 @@ def find_scores(model: LensModel, config: ExperimentConfig, splits: Any, cache: 
 
 
 Outcome = tuple[Condition, Measured | BaseException]
+Todo = Sequence[tuple[Condition, tuple[str, ...]]]  # conditions and the tasks each still needs
 
 
 class LocalExecutor:
@@ -293,13 +187,11 @@ class LocalExecutor:
     def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
         return find_scores(self.loaded(), config, splits, cache, progress)
 
-    def evaluate(
-        self, inputs: EvalInputs, conditions: Sequence[Condition], store: Any, out: Path, progress: bool
-    ) -> Iterator[Outcome]:
-        evaluator = ConditionEvaluator(self.loaded(), inputs, store=store, out=out, progress=progress)
-        for condition in conditions:
+    def evaluate(self, inputs: EvalInputs, todo: Todo, store: Any, out: Path, progress: bool) -> Iterator[Outcome]:
+        evaluator = ConditionEvaluator(self.loaded(), inputs, store=store, progress=progress)
+        for condition, names in todo:
             try:
-                yield condition, evaluator.evaluate(condition)
+                yield condition, evaluator.evaluate(condition, names)
             except Exception as err:  # reported with the others once every condition has run
                 yield condition, err
 
@@ -314,8 +206,11 @@ class _Worker:
     """A Ray actor: one model, loaded once, evaluating conditions (restarted with the same arguments if killed)."""
 
     def __init__(self, config: ExperimentConfig, methods: list[type], out: str, keep: bool) -> None:
-        for cls in methods:  # the driver's own methods (a notebook's, a plugin's) travel by value
-            register(cls)
+        for cls in methods:  # the driver's own methods and tasks (a notebook's, a plugin's) travel by value
+            if issubclass(cls, Task):
+                register_task(cls)
+            else:
+                register(cls)
         self.model = load(config)
         self.out = Path(out)
         self.store = ArtifactStore(self.out / "cache") if keep else None
@@ -327,11 +222,11 @@ class _Worker:
     def experts(self, config: ExperimentConfig, splits: Any) -> Any:
         return find_scores(self.model, config, splits, None if self.store is None else self.store.root, False)
 
-    def evaluate(self, inputs: EvalInputs, key: str, condition: Condition) -> Measured:
+    def evaluate(self, inputs: EvalInputs, key: str, condition: Condition, names: tuple[str, ...]) -> Measured:
         # Inputs arrive with every task, so a restarted worker needs no other state.
         if key not in self.evaluators:
-            self.evaluators = {key: ConditionEvaluator(self.model, inputs, store=self.store, out=self.out)}
-        return self.evaluators[key].evaluate(condition)
+            self.evaluators = {key: ConditionEvaluator(self.model, inputs, store=self.store)}
+        return self.evaluators[key].evaluate(condition, names)
 
 
 class RayExecutor:
@@ -375,7 +270,7 @@ class RayExecutor:
         import ray
         from ray import cloudpickle  # Ray's own copy: the one that pickles the tasks' arguments
 
-        for cls in user_methods():  # configs name them, so they travel by value with every task
+        for cls in [*user_methods(), *user_tasks()]:  # configs name them, so they travel by value
             cloudpickle.register_pickle_by_value(sys.modules[cls.__module__])
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.count = self.workers or max(gpus, 1)
@@ -389,7 +284,7 @@ class RayExecutor:
 
         if self.count == 0:
             self.numerics(config)
-        methods = user_methods()
+        methods = [*user_methods(), *user_tasks()]
         actor = ray.remote(num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=-1, max_task_retries=TASK_RETRIES)(
             _Worker
         )
@@ -411,21 +306,19 @@ class RayExecutor:
 
         return ray.get(self.actors[0].experts.remote(config, splits))
 
-    def evaluate(
-        self, inputs: EvalInputs, conditions: Sequence[Condition], store: Any, out: Path, progress: bool
-    ) -> Iterator[Outcome]:
+    def evaluate(self, inputs: EvalInputs, todo: Todo, store: Any, out: Path, progress: bool) -> Iterator[Outcome]:
         import ray
 
         shared = ray.put(inputs)
         key = content_key("inputs", inputs.scores_key, inputs.layer_ids, inputs.config.to_dict())
-        todo = list(conditions)
+        todo = list(todo)
         idle = list(self.actors)
         running: dict[Any, tuple[Condition, Any]] = {}
         while todo or running:
             while todo and idle:
                 actor = idle.pop()
-                condition = todo.pop(0)
-                running[actor.evaluate.remote(shared, key, condition)] = (condition, actor)
+                condition, names = todo.pop(0)
+                running[actor.evaluate.remote(shared, key, condition, names)] = (condition, actor)
             ready, _ = ray.wait(list(running), num_returns=1)
             condition, actor = running.pop(ready[0])
             idle.append(actor)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,33 +25,29 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from xlens._io import content_key, load_tensors
-from xlens.config import DOWNSTREAM_SECTIONS, ExperimentConfig
+from xlens._io import content_key
+from xlens._schema import from_mapping
+from xlens.activations import corpus_texts
+from xlens.comparisons import Counts, centroid_correlation, condition_differences
+from xlens.conditions import Condition
+from xlens.config import RETRIEVAL_SETTINGS, TASK_SETTINGS, ExperimentConfig
 from xlens.data.splits import Splits, load_splits
 from xlens.errors import (
     ArtifactError,
     ConditionsFailedError,
+    ConfigError,
     ExpertInputError,
     InterventionError,
     ModelMismatchError,
 )
-from xlens.executors import (
-    EvalInputs,
-    LocalExecutor,
-    condition_interventions,
-    find_scores,
-    load_measured,
-    make_executor,
-    measured_key,
-    save_measured,
-)
+from xlens.evaluation.base import Task, TaskOutput, embedding_key
+from xlens.evaluation.registry import BUILTIN, task_class
+from xlens.executors import EvalInputs, LocalExecutor, find_scores, make_executor, measured_key
 from xlens.experts.sets import ExpertScores
 from xlens.interventions.spec import ExpertMethod
-from xlens.measure import centroid_correlation, condition_differences
-from xlens.metrics.bootstrap import resample_counts
 from xlens.models.lens import LensModel
 from xlens.models.loading import model_shape, resolved_numerics, same_model_name
-from xlens.results import RESULTS_FILE, TABLES, Condition, RunResults, tidy
+from xlens.results import RESULTS_FILE, TABLES, RunResults, tidy
 from xlens.runfolder import RunFolder
 
 OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.html", "figures")
@@ -63,19 +60,57 @@ def check_config(config: ExperimentConfig) -> Splits:
     return load_splits(config)
 
 
+def prepare_tasks(config: ExperimentConfig, splits: Splits) -> dict[str, Task]:
+    """The study's tasks with their settings, their data read and checked (before any model is loaded)."""
+    evaluate = config.evaluate
+    strays = [name for name in evaluate.plugins if name not in evaluate.tasks]
+    if strays:
+        raise ConfigError(
+            f"[evaluate.{strays[0]}] is no sub-table of a task of evaluate.tasks {evaluate.tasks}: add the task "
+            f"there, or remove the sub-table (built-in tasks: {', '.join(BUILTIN)})"
+        )
+    out: dict[str, Task] = {}
+    for name in evaluate.tasks:
+        cls = task_class(name)
+        if name in TASK_SETTINGS:
+            settings = getattr(evaluate, name)
+        elif cls.Settings is not None:
+            settings = from_mapping(cls.Settings, evaluate.plugins.get(name, {}), f"evaluate.{name}")
+        else:
+            if evaluate.plugins.get(name):
+                raise ConfigError(f"[evaluate.{name}]: task {name!r} takes no settings")
+            settings = None
+        task = cls(settings)
+        task.prepare(config, splits)
+        out[name] = task
+    return out
+
+
 def folder_owner(
-    config: ExperimentConfig, numerics: dict[str, str], model: LensModel | None, leave_out: tuple[str, ...]
+    config: ExperimentConfig,
+    numerics: dict[str, str],
+    model: LensModel | None,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """What a run folder records as its owner: the config without the sections in ``leave_out`` (those that do
-    not change its results) and the numerics it computes in. A model given must be the config's, in its dtype."""
+    """What a run folder records as its owner: the config without the sub-tables of tasks the study does not run
+    (``tasks``, default ``evaluate.tasks``: the others do not change its results), without the evaluation split's
+    settings when none of its tasks reads that split, and with the numerics it computes in.
+    A model given must be the config's, in its dtype."""
     if model is not None:
         if not same_model_name(model.name, config.model):
             raise ModelMismatchError(f"the model given ({model.name!r}) is not the config's model {config.model!r}")
         asked = resolved_numerics(str(model.device), config.runtime.dtype)["dtype"]
         if config.runtime.dtype is not None and asked != numerics["dtype"]:
             raise ModelMismatchError(f"the model given runs in {numerics['dtype']}, the config asks for {asked}")
-    settings = {k: v for k, v in config.to_dict().items() if k not in leave_out}
-    return {**settings, "numerics": numerics}
+    settings = config.to_dict()
+    studied = set(config.evaluate.tasks if tasks is None else tasks)
+    reads_split = any(task_class(name).reads_eval_split for name in studied)
+    evaluate = {
+        k: v
+        for k, v in settings["evaluate"].items()
+        if (k in studied if k in TASK_SETTINGS else reads_split or k not in RETRIEVAL_SETTINGS)
+    }
+    return {**settings, "evaluate": evaluate, "numerics": numerics}
 
 
 def kept_scores(store: Any, config: ExperimentConfig, scores: Any) -> tuple[Any, str]:
@@ -146,7 +181,10 @@ class Interventions:
 
     def build(self, condition: Condition, model: LensModel) -> list[Any]:
         """The interventions of ``condition`` on ``model`` (none for the baseline)."""
-        return condition_interventions(condition, self.scores, model, self.splits.find)
+        if condition.is_baseline:
+            return []
+        spec = condition.spec()
+        return [spec.build(self.scores, condition.language, condition.k, model=model, corpus=self.splits.find)]
 
 
 def run_experiment(
@@ -186,22 +224,25 @@ class Experiment:
         self.scores_key: str | None = None
         self.layer_ids: list[int] = []
         self.embedding_files: dict[Condition, str] = {}
-        self.rank_files: dict[Condition, Path] = {}
 
     def run(self) -> RunResults:
         started = time.perf_counter()
         splits = check_config(self.config)
+        tasks = prepare_tasks(self.config, splits)
         try:
-            with RunFolder.open(self.out, "experiment", self.owner(), outputs=OUTPUTS, force=self.force) as run:
+            outputs = (*OUTPUTS, *(f"{t}.parquet" for t in [*TABLES, *(t for k in tasks.values() for t in k.tables)]))
+            with RunFolder.open(self.out, "experiment", self.owner(), outputs=outputs, force=self.force) as run:
                 self.store = run.artifacts
                 info = self.executor.start(self.config, self.out)
                 self.layer_ids = list(self.config.evaluate.layers or info.embedding_layers)
                 scores = self.timed("experts_s", self.experts, splits)
                 conditions = grid_conditions(self.config)
                 check_conditions(scores, conditions)
-                inputs = EvalInputs(self.config, splits, scores, self.scores_key, self.layer_ids)
-                tables = self.measure_all(inputs, info, conditions)
-                tables.update(self.timed("stats_s", self.statistics, conditions, tables))
+                inputs = EvalInputs(self.config, splits, scores, self.scores_key, self.layer_ids, tasks)
+                measured = self.measure_all(inputs, info, conditions)
+                self.keep_embedding_files(inputs, info, conditions)
+                tables = self.tables(tasks, conditions, measured)
+                tables.update(self.timed("stats_s", self.statistics, tasks, conditions, measured, tables))
                 self.timings["total_s"] = time.perf_counter() - started
                 results = self.results(info, scores, splits, conditions, tables)
                 run.commit(RESULTS_FILE, results.to_dict(), results.tables())
@@ -221,7 +262,7 @@ class Experiment:
         """What the run folder records as its owner: the config, and the numerics it resolves to (so a rerun
         that would compute in another dtype or on another device kind is another run, not a resume)."""
         numerics = self.executor.numerics(self.config)
-        return folder_owner(self.config, numerics, getattr(self.executor, "model", None), DOWNSTREAM_SECTIONS)
+        return folder_owner(self.config, numerics, getattr(self.executor, "model", None))
 
     def experts(self, splits: Splits) -> Any:
         """Every language's scores on the find split, found by the executor (from responses cached in the run
@@ -231,11 +272,20 @@ class Experiment:
         scores, self.scores_key = kept_scores(self.store, self.config, scores)
         return scores
 
-    def measure_all(self, inputs: Any, info: Any, conditions: list[Condition]) -> dict[str, pd.DataFrame]:
-        """Every condition not measured yet is evaluated by the executor and kept as an artefact; a condition
-        that fails is reported with its error once the others are done. Then the tables, in condition order."""
-        keys = {c: measured_key(inputs, info, c) for c in conditions}
-        todo = [c for c in conditions if not self.store.path("measured", keys[c]).is_dir()]
+    def measure_all(
+        self, inputs: EvalInputs, info: Any, conditions: list[Condition]
+    ) -> dict[str, dict[Condition, str]]:
+        """Every task's measurement of every condition not measured yet is made by the executor and kept as an
+        artefact; a condition that fails is reported with its error once the others are done. Returns the
+        artefacts' keys by task and condition."""
+        keys = {
+            name: {c: measured_key(inputs, info, c, task) for c in conditions} for name, task in inputs.tasks.items()
+        }
+        todo = []
+        for c in conditions:
+            missing = tuple(name for name in keys if not self.store.path("measured", keys[name][c]).is_dir())
+            if missing:
+                todo.append((c, missing))
         failed: dict[Condition, BaseException] = {}
         bar = tqdm(
             total=len(conditions), initial=len(conditions) - len(todo), desc="conditions", disable=not self.progress
@@ -246,44 +296,70 @@ class Experiment:
                 if isinstance(outcome, BaseException):
                     failed[condition] = outcome
                     continue
-                for stage, seconds in outcome.seconds.items():
-                    self.timings[stage] = self.timings.get(stage, 0.0) + seconds
-                self.store.folder("measured", keys[condition], lambda m=outcome: m, save_measured, load_measured)
+                for name, output in outcome.items():
+                    for stage, seconds in output.seconds.items():
+                        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+                    key = keys[name][condition]
+                    self.store.folder("measured", key, lambda o=output: o, TaskOutput.save, TaskOutput.load)
         if failed:
             lines = "\n".join(f"  {c.label}: {type(e).__name__}: {e}" for c, e in failed.items())
             raise ConditionsFailedError(
                 f"{len(failed)} of {len(conditions)} conditions failed (the others are kept in {self.out}/cache "
                 f"and a rerun computes only these):\n{lines}"
             )
-        rows: dict[str, list[dict[str, Any]]] = {"retrieval": [], "alignment": [], "centroids": []}
-        for condition in conditions:
-            folder = self.store.path("measured", keys[condition])
-            measured = self.store.folder("measured", keys[condition], _missing, save_measured, load_measured)
-            self.rank_files[condition] = folder / "ranks.safetensors"
-            if measured.embeddings is not None:
-                self.embedding_files[condition] = measured.embeddings
-            for name, table in measured.tables.items():
-                rows[name] += table
+        return keys
+
+    def output(self, key: str) -> TaskOutput:
+        return self.store.folder("measured", key, _missing, TaskOutput.save, TaskOutput.load)
+
+    def tables(
+        self, tasks: dict[str, Task], conditions: list[Condition], keys: dict[str, dict[Condition, str]]
+    ) -> dict[str, pd.DataFrame]:
+        """Every task's tables, rows in condition order; the embedding files the retrieval task kept."""
+        rows: dict[str, list[dict[str, Any]]] = {table: [] for task in tasks.values() for table in task.tables}
+        for name in tasks:
+            for condition in conditions:
+                for table, found in self.output(keys[name][condition]).tables.items():
+                    rows.setdefault(table, []).extend(found)
         return {name: pd.DataFrame(table) for name, table in rows.items()}
 
-    def statistics(self, conditions: list[Condition], tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    def keep_embedding_files(self, inputs: EvalInputs, info: Any, conditions: list[Condition]) -> None:
+        """Where the evaluation split's embeddings of each condition are kept, for those in the cache."""
+        texts, _ = corpus_texts(inputs.splits.eval, self.config.eval_languages)
+        for condition in conditions:
+            key = embedding_key(
+                inputs, info.identity, info.numerics, texts, condition, self.layer_ids, self.config.evaluate.pooling
+            )
+            file = self.store.tensor_file("embeddings", key)
+            if file.is_file():
+                self.embedding_files[condition] = str(file.relative_to(self.out))
+
+    def statistics(
+        self,
+        tasks: dict[str, Task],
+        conditions: list[Condition],
+        keys: dict[str, dict[Condition, str]],
+        tables: dict[str, pd.DataFrame],
+    ) -> dict[str, pd.DataFrame]:
         """Paired bootstrap of every condition against the baseline and of every intervention against its random
-        controls (mean over seeds), and the correlation of centroid moves with retrieval gains."""
+        controls (mean over seeds) on every task's items, and the correlation of centroid moves with retrieval
+        gains."""
         stats = self.config.stats
-        counts = resample_counts(self.config.evaluate.sentences, stats.resamples, stats.seed)
-        rows = condition_differences(
-            conditions,
-            lambda c: load_tensors(self.rank_files[c]),
-            self.config.eval_languages,
-            self.layer_ids,
-            counts,
-            stats.confidence,
-        )
-        main = [c.label for c in conditions[1:] if c.control == "none"]
-        correlation = centroid_correlation(
-            tables["retrieval"], tables["alignment"], main, stats.resamples, stats.seed, stats.confidence
-        )
-        return {"differences": pd.DataFrame(rows), "correlation": pd.DataFrame(correlation)}
+        counts = Counts(stats.resamples, stats.seed)
+        rows = []
+        for name in tasks:
+            found = condition_differences(
+                conditions, lambda c, n=name: self.output(keys[n][c]).items, counts, stats.confidence
+            )
+            rows += [{"task": name, **row} for row in found]
+        out = {"differences": pd.DataFrame(rows), "correlation": pd.DataFrame()}
+        if "retrieval" in tasks:
+            main = [c.label for c in conditions[1:] if c.control == "none"]
+            correlation = centroid_correlation(
+                tables["retrieval"], tables["alignment"], main, stats.resamples, stats.seed, stats.confidence
+            )
+            out["correlation"] = pd.DataFrame(correlation)
+        return out
 
     def results(
         self, info: Any, scores: Any, splits: Splits, conditions: list[Condition], tables: dict[str, pd.DataFrame]
@@ -320,7 +396,8 @@ class Experiment:
             provenance=provenance,
             experts=experts_info,
             conditions=conditions,
-            **{name: tidy(tables[name]) for name in TABLES},
+            **{name: tidy(tables.get(name, pd.DataFrame())) for name in TABLES},
+            task_tables={name: tidy(frame) for name, frame in tables.items() if name not in TABLES and len(frame)},
             embedding_files=dict(self.embedding_files),
             scores_folder=str(self.store.path("scores", self.scores_key).relative_to(self.out)),
             folder=self.out,

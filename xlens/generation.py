@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from xlens.data.languages import UnknownLanguageError, flores_code, resolve_language
@@ -220,15 +220,15 @@ def _pick(logits: Float[Tensor, "batch vocab"], sampling: tuple[float, float | N
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def perplexity(
+def token_nll(
     model: LensModel,
     texts: Sequence[str],
     *,
     interventions: Sequence[Intervention | Hook] = (),
     batch_size: int | None = None,
     max_length: int | None = 256,
-) -> float:
-    """Perplexity of ``texts``: exp of the mean negative log-likelihood over all predicted tokens (token-weighted).
+) -> tuple[Float[Tensor, " text"], Int[Tensor, " text"]]:
+    """Per text, the summed negative log-likelihood of its predicted tokens and how many there are.
 
     Every real token after the first of its text is predicted; the first (BOS where the model prepends one) has no
     context and is not. Interventions are active with prompt = the text's real tokens, last = its last real token
@@ -238,15 +238,15 @@ def perplexity(
         raise GenerationError("perplexity takes a non-empty list of texts")
     if batch_size is not None and batch_size < 1:
         raise GenerationError(f"batch_size must be >= 1, got {batch_size}")
-    total = torch.zeros((), dtype=torch.float64)
-    count = [0]
+    total = torch.zeros(len(texts), dtype=torch.float64)
+    count = torch.zeros(len(texts), dtype=torch.int64)
 
     def score(logits: Tensor, batch: ForwardBatch) -> None:
         targets = batch.tokens[:, 1:].to(logits.device)
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, reduction="none")
         predicted = batch.mask_on(logits.device)[:, 1:]
-        total.add_(nll[predicted].double().sum().cpu())
-        count[0] += int(predicted.sum())
+        batch.store(total, (nll * predicted).double().sum(dim=1))
+        batch.store(count, predicted.sum(dim=1))
 
     model.forward(
         texts,
@@ -256,9 +256,23 @@ def perplexity(
         max_tokens=LOGITS_MAX_TOKENS,
         max_length=max_length,
     )
-    if count[0] == 0:
+    return total, count
+
+
+def perplexity(
+    model: LensModel,
+    texts: Sequence[str],
+    *,
+    interventions: Sequence[Intervention | Hook] = (),
+    batch_size: int | None = None,
+    max_length: int | None = 256,
+) -> float:
+    """Perplexity of ``texts``: exp of the mean negative log-likelihood over all predicted tokens (token-weighted;
+    see :func:`token_nll`)."""
+    total, count = token_nll(model, texts, interventions=interventions, batch_size=batch_size, max_length=max_length)
+    if int(count.sum()) == 0:
         raise GenerationError("no text has a token to predict (every text is a single token)")
-    return math.exp(float(total) / count[0])
+    return math.exp(float(total.sum()) / int(count.sum()))
 
 
 # --- language identification -------------------------------------------------------------------------------

@@ -205,6 +205,36 @@ class NeuronInspector:
         display(self.widget())
 
     def _build(self) -> dict[str, Any]:
+        """Every widget of the inspector, wired to its callbacks, under ``"box"`` the one that lays them out."""
+        import ipywidgets as w
+
+        ws = {**self._control_widgets(), **self._card_widgets()}
+        self._wire(ws)
+        controls = w.VBox(
+            [
+                ws["language"],
+                ws["block"],
+                ws["unit"],
+                w.HBox([ws["search"], ws["go"]]),
+                w.HBox([ws["previous"], ws["next"]]),
+                ws["status"],
+            ]
+        )
+        box = w.VBox(
+            [
+                w.HBox([ws["heatmap"], controls]),
+                ws["counts"],
+                ws["card"],
+                ws["card_text"],
+                w.HBox([ws["text"], ws["run"]]),
+                ws["result"],
+            ]
+        )
+        box.add_class("xlens-inspector")
+        return {"box": box, **ws}
+
+    def _control_widgets(self) -> dict[str, Any]:
+        """The clickable heatmap and the widgets that pick a unit: dropdowns, unit id search, expert steps."""
         import ipywidgets as w
 
         heatmap = go.FigureWidget(best_ap_heatmap(self.scores))
@@ -212,16 +242,23 @@ class NeuronInspector:
         cells: Any = heatmap.data[0]  # plotly's trace attributes are untyped
         cells.on_click(self.on_heatmap_click)
         sel = self.selection
-        language = w.Dropdown(options=list(self.scores.languages), value=sel.language, description="language")
-        block = w.Dropdown(options=self.blocks, value=sel.block, description="block")
-        unit = w.Dropdown(
-            options=self.unit_options(sel.language, sel.block, include=sel.unit), value=sel.unit, description="unit"
-        )
-        search = w.Text(placeholder="L12.1834", description="unit id", continuous_update=False)
-        go_to = w.Button(description="Go")
-        previous = w.Button(description="◀ previous expert")
-        following = w.Button(description="next expert ▶")
-        status = w.HTML(self._status())
+        unit_options = self.unit_options(sel.language, sel.block, include=sel.unit)
+        return {
+            "heatmap": heatmap,
+            "language": w.Dropdown(options=list(self.scores.languages), value=sel.language, description="language"),
+            "block": w.Dropdown(options=self.blocks, value=sel.block, description="block"),
+            "unit": w.Dropdown(options=unit_options, value=sel.unit, description="unit"),
+            "search": w.Text(placeholder="L12.1834", description="unit id", continuous_update=False),
+            "go": w.Button(description="Go"),
+            "previous": w.Button(description="◀ previous expert"),
+            "next": w.Button(description="next expert ▶"),
+            "status": w.HTML(self._status()),
+        }
+
+    def _card_widgets(self) -> dict[str, Any]:
+        """The expert counts, the unit's card (figure and text) and the free-text activation box."""
+        import ipywidgets as w
+
         counts = go.FigureWidget(self.counts_figure())
         counts.update_layout(height=260, width=760, margin={"t": 50, "b": 40})
         card = go.FigureWidget(self.card.figure())
@@ -229,8 +266,17 @@ class NeuronInspector:
         card_text = w.HTML(self.card.html())
         text = w.Textarea(placeholder="Type a sentence to see the unit's activation on each token", rows=2)
         text.layout.width = "70%"
-        run = w.Button(description="Show activations", disabled=self.model is None)
-        result = w.HTML("" if self.model is not None else "<i>pass model= to see activations on your text</i>")
+        return {
+            "counts": counts,
+            "card": card,
+            "card_text": card_text,
+            "text": text,
+            "run": w.Button(description="Show activations", disabled=self.model is None),
+            "result": w.HTML("" if self.model is not None else "<i>pass model= to see activations on your text</i>"),
+        }
+
+    def _wire(self, ws: dict[str, Any]) -> None:
+        """Connect the widgets to the inspector's callbacks; a selection change made by a sync triggers none."""
 
         def guarded(update: Any) -> Any:
             def handler(change: dict[str, Any]) -> None:
@@ -239,35 +285,14 @@ class NeuronInspector:
 
             return handler
 
-        language.observe(guarded(lambda v: self.select(language=v)), "value")
-        block.observe(guarded(lambda v: self.select(block=v)), "value")
-        unit.observe(guarded(lambda v: self.select(unit=v)), "value")
-        run.on_click(lambda _: self._show_text())
-        search.observe(lambda change: self._search(change["new"]), "value")
-        go_to.on_click(lambda _: self._search(search.value))
-        previous.on_click(lambda _: self.step(-1))
-        following.on_click(lambda _: self.step(+1))
-        controls = w.VBox([language, block, unit, w.HBox([search, go_to]), w.HBox([previous, following]), status])
-        box = w.VBox([w.HBox([heatmap, controls]), counts, card, card_text, w.HBox([text, run]), result])
-        box.add_class("xlens-inspector")
-        return {
-            "box": box,
-            "heatmap": heatmap,
-            "language": language,
-            "block": block,
-            "unit": unit,
-            "search": search,
-            "go": go_to,
-            "previous": previous,
-            "next": following,
-            "status": status,
-            "counts": counts,
-            "card": card,
-            "card_text": card_text,
-            "text": text,
-            "run": run,
-            "result": result,
-        }
+        ws["language"].observe(guarded(lambda v: self.select(language=v)), "value")
+        ws["block"].observe(guarded(lambda v: self.select(block=v)), "value")
+        ws["unit"].observe(guarded(lambda v: self.select(unit=v)), "value")
+        ws["run"].on_click(lambda _: self._show_text())
+        ws["search"].observe(lambda change: self._search(change["new"]), "value")
+        ws["go"].on_click(lambda _: self._search(ws["search"].value))
+        ws["previous"].on_click(lambda _: self.step(-1))
+        ws["next"].on_click(lambda _: self.step(+1))
 
     def _sync_widgets(self) -> None:
         """Show the current selection and card in the widgets (if built) without re-triggering their callbacks."""

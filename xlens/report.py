@@ -20,7 +20,8 @@ from plotly.offline import get_plotlyjs
 
 from xlens._io import atomic_write
 from xlens._schema import flatten
-from xlens.errors import InputError
+from xlens.errors import InputError, ResultsError
+from xlens.evaluation.registry import task_class
 from xlens.results import RunResults, pair_change_lines
 from xlens.runfolder import RunFolder
 from xlens.viz import alignment as va
@@ -59,28 +60,9 @@ def run_figures(results: RunResults, *, cards: bool = True) -> tuple[dict[str, g
     figures["cosine"] = va.similarity_heatmaps(results, "cosine_parallel", best)
     if not results.differences.empty:
         figures["conditions"] = va.condition_gains(results)
-    before = results.embeddings(None)
-    if before is None:
-        notes.append("embedding space: no cached baseline embeddings in the run's cache folder")
-    else:
-        after = results.embeddings(best) if best is not None else None
-        corpus = results.eval_corpus
-        langs = results.languages
-        per_lang = before.shape[0] // len(langs)
-        keep = min(per_lang, MAX_SPACE_SENTENCES)
-        rows = [li * per_lang + i for li in range(len(langs)) for i in range(keep)]
-        texts = [s for lang in langs for s in corpus[lang][:keep]] if corpus is not None else None
-        figures["space"] = embedding_space(
-            before[rows],
-            None if after is None else after[rows],
-            languages=langs,
-            layers=results.layers,
-            ids=corpus.ids[:keep] if corpus is not None else None,
-            texts=texts,
-            after_label=f"after {best.label}" if best is not None else "after",
-        )
-        if corpus is None:
-            notes.append("embedding space: the evaluation corpus is not readable here, so hover shows no text")
+    space = _space_figure(results, best, notes)
+    if space is not None:
+        figures["space"] = space
     neuron_cards: list[NeuronCard] = []
     scores = results.scores
     if scores is None:
@@ -112,6 +94,32 @@ def run_figures(results: RunResults, *, cards: bool = True) -> tuple[dict[str, g
         neuron_cards.append(card)
         figures[f"neuron_{lang}"] = card.figure()
     return figures, neuron_cards, notes
+
+
+def _space_figure(results: RunResults, best: Any, notes: list[str]) -> go.Figure | None:
+    """The embedding space before and after the best condition (None, with a note, without cached embeddings)."""
+    before = results.embeddings(None)
+    if before is None:
+        notes.append("embedding space: no cached baseline embeddings in the run's cache folder")
+        return None
+    after = results.embeddings(best) if best is not None else None
+    corpus = results.eval_corpus
+    langs = results.languages
+    per_lang = before.shape[0] // len(langs)
+    keep = min(per_lang, MAX_SPACE_SENTENCES)
+    rows = [li * per_lang + i for li in range(len(langs)) for i in range(keep)]
+    texts = [s for lang in langs for s in corpus[lang][:keep]] if corpus is not None else None
+    if corpus is None:
+        notes.append("embedding space: the evaluation corpus is not readable here, so hover shows no text")
+    return embedding_space(
+        before[rows],
+        None if after is None else after[rows],
+        languages=langs,
+        layers=results.layers,
+        ids=corpus.ids[:keep] if corpus is not None else None,
+        texts=texts,
+        after_label=f"after {best.label}" if best is not None else "after",
+    )
 
 
 def _table(frame: pd.DataFrame, index: bool = False) -> str:
@@ -158,6 +166,22 @@ def _conditions_html(results: RunResults, figures: dict[str, go.Figure]) -> str:
             _table(results.correlation),
         ]
     return "\n".join(parts)
+
+
+def _tasks_html(results: RunResults) -> str:
+    """Each task beyond retrieval: every intervention against the baseline and its controls, per metric."""
+    parts = []
+    for task in results.config.evaluate.tasks:
+        if task == "retrieval":
+            continue
+        for metric in task_class(task).metrics:
+            table = results.comparison(metric, task=task)
+            if not table.empty:
+                parts += [
+                    f"<h3>{html.escape(task)}: {html.escape(metric)}</h3>",
+                    _table(table.drop(columns=["intervention", "expert_lang", "k"])),
+                ]
+    return "\n".join(parts) or '<p class="note">This study measured retrieval only.</p>'
 
 
 def _full_tables_html(results: RunResults) -> str:
@@ -218,6 +242,7 @@ def build_report(results: RunResults, *, cards: bool = True) -> str:
         ),
         ("alignment", "Alignment", _figure(figures, "cka") + _figure(figures, "cosine")),
         ("conditions", "Conditions", _conditions_html(results, figures)),
+        ("tasks", "Other tasks", _tasks_html(results)),
         (
             "space",
             "Embedding space",
@@ -264,6 +289,11 @@ def write_report(
     """
     if not isinstance(results, RunResults):
         results = RunResults.load(results)
+    if "retrieval" not in results.config.evaluate.tasks:
+        raise ResultsError(
+            "the report's figures are the retrieval task's: this study has none (results.study_summary() and "
+            "results.comparison(task=...) give its numbers)"
+        )
     if out is None and results.folder is None:
         raise InputError("these results have no run folder: pass out= for the report")
     target = Path(out) if out is not None else Path(str(results.folder)) / "report.html"

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -50,11 +51,13 @@ from xlens._display import html_card, short_list
 from xlens._io import load_tensors
 from xlens.activations import Responses, corpus_texts
 from xlens.artifacts import ArtifactStore
+from xlens.conditions import Condition, controls_of
 from xlens.config import ExperimentConfig
 from xlens.data.splits import load_splits
 from xlens.errors import ResultsError
+from xlens.evaluation.registry import task_class
 from xlens.experts.sets import ExpertScores
-from xlens.interventions.registry import spec_class
+from xlens.metrics.bootstrap import bootstrap_correlation
 from xlens.models.lens import LensModel
 from xlens.models.loading import load_model
 from xlens.runfolder import CACHE, read_manifest
@@ -63,110 +66,77 @@ if TYPE_CHECKING:
     from xlens.config import ExperimentConfig
     from xlens.data.corpus import ParallelCorpus
     from xlens.experts.sets import ExpertScores
-    from xlens.interventions.spec import InterventionSpec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: tasks; differences with a task column; the tables of tasks beyond retrieval
 RESULTS_FILE = "results.json"
 TABLES = ("retrieval", "alignment", "centroids", "differences", "correlation")
 
 
-def _frozen(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_frozen(v) for v in value)
-    return value
+DIFFERENCE_COLUMNS = (
+    "task", "subject", "against", "metric", "subject_mean", "against_mean", "diff", "low", "high", "significant"
+)  # fmt: skip
 
 
-def _thawed(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_thawed(v) for v in value]
-    return value
+def _compared(condition: Condition, found: pd.DataFrame, shown: list[str]) -> list[dict[str, Any]]:
+    """One row per item group of ``condition``'s differences: against the baseline and each kind of control."""
+    sides: Any = found.assign(side=found["subject"] + " vs " + found["against"])
+    groups = sides.groupby(shown, sort=False, dropna=False) if shown else [((), sides)]
+    rows = []
+    for key, at in groups:
+        at = at.set_index("side")
+        values = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = {**condition.keys(), **dict(zip(shown, values, strict=True))}
+        main = at.loc["condition vs baseline"]
+        row.update(value=main["subject_mean"], baseline=main["against_mean"])
+        row.update({f"{name}_vs_baseline": main[name] for name in ("diff", "low", "high")})
+        row["significant_vs_baseline"] = bool(main["significant"])
+        kinds = [
+            side.split(" vs ")[0]
+            for side in at.index
+            if side.endswith(" vs baseline") and side != "condition vs baseline"
+        ]
+        for kind in kinds:
+            own, against = at.loc[f"{kind} vs baseline"], at.loc[f"condition vs {kind}"]
+            row[f"{kind}_mean"] = own["subject_mean"]
+            row.update({f"{name}_{kind}_vs_baseline": own[name] for name in ("diff", "low", "high")})
+            row.update({f"{name}_vs_{kind}": against[name] for name in ("diff", "low", "high")})
+            row[f"significant_vs_{kind}"] = bool(against["significant"])
+        rows.append(row)
+    return rows
 
 
-@dataclass(frozen=True)
-class Condition:
-    """One measured setting: the baseline, or ``method`` with its ``params`` on ``language``'s experts at ``k``.
-
-    ``tag`` is the method with the settings that differ from its defaults (``force(value=on_mean)``), so labels
-    tell conditions of a grid apart: ``force(control=random, seed=1) spa_Latn k=200``.
-    """
-
-    method: str = "none"
-    language: str | None = None
-    k: int | None = None
-    params: tuple[tuple[str, Any], ...] = ()
-    tag: str = ""
-
-    @classmethod
-    def baseline(cls) -> Condition:
-        return cls()
-
-    @classmethod
-    def of(cls, spec: InterventionSpec, language: str, k: int | None) -> Condition:
-        params = tuple(sorted((n, _frozen(v)) for n, v in spec.params().items()))
-        return cls(spec.name, language, k, params, spec.label())
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.method == "none"
-
-    def spec(self) -> InterventionSpec:
-        """The method's spec (from the registry)."""
-        if self.is_baseline:
-            raise ResultsError("the baseline has no intervention spec")
-        return spec_class(self.method).from_dict({n: _thawed(v) for n, v in self.params})
-
-    @property
-    def label(self) -> str:
-        if self.is_baseline:
-            return "baseline"
-        return f"{self.tag or self.method} {self.language}" + ("" if self.k is None else f" k={self.k}")
-
-    @property
-    def control(self) -> str:
-        return str(dict(self.params).get("control", "none"))
-
-    def controlled(self) -> Condition:
-        """The condition this one is a control of (itself when it is no control): the same settings with the
-        control and its seed at their defaults."""
-        if self.control == "none":
-            return self
-        return Condition.of(replace(self.spec(), control="none", seed=0), str(self.language), self.k)
-
-    def keys(self) -> dict[str, Any]:
-        """What names the condition in a table: its label, method, expert language and k (0 for the baseline and
-        for methods without k)."""
-        k = 0 if self.k is None else self.k
-        return {"condition": self.label, "intervention": self.method, "expert_lang": self.language, "k": k}
-
-    def columns(self) -> dict[str, Any]:
-        """The condition's columns in the results tables: :meth:`keys` and every setting (lists joined by
-        commas)."""
-        settings = {n: ",".join(map(str, v)) if isinstance(v, tuple) else v for n, v in self.params}
-        return {**self.keys(), **settings}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "language": self.language,
-            "k": self.k,
-            "params": {n: _thawed(v) for n, v in self.params},
-            "tag": self.tag,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Condition:
-        params = tuple(sorted((n, _frozen(v)) for n, v in data.get("params", {}).items()))
-        return cls(data["method"], data.get("language"), data.get("k"), params, data.get("tag", ""))
+def _at_layers(values: Any, layers: list[int]) -> Any:
+    """Per-language values at ``layers`` (values without a layer kept)."""
+    return values[values["layer"].isna() | values["layer"].isin(layers)]
 
 
-def controls_of(conditions: Sequence[Condition]) -> dict[str, dict[str, list[Condition]]]:
-    """For each controlled condition's label, its controls by kind (``random``, ``random-per-block``), seeds in
-    order."""
-    out: dict[str, dict[str, list[Condition]]] = {}
-    for condition in conditions:
-        if condition.control != "none":
-            out.setdefault(condition.controlled().label, {}).setdefault(condition.control, []).append(condition)
-    return out
+def _interval(row: Any, side: str) -> str:
+    return f"{row[f'diff_{side}']:+.3f} [{row[f'low_{side}']:+.3f}, {row[f'high_{side}']:+.3f}]"
+
+
+def _verdict(row: Any, kind: str) -> str:
+    if row[f"low_vs_{kind}"] > 0:
+        return f"above {kind}"
+    if row[f"high_vs_{kind}"] < 0:
+        return f"below {kind}"
+    return f"not distinguishable from {kind}"
+
+
+def compact_comparison(table: pd.DataFrame, confidence: float = 0.95) -> str:
+    """A :meth:`RunResults.comparison` table for the terminal: value, baseline, the change with its interval and,
+    per control, the difference with its interval and a verdict."""
+    kinds = [c.removeprefix("diff_vs_") for c in table.columns if c.startswith("diff_vs_") and c != "diff_vs_baseline"]
+    keys = ["condition", *[c for c in table.columns if c in ("layer", "target", "language", "direction", "src")]]
+    rows = []
+    for row in table.to_dict(orient="records"):
+        shown = {key: int(row[key]) if key == "layer" else row[key] for key in keys}
+        shown |= {"value": f"{row['value']:.3f}", "baseline": f"{row['baseline']:.3f}"}
+        shown[f"change [{confidence:.0%} CI]"] = _interval(row, "vs_baseline")
+        for kind in kinds:
+            shown[f"vs {kind} [{confidence:.0%} CI]"] = _interval(row, f"vs_{kind}")
+            shown[f"vs {kind}"] = _verdict(row, kind)
+        rows.append(shown)
+    return pd.DataFrame(rows).to_string(index=False)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -211,6 +181,7 @@ class RunResults:
     centroids: pd.DataFrame = field(default_factory=pd.DataFrame)
     differences: pd.DataFrame = field(default_factory=pd.DataFrame)
     correlation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    task_tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # tables of the other tasks, by name
     embedding_files: dict[Condition, str] = field(default_factory=dict)
     scores_folder: str | None = None
     folder: Path | None = None
@@ -228,12 +199,13 @@ class RunResults:
             "experts": self.experts,
             "scores": self.scores_folder,
             "conditions": [{**c.to_dict(), "embeddings": self.embedding_files.get(c)} for c in self.conditions],
-            **{name: _records(frame) for name, frame in self.tables().items()},
+            **{name: _records(getattr(self, name)) for name in TABLES},
+            "task_tables": {name: _records(frame) for name, frame in self.task_tables.items()},
         }
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table of the results by name (see the module docstring)."""
-        return {name: getattr(self, name) for name in TABLES}
+        return {**{name: getattr(self, name) for name in TABLES}, **self.task_tables}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], folder: Path | None = None, model: LensModel | None = None) -> RunResults:
@@ -252,6 +224,7 @@ class RunResults:
             experts=data["experts"],
             conditions=conditions,
             **{name: tidy(pd.DataFrame(data.get(name, []))) for name in TABLES},
+            task_tables={name: tidy(pd.DataFrame(rows)) for name, rows in data.get("task_tables", {}).items()},
             embedding_files={c: e["embeddings"] for c, e in zip(conditions, data["conditions"], strict=True)},
             scores_folder=data.get("scores"),
             folder=folder,
@@ -292,9 +265,10 @@ class RunResults:
     def table(self, name: str, condition: Condition | str | None = None) -> pd.DataFrame:
         """The rows of one condition (None: the baseline) in table ``name``; retrieval rows of the ``both``
         mode (queries and candidates under the condition)."""
-        if name not in TABLES or name == "correlation":
-            raise ResultsError(f"unknown table {name!r} for one condition; use one of {', '.join(TABLES[:4])}")
-        rows = select(getattr(self, name), self.condition(condition))
+        tables = {k: v for k, v in self.tables().items() if k != "correlation"}
+        if name not in tables:
+            raise ResultsError(f"unknown table {name!r} for one condition; use one of {', '.join(tables)}")
+        rows = select(tables[name], self.condition(condition))
         return cast(pd.DataFrame, rows[rows["mode"] == "both"]) if name == "retrieval" else rows
 
     def embeddings(self, condition: Condition | str | None = None) -> Float[Tensor, "sentence layer d_model"] | None:
@@ -321,25 +295,65 @@ class RunResults:
         best = max(entries, key=lambda e: e["best_ratio"])
         return self.condition(best["condition"])
 
-    def comparison(self, metric: str = "top1", layers: Sequence[int] | None = None) -> pd.DataFrame:
-        """Every intervention (controls are columns, not rows) at ``layers`` (default: the best baseline layer
-        and the last one), means over language pairs: its ``metric``, the change against the baseline with its
-        bootstrap interval, and, where the run has them, its random controls' mean and spread over seeds and the
-        change against them with its interval. ``significant_*`` is True when the interval excludes 0.
-        ``centroid_spread`` is the mean pairwise cosine distance of the language means and ``to_medoid`` their
-        mean distance to the medoid mean (each beside the baseline's)."""
+    def comparison(
+        self,
+        metric: str = "top1",
+        layers: Sequence[int] | None = None,
+        task: str = "retrieval",
+        where: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Every intervention (controls are columns, not rows) on ``task``'s ``metric``: its value, the change
+        against the baseline with its paired bootstrap interval, and, where the run has them, its random controls'
+        mean and the change against them with its interval. ``significant_*`` is True when the interval excludes
+        0. Rows are the task's summary groups (retrieval: the mean over language pairs; transfer: the mean over
+        targets, baseline probe; ``where`` narrows or changes them, e.g. ``{"target": "spa_Latn"}``) at ``layers``
+        (default: the best baseline layer and the last one where the run has retrieval, else all).
+
+        For retrieval also: ``{kind}_spread``, the spread of a control's mean over its seeds, ``centroid_spread``
+        (the mean pairwise cosine distance of the language means) and ``to_medoid`` (their mean distance to the
+        medoid mean), each beside the baseline's."""
+        found: Any = self._differences(task, metric)
+        summary = {**task_class(task).summary, **(where or {})}
+        fixed = []
+        for column, value in summary.items():
+            if column in found.columns and (found[column] == value).any():
+                found = found[found[column] == value]
+                fixed.append(column)
+        groups = self._group_columns(found)
+        if "layer" in groups:
+            found = found[found["layer"].isin(self._chosen_layers(layers))]
+        shown = [c for c in groups if c not in fixed]
+        rows = [row for condition in self.interventions if condition.control == "none"
+                for row in _compared(condition, found[found["condition"] == condition.label], shown)]  # fmt: skip
+        frame = pd.DataFrame(rows)
+        return self._retrieval_extras(frame, metric) if task == "retrieval" and not frame.empty else frame
+
+    def _differences(self, task: str, metric: str) -> pd.DataFrame:
         if self.differences.empty:
             raise ResultsError("these results hold no bootstrap comparisons (run them with this version of xlens)")
-        h = self.headline()
-        chosen = list(layers) if layers is not None else list(dict.fromkeys([h["best_layer"], h["last_layer"]]))
         diffs: Any = self.differences
-        means = diffs[
-            (diffs["mode"] == "both")
-            & (diffs["src"] == "mean")
-            & (diffs["metric"] == metric)
-            & diffs["layer"].isin(chosen)
-        ]
-        means = means.assign(side=means["subject"] + " vs " + means["against"])
+        mine = diffs[diffs["task"] == task]
+        if mine.empty:
+            raise ResultsError(f"these results measured no {task!r}; they have {', '.join(diffs['task'].unique())}")
+        if metric not in set(mine["metric"]):
+            raise ResultsError(f"{task} has no paired metric {metric!r}; it has {', '.join(mine['metric'].unique())}")
+        return mine[mine["metric"] == metric]
+
+    def _group_columns(self, found: pd.DataFrame) -> list[str]:
+        """The columns that name a task's item groups (``layer``, ``target``, ...)."""
+        conditions = {name for c in self.conditions for name in c.columns()}
+        named = [str(c) for c in found.columns if c not in {*conditions, *DIFFERENCE_COLUMNS}]
+        return [c for c in named if bool(found[c].notna().any())]
+
+    def _chosen_layers(self, layers: Sequence[int] | None) -> list[int]:
+        if layers is not None:
+            return list(layers)
+        if self.retrieval.empty:
+            return sorted(set(self.layers))
+        h = self.headline()
+        return list(dict.fromkeys([h["best_layer"], h["last_layer"]]))
+
+    def _retrieval_extras(self, frame: pd.DataFrame, metric: str) -> pd.DataFrame:
         retrieval: Any = self.retrieval[self.retrieval["mode"] == "both"]
         per_condition = retrieval.groupby(["condition", "layer"])[metric].mean()
         alignment: Any = self.alignment
@@ -347,34 +361,90 @@ class RunResults:
         centroids: Any = self.centroids
         to_medoid = centroids.groupby(["condition", "layer"])["to_medoid"].mean()
         controls = controls_of(self.conditions)
+        extra = []
+        for row in frame.to_dict(orient="records"):
+            label, layer = row["condition"], row["layer"]
+            # The paper's Table 1: mean pairwise cosine distance of the language means, and their distance to the
+            # medoid mean, here and in the baseline.
+            more = {
+                "centroid_spread": spread.loc[(label, layer)],
+                "baseline_centroid_spread": spread.loc[("baseline", layer)],
+                "to_medoid": to_medoid.loc[(label, layer)],
+                "baseline_to_medoid": to_medoid.loc[("baseline", layer)],
+            }
+            for kind, members in controls.get(label, {}).items():
+                more[f"{kind}_spread"] = float(np.std([per_condition.loc[(c.label, layer)] for c in members]))
+            extra.append(more)
+        return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)
+
+    def study_summary(self) -> str:
+        """Per task and metric, every intervention against the baseline and against its controls, with paired
+        bootstrap intervals and a verdict that says no more than the interval allows; where no control was run,
+        it says so."""
+        blocks, controlled = [], False
+        for task in self.config.evaluate.tasks:
+            for metric in task_class(task).metrics:
+                table = self.comparison(metric, task=task)
+                if not table.empty:
+                    others = [str(c) for c in table.columns if str(c).startswith("diff_vs_")]
+                    controlled = controlled or others != ["diff_vs_baseline"]
+                    blocks.append(f"{task} · {metric}\n{compact_comparison(table, self.config.stats.confidence)}")
+        if not controlled:
+            blocks.append("no random control was run: changes are against the baseline only ([controls] random)")
+        return "\n\n".join(blocks)
+
+    def validity(
+        self,
+        x: str = "retrieval.top1",
+        y: str = "transfer.accuracy",
+        *,
+        across: str = "languages",
+        layers: Sequence[int] | None = None,
+    ) -> pd.DataFrame:
+        """Does one task's metric predict another's? Pearson's r and Spearman's rho, with percentile bootstrap
+        intervals (``[stats]``'s resamples, seed and confidence), between per-language values of ``x`` and ``y``
+        (``"task.metric"``; see each task's ``per_language``): ``across="languages"``, one correlation per
+        condition and layer over the languages; ``across="conditions"``, one per language and layer over the
+        conditions. Layers: ``layers`` (default: the best baseline layer and the last one where the run has
+        retrieval, else all); a task without layers (fidelity) pairs with every layer."""
+        if across not in ("languages", "conditions"):
+            raise ResultsError(f"across = {across!r}: must be 'languages' or 'conditions'")
+        both = self.paired_values(x, y, self._chosen_layers(layers))
+        by = ["condition", "layer"] if across == "languages" else ["language", "layer"]
+        stats = self.config.stats
         rows = []
-        for condition in self.interventions:
-            if condition.control != "none":
+        groups: Any = both.groupby(by, sort=False)
+        for key, group in groups:
+            if len(group) < 3:
                 continue
-            mine = means[means["condition"] == condition.label]
-            for layer in chosen:
-                at = mine[mine["layer"] == layer].set_index("side")
-                row: dict[str, Any] = {**condition.keys(), "layer": layer}
-                main = at.loc["condition vs baseline"]
-                row.update(value=main["subject_mean"], baseline=main["against_mean"])
-                row.update({f"{name}_vs_baseline": main[name] for name in ("diff", "low", "high")})
-                row["significant_vs_baseline"] = bool(main["significant"])
-                # The paper's Table 1: mean pairwise cosine distance of the language means, and their distance to
-                # the medoid mean, here and in the baseline.
-                row["centroid_spread"] = spread.loc[(condition.label, layer)]
-                row["baseline_centroid_spread"] = spread.loc[("baseline", layer)]
-                row["to_medoid"] = to_medoid.loc[(condition.label, layer)]
-                row["baseline_to_medoid"] = to_medoid.loc[("baseline", layer)]
-                for kind, members in controls.get(condition.label, {}).items():
-                    seeds = [per_condition.loc[(c.label, layer)] for c in members]
-                    own, against = at.loc[f"{kind} vs baseline"], at.loc[f"condition vs {kind}"]
-                    row[f"{kind}_mean"] = own["subject_mean"]
-                    row[f"{kind}_spread"] = float(np.std(seeds))  # over the seeds' means
-                    row.update({f"{name}_{kind}_vs_baseline": own[name] for name in ("diff", "low", "high")})
-                    row.update({f"{name}_vs_{kind}": against[name] for name in ("diff", "low", "high")})
-                    row[f"significant_vs_{kind}"] = bool(against["significant"])
-                rows.append(row)
+            xs, ys = (torch.tensor(group[c].to_numpy(dtype=float)) for c in ("x", "y"))
+            r, rho = (bootstrap_correlation(xs, ys, stats.resamples, stats.seed, stats.confidence, m)
+                      for m in ("pearson", "spearman"))  # fmt: skip
+            rows.append({"x": x, "y": y, "across": across, **dict(zip(by, key, strict=True)), "points": len(group)}
+                        | dict(zip(("pearson", "pearson_low", "pearson_high"), r, strict=True))
+                        | dict(zip(("spearman", "spearman_low", "spearman_high"), rho, strict=True)))  # fmt: skip
+        if not rows:
+            raise ResultsError(f"no {across} group has 3 or more points of both {x} and {y}")
         return pd.DataFrame(rows)
+
+    def language_values(self, metric: str) -> pd.DataFrame:
+        """Per condition, layer and language, one value of ``"task.metric"`` (``retrieval.top1``)."""
+        task, _, name = metric.partition(".")
+        if task not in self.config.evaluate.tasks or not name:
+            raise ResultsError(f"{metric!r}: write task.metric with a task of this run ({self.config.evaluate.tasks})")
+        return task_class(task).per_language(self.tables(), name)
+
+    def paired_values(self, x: str, y: str, layers: list[int]) -> pd.DataFrame:
+        """Per condition, layer and language, the values of ``x`` and ``y`` side by side (columns ``x``, ``y``)."""
+        xs: Any = _at_layers(self.language_values(x), layers)
+        ys: Any = _at_layers(self.language_values(y), layers)
+        on = ["condition", "language"]
+        if xs["layer"].notna().any() and ys["layer"].notna().any():
+            on.append("layer")
+        merged = xs.rename(columns={"value": "x"}).merge(ys.rename(columns={"value": "y"}), on=on, suffixes=("", "_y"))
+        if "layer_y" in merged.columns:
+            merged["layer"] = merged["layer"].fillna(merged.pop("layer_y"))
+        return merged
 
     # --- the run folder's other contents -----------------------------------------------------------------
 
@@ -471,22 +541,7 @@ def headline(results: RunResults) -> dict[str, Any]:
     conditions, pairs_changed = [], []
     for condition in results.interventions:
         group: Any = results.table("retrieval", condition)
-        mean_by_layer: Any = group.groupby("layer")["top1"].mean()
-        ratio = mean_by_layer / by_layer.loc[mean_by_layer.index]
-        align: Any = results.table("alignment", condition)
-        entry: dict[str, Any] = {
-            **condition.keys(),
-            "control": condition.control,
-            "top1_best_layer": float(mean_by_layer.loc[best_layer]),
-            "top1_last_layer": float(mean_by_layer.loc[last_layer]),
-            "best_ratio": float(ratio.max()),
-            "best_ratio_layer": int(ratio.idxmax()),
-        }
-        for metric in ("cosine_parallel", "cosine_gap", "cka"):
-            for name, layer in (("best", best_layer), ("last", last_layer)):
-                after = align[align["layer"] == layer][metric].mean()
-                before = align_base[align_base["layer"] == layer][metric].mean()
-                entry[f"delta_{metric}_{name}_layer"] = float(after - before)
+        entry = _condition_entry(results, condition, group, by_layer, (best_layer, last_layer), align_base)
         conditions.append(entry)
         if condition.control != "none":
             continue  # a control's lucky pair is no finding
@@ -517,6 +572,31 @@ def headline(results: RunResults) -> dict[str, Any]:
         if best_gain is None
         else {**best_gain, "gain": best_gain["after"] - best_gain["before"]},
     }
+
+
+def _condition_entry(
+    results: RunResults, condition: Condition, group: Any, by_layer: Any, layers: tuple[int, int], align_base: Any
+) -> dict[str, Any]:
+    """One condition's headline numbers: mean top-1 at the best and last layer, its best ratio to the baseline,
+    and how cosine and CKA moved there."""
+    best_layer, last_layer = layers
+    mean_by_layer: Any = group.groupby("layer")["top1"].mean()
+    ratio = mean_by_layer / by_layer.loc[mean_by_layer.index]
+    align: Any = results.table("alignment", condition)
+    entry: dict[str, Any] = {
+        **condition.keys(),
+        "control": condition.control,
+        "top1_best_layer": float(mean_by_layer.loc[best_layer]),
+        "top1_last_layer": float(mean_by_layer.loc[last_layer]),
+        "best_ratio": float(ratio.max()),
+        "best_ratio_layer": int(ratio.idxmax()),
+    }
+    for metric in ("cosine_parallel", "cosine_gap", "cka"):
+        for name, layer in (("best", best_layer), ("last", last_layer)):
+            after = align[align["layer"] == layer][metric].mean()
+            before = align_base[align_base["layer"] == layer][metric].mean()
+            entry[f"delta_{metric}_{name}_layer"] = float(after - before)
+    return entry
 
 
 def pair_change_lines(h: dict[str, Any]) -> list[str]:

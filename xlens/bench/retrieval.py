@@ -11,11 +11,13 @@ import torch
 from xlens.activations import corpus_texts
 from xlens.bench.common import machine, peak_rss_mb, sync
 from xlens.config import ExperimentConfig
+from xlens.data.corpus import ParallelCorpus
 from xlens.data.loaders import load_flores
 from xlens.embeddings import sentence_embeddings
 from xlens.experiment import run_experiment
 from xlens.metrics.retrieval import retrieval_matrix
 from xlens.models import load_model
+from xlens.models.lens import LensModel
 from xlens.report import write_report
 
 
@@ -58,13 +60,35 @@ def bench_retrieval(
     (found beside the FLORES folder), 500 FLORES devtest sentences per language for evaluation, one k.
     """
     lm = load_model(model, device=device, dtype=dtype)
-    corpus = load_flores(flores)
+    matrix = _time_matrix(lm, load_flores(flores), layer)
+    report: dict[str, Any] = {
+        "benchmark": "retrieval",
+        "model": lm.identity(),
+        "device": str(lm.device),
+        "machine": machine(),
+        "matrix": matrix,
+    }
+    if not skip_run:
+        config = run_config or _default_run_config(flores, model, device, dtype)
+        same_model = config.model == (model or "gemma-3-270m")
+        report["end_to_end"] = _time_end_to_end(config, run_out, lm if same_model else None, force)
+    return report
+
+
+def _flores_embeddings(lm: LensModel, corpus: ParallelCorpus, layer: int) -> tuple[torch.Tensor, float]:
+    """Every sentence's embedding at ``layer`` as ``[lang, sentence, d_model]`` on the model's device, and the
+    seconds embedding took."""
     langs = corpus.languages
     start = time.perf_counter()
     texts, _ = corpus_texts(corpus, langs)
     emb = sentence_embeddings(lm, texts, layers=[layer], batch_size=256, desc="FLORES embeddings")
     embed_s = time.perf_counter() - start
-    E = emb[:, 0].view(len(langs), len(corpus), -1).to(lm.device)
+    return emb[:, 0].view(len(langs), len(corpus), -1).to(lm.device), embed_s
+
+
+def _time_matrix(lm: LensModel, corpus: ParallelCorpus, layer: int) -> dict[str, Any]:
+    """Time the retrieval matrix of every language of ``corpus`` at ``layer`` against the rate of its matmuls."""
+    E, embed_s = _flores_embeddings(lm, corpus, layer)
     sync(lm.device)
     start = time.perf_counter()
     block_langs = 16  # target languages per matmul, the same in the timed matrix and in the GEMM-rate probe
@@ -76,51 +100,55 @@ def bench_retrieval(
     n_lang, n_sent, d_model = E.shape
     matmul_flop = n_lang * (n_lang - 1) / 2 * 2 * n_sent**2 * d_model
     top1 = matrix["top1"]
-    off_diag = ~torch.eye(len(langs), dtype=torch.bool, device=top1.device)
-    report: dict[str, Any] = {
-        "benchmark": "retrieval",
-        "model": lm.identity(),
-        "device": str(lm.device),
-        "machine": machine(),
-        "matrix": {
-            "languages": len(langs),
-            "sentences_per_language": len(corpus),
-            "sentences_dropped_as_duplicates": len(corpus.dropped_ids),
-            "d_model": d_model,
-            "layer": layer,
-            "embedding_s": embed_s,
-            "retrieval_matrix_s": matrix_s,
-            "matmul_tflop": matmul_flop / 1e12,
-            "gemm_gflops_measured": gemm_flops_per_s / 1e9,
-            "matmul_time_at_measured_gemm_rate_s": matmul_flop / gemm_flops_per_s,
-            "mean_top1_off_diagonal": float(top1[off_diag].mean()),
-            "target_s": 30,
-        },
+    off_diag = ~torch.eye(n_lang, dtype=torch.bool, device=top1.device)
+    return {
+        "languages": n_lang,
+        "sentences_per_language": len(corpus),
+        "sentences_dropped_as_duplicates": len(corpus.dropped_ids),
+        "d_model": d_model,
+        "layer": layer,
+        "embedding_s": embed_s,
+        "retrieval_matrix_s": matrix_s,
+        "matmul_tflop": matmul_flop / 1e12,
+        "gemm_gflops_measured": gemm_flops_per_s / 1e9,
+        "matmul_time_at_measured_gemm_rate_s": matmul_flop / gemm_flops_per_s,
+        "mean_top1_off_diagonal": float(top1[off_diag].mean()),
+        "target_s": 30,
     }
-    if not skip_run:
-        config = run_config or ExperimentConfig.from_dict(
-            {
-                "model": model or "gemma-3-270m",
-                "languages": ["en", "es", "de", "fr", "ja"],
-                "find": {"corpus": f"ntrex:{Path(flores).resolve().parents[1] / 'ntrex128'}", "sentences": 200},
-                "intervene": {"method": "force", "k": [200]},
-                "evaluate": {"corpus": f"flores:{Path(flores).resolve()}", "sentences": 500},
-                "runtime": {"device": device, "dtype": dtype},
-            }
-        )
-        resumed = (Path(run_out) / "cache").exists()  # a warm cache would make the timing meaningless
-        start = time.perf_counter()
-        same_model = config.model == (model or "gemma-3-270m")
-        results = run_experiment(config, run_out, model=lm if same_model else None, progress=False, force=force)
-        experiment_s = time.perf_counter() - start
-        write_report(results)  # `xlens run` ends with the report, so the timing does too
-        report["end_to_end"] = {
-            "config": config.to_dict(),
-            "wall_s": time.perf_counter() - start,
-            "experiment_s": experiment_s,
-            "timings": results.provenance["timings"],
-            "resumed_from_cache": resumed,
-            "target_s": 600,
-            "peak_rss_mb": peak_rss_mb(),
+
+
+def _default_run_config(
+    flores: str | Path, model: str | None, device: str | None, dtype: str | None
+) -> ExperimentConfig:
+    """The issue's end-to-end setting: en/es/de/fr/ja, experts on 200 NTREX-128 sentences per language (found
+    beside the FLORES folder), 500 FLORES sentences per language for evaluation, one k."""
+    return ExperimentConfig.from_dict(
+        {
+            "model": model or "gemma-3-270m",
+            "languages": ["en", "es", "de", "fr", "ja"],
+            "find": {"corpus": f"ntrex:{Path(flores).resolve().parents[1] / 'ntrex128'}", "sentences": 200},
+            "intervene": {"method": "force", "k": [200]},
+            "evaluate": {"corpus": f"flores:{Path(flores).resolve()}", "sentences": 500},
+            "runtime": {"device": device, "dtype": dtype},
         }
-    return report
+    )
+
+
+def _time_end_to_end(
+    config: ExperimentConfig, run_out: str | Path, lm: LensModel | None, force: bool
+) -> dict[str, Any]:
+    """Time what ``xlens run`` does, the experiment and then its report, reusing ``lm`` when given."""
+    resumed = (Path(run_out) / "cache").exists()  # a warm cache would make the timing meaningless
+    start = time.perf_counter()
+    results = run_experiment(config, run_out, model=lm, progress=False, force=force)
+    experiment_s = time.perf_counter() - start
+    write_report(results)  # `xlens run` ends with the report, so the timing does too
+    return {
+        "config": config.to_dict(),
+        "wall_s": time.perf_counter() - start,
+        "experiment_s": experiment_s,
+        "timings": results.provenance["timings"],
+        "resumed_from_cache": resumed,
+        "target_s": 600,
+        "peak_rss_mb": peak_rss_mb(),
+    }

@@ -368,7 +368,6 @@ def _table_sentences(
     ``eng_Latn``, ``sentence_eng_Latn``). A single-language config passes its ``language``.
     """
     data = cast(dict[str, list[Any]], ds.to_dict())  # batched=False: one dict of columns
-    cols = list(data)
     ids = _as_ints(data["id"]) if "id" in data else None  # per row; unique per language in long layouts
 
     lang_col = next((c for c in ("lang", "language", "lang_code", "flores_code") if c in data), None)
@@ -380,20 +379,7 @@ def _table_sentences(
             row_langs = [str(v) for v in data[lang_col]]
         else:
             row_langs = [str(language)] * len(ds)
-        rows = sorted(range(len(ds)), key=lambda i: ids[i]) if ids is not None else range(len(ds))
-        grouped: dict[str, list[str]] = {}
-        grouped_ids: dict[str, list[int]] = {}
-        for i in rows:  # sorted by id: rows align by id, not by storage order
-            lang = flores_code(row_langs[i])
-            grouped.setdefault(lang, []).append(_clean(data["text"][i]))
-            if ids is not None:
-                grouped_ids.setdefault(lang, []).append(ids[i])
-        if ids is None:
-            return grouped, None
-        id_lists = list(grouped_ids.values())
-        if any(lang_ids != id_lists[0] for lang_ids in id_lists):
-            raise CorpusError(f"{where}: languages cover different ids, so their rows do not align")
-        return grouped, id_lists[0]
+        return _long_sentences(data["text"], row_langs, ids, where)
 
     if ids is not None and len(set(ids)) != len(ids):
         ids = None  # one row per sentence here, so repeated "ids" are not row ids
@@ -401,7 +387,34 @@ def _table_sentences(
         pairs: list[dict[str, Any]] = data["translation"]
         codes = list(pairs[0]) if pairs else []
         return {flores_code(c): [_clean(p.get(c)) for p in pairs] for c in codes}, ids
+    return _wide_sentences(data, where), ids
 
+
+def _long_sentences(
+    texts: list[Any], row_langs: list[str], ids: list[int] | None, where: str
+) -> tuple[dict[str, list[str]], list[int] | None]:
+    """Sentences per FLORES code of a long layout (one row per sentence and language), rows in id order, and the
+    ids, which every language must cover alike."""
+    rows = sorted(range(len(row_langs)), key=lambda i: ids[i]) if ids is not None else range(len(row_langs))
+    grouped: dict[str, list[str]] = {}
+    grouped_ids: dict[str, list[int]] = {}
+    for i in rows:  # sorted by id: rows align by id, not by storage order
+        lang = flores_code(row_langs[i])
+        grouped.setdefault(lang, []).append(_clean(texts[i]))
+        if ids is not None:
+            grouped_ids.setdefault(lang, []).append(ids[i])
+    if ids is None:
+        return grouped, None
+    id_lists = list(grouped_ids.values())
+    if any(lang_ids != id_lists[0] for lang_ids in id_lists):
+        raise CorpusError(f"{where}: languages cover different ids, so their rows do not align")
+    return grouped, id_lists[0]
+
+
+def _wide_sentences(data: dict[str, list[Any]], where: str) -> dict[str, list[str]]:
+    """Sentences per FLORES code of a wide layout, one column per language (``en``, ``eng_Latn``,
+    ``sentence_eng_Latn``); other columns are skipped."""
+    cols = list(data)
     wide: dict[str, list[str]] = {}
     for c in cols:
         if c == "id":  # 'id' is also Indonesian's ISO 639-1 code
@@ -418,7 +431,7 @@ def _table_sentences(
             f"{where}: no language columns among {cols}; expected a text column with a language column, "
             "a translation column, or one column per language (en, eng_Latn, sentence_eng_Latn)"
         )
-    return wide, ids
+    return wide
 
 
 def _as_ints(values: list[Any]) -> list[int] | None:
@@ -570,7 +583,7 @@ def resolve_spec_paths(spec: str, base: str | os.PathLike[str]) -> str:
     scheme, _, rest = text.partition(":")
     kind = scheme.casefold()
     root = Path(base)
-    if kind not in ("flores", "ntrex", "dir", "tsv", "hf", "sib200") or not rest:
+    if kind not in ("flores", "ntrex", "dir", "tsv", "hf", "sib200", "bucc") or not rest:
         return text
     suffix = ""
     path = rest

@@ -128,34 +128,11 @@ class ExpertScores:
             _check_k(count, n, "units")
             chosen = _top(score, count)
         elif method == "per-block":
-            blocks = self.units.blocks()
-            chosen_parts = []
-            for block in blocks.unique().tolist():
-                members = (blocks == block).nonzero().squeeze(1)
-                _check_k(count, len(members), f"units in block {block}")
-                chosen_parts.append(members[_top(score[members], count)])
-            chosen = torch.cat(chosen_parts)
-            chosen = chosen[score[chosen].argsort(descending=True, stable=True)]
+            chosen = _top_per_block(score, self.units.blocks(), count)
         elif method == "top-bottom":
-            bk = count if bottom_k is None else bottom_k
-            _check_k(count + bk, n, "units (top + bottom)")
-            top = _top(score, count)
-            bottom = _top(-score, bk)
-            chosen = torch.cat([top, bottom])
-            sign = torch.cat([torch.ones(count, dtype=torch.long), -torch.ones(bk, dtype=torch.long)])
+            chosen, sign = _top_and_bottom(score, count, count if bottom_k is None else bottom_k)
         elif method == "threshold":
-            if threshold is None:
-                raise ExpertInputError(f"method 'threshold' needs threshold=<{by.upper()} value in [0, 1]>")
-            chosen = (score >= threshold).nonzero().squeeze(1)
-            chosen = chosen[score[chosen].argsort(descending=True, stable=True)]
-            if len(chosen) == 0 or len(chosen) < count:
-                wanted = f"fewer than the k={count} asked for" if count else "none"
-                raise ExpertInputError(
-                    f"{len(chosen)} units have {by.upper()} >= {threshold} for {self.languages[li]} (best "
-                    f"{score.max().item():.4f}): {wanted}; lower the threshold{' or k' if count else ''}"
-                )
-            if count:
-                chosen = chosen[:count]
+            chosen = _above_threshold(score, threshold, count, by, self.languages[li])
         else:
             raise ExpertInputError(f"unknown selection method {method!r}; use one of {', '.join(SELECTIONS)}")
         meta = {"k": k, "by": by, "bottom_k": bottom_k, "threshold": threshold}
@@ -340,6 +317,45 @@ def _against_negatives(
     everything = unit_statistics(values, ids, len(languages))
     stats.update(all_p50=everything.all_p50, all_mean=everything.all_mean)
     return torch.stack(rows_ap), torch.stack(rows_auroc), stats
+
+
+def _top_per_block(score: Float[Tensor, " unit"], blocks: Int[Tensor, " unit"], k: int) -> Int[Tensor, " k"]:
+    """The ``k`` best units of every block, best first over all blocks."""
+    chosen_parts = []
+    for block in blocks.unique().tolist():
+        members = (blocks == block).nonzero().squeeze(1)
+        _check_k(k, len(members), f"units in block {block}")
+        chosen_parts.append(members[_top(score[members], k)])
+    chosen = torch.cat(chosen_parts)
+    return chosen[score[chosen].argsort(descending=True, stable=True)]
+
+
+def _top_and_bottom(
+    score: Float[Tensor, " unit"], k: int, bottom_k: int
+) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"]]:
+    """The ``k`` best units then the ``bottom_k`` worst ones, and their signs (+1 top, -1 bottom)."""
+    _check_k(k + bottom_k, score.shape[0], "units (top + bottom)")
+    top = _top(score, k)
+    bottom = _top(-score, bottom_k)
+    sign = torch.cat([torch.ones(k, dtype=torch.long), -torch.ones(bottom_k, dtype=torch.long)])
+    return torch.cat([top, bottom]), sign
+
+
+def _above_threshold(
+    score: Float[Tensor, " unit"], threshold: float | None, k: int, by: str, language: str
+) -> Int[Tensor, " k"]:
+    """Every unit scoring at least ``threshold``, best first (with ``k``: the ``k`` best, which must all pass)."""
+    if threshold is None:
+        raise ExpertInputError(f"method 'threshold' needs threshold=<{by.upper()} value in [0, 1]>")
+    chosen = (score >= threshold).nonzero().squeeze(1)
+    chosen = chosen[score[chosen].argsort(descending=True, stable=True)]
+    if len(chosen) == 0 or len(chosen) < k:
+        wanted = f"fewer than the k={k} asked for" if k else "none"
+        raise ExpertInputError(
+            f"{len(chosen)} units have {by.upper()} >= {threshold} for {language} (best "
+            f"{score.max().item():.4f}): {wanted}; lower the threshold{' or k' if k else ''}"
+        )
+    return chosen[:k] if k else chosen
 
 
 def _check_k(k: int, available: int, what: str) -> None:

@@ -15,7 +15,7 @@ from xlens.metrics.alignment import (
     mean_center,
     medoid_distances,
 )
-from xlens.metrics.bootstrap import bootstrap_pearson, paired_bootstrap, pearson, resample_counts
+from xlens.metrics.bootstrap import bootstrap_correlation, paired_bootstrap, pearson, resample_counts
 from xlens.metrics.mining import Candidates, MiningScores, best_threshold, mine, mining_scores
 from xlens.metrics.retrieval import RetrievalScores, retrieval, retrieval_matrix, retrieval_ranks
 
@@ -27,7 +27,7 @@ __all__ = [
     "RetrievalScores",
     "alignment_scores",
     "best_threshold",
-    "bootstrap_pearson",
+    "bootstrap_correlation",
     "centroid_distance",
     "centroid_distance_matrix",
     "cka_matrix",

@@ -70,27 +70,70 @@ def pearson(x: Float[Tensor, " point"], y: Float[Tensor, " point"]) -> float:
     return float((x * y).sum() / denominator) if denominator > 0 else float("nan")
 
 
-def bootstrap_pearson(
+def _weighted_r(
+    x: Float[Tensor, "resample point"], y: Float[Tensor, "resample point"], counts: Float[Tensor, "resample point"]
+) -> Float[Tensor, " kept"]:
+    """Pearson's r of every resample (points weighted by how often they are drawn); resamples in which x or y is
+    constant are left out."""
+    total = counts.sum(dim=1, keepdim=True)
+    cx = x - (counts * x).sum(dim=1, keepdim=True) / total
+    cy = y - (counts * y).sum(dim=1, keepdim=True) / total
+    cov = (counts * cx * cy).sum(dim=1)
+    scale = ((counts * cx.square()).sum(dim=1) * (counts * cy.square()).sum(dim=1)).sqrt()
+    keep = scale > 1e-12 * total.squeeze(1) ** 2
+    return cov[keep] / scale[keep]
+
+
+def _interval(values: Tensor, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2
+    if values.numel() == 0:
+        return float("nan"), float("nan")
+    low, high = _quantiles(values, (tail, 1 - tail))
+    return float(low), float(high)
+
+
+def _check_sample(x: Tensor, y: Tensor) -> None:
+    if x.shape != y.shape or x.ndim != 1 or x.shape[0] < 3:
+        raise MetricInputError(f"a correlation needs two 1-D samples of the same length >= 3, got {x.shape}, {y.shape}")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise MetricInputError("a correlation needs finite values (NaN or inf found)")
+
+
+def average_ranks(
+    x: Float[Tensor, " point"], counts: Float[Tensor, "resample point"]
+) -> Float[Tensor, "resample point"]:
+    """Each point's rank (1-based, ties averaged) within every resample, a point drawn w times counting w times:
+    what ``scipy.stats.rankdata`` gives the resampled values."""
+    xd = x.double()
+    below = (xd[None, :] < xd[:, None]).double()  # [i, j]: x_j < x_i
+    equal = (xd[None, :] == xd[:, None]).double()
+    return counts @ below.T + (counts @ equal.T + 1) / 2
+
+
+def spearman(x: Float[Tensor, " point"], y: Float[Tensor, " point"]) -> float:
+    """Spearman's rho: Pearson's r of the average ranks (NaN when either sample is constant)."""
+    ones = torch.ones(1, x.shape[0], dtype=torch.float64)
+    return pearson(average_ranks(x, ones)[0], average_ranks(y, ones)[0])
+
+
+def bootstrap_correlation(
     x: Float[Tensor, " point"],
     y: Float[Tensor, " point"],
     resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    method: str = "pearson",
 ) -> tuple[float, float, float]:
-    """Pearson's r of paired samples and its percentile bootstrap interval (points resampled with replacement,
-    all resamples at once). Resamples whose x or y is constant are left out of the interval."""
-    if x.shape != y.shape or x.ndim != 1 or x.shape[0] < 3:
-        raise MetricInputError(f"a correlation needs two 1-D samples of the same length >= 3, got {x.shape}, {y.shape}")
+    """Pearson's r (``method="pearson"``) or Spearman's rho (``"spearman"``: ranks taken within each resample) of
+    paired samples and its percentile bootstrap interval (points resampled with replacement, all resamples at
+    once, the same resamples for both methods with the same seed). Resamples whose x or y is constant are left
+    out of the interval."""
+    _check_sample(x, y)
+    if method not in ("pearson", "spearman"):
+        raise MetricInputError(f"method = {method!r}: 'pearson' or 'spearman'")
     counts = resample_counts(x.shape[0], resamples, seed)
-    total = counts.sum(dim=1, keepdim=True)
-    xd, yd = x.double(), y.double()
-    mx, my = counts @ xd / total.squeeze(1), counts @ yd / total.squeeze(1)
-    cx, cy = xd[None] - mx[:, None], yd[None] - my[:, None]
-    cov = (counts * cx * cy).sum(dim=1)
-    scale = ((counts * cx.square()).sum(dim=1) * (counts * cy.square()).sum(dim=1)).sqrt()
-    rs = cov[scale > 0] / scale[scale > 0]
-    tail = (1 - confidence) / 2
-    if rs.numel() == 0:
-        return pearson(x, y), float("nan"), float("nan")
-    low, high = _quantiles(rs, (tail, 1 - tail))
-    return pearson(x, y), float(low), float(high)
+    if method == "pearson":
+        xs, ys = x.double()[None].expand_as(counts), y.double()[None].expand_as(counts)
+        return (pearson(x, y), *_interval(_weighted_r(xs, ys, counts), confidence))
+    rho = _weighted_r(average_ranks(x, counts), average_ranks(y, counts), counts)
+    return (spearman(x, y), *_interval(rho, confidence))

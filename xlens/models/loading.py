@@ -242,51 +242,50 @@ def load_model(
         module_paths: regular expressions locating modules for the Hugging Face backend (see
             :data:`~xlens.models.hf.DEFAULT_MODULE_PATHS`), for a model whose layout the defaults miss; implies it.
     """
-    check_backend(backend)
-    if module_paths is not None:
-        if backend == "bridge":
-            raise InputError("module_paths locate modules for the Hugging Face backend: drop them or use backend='hf'")
-        module_patterns(module_paths)  # a bad pattern is named before any weight is read
-        backend = "hf"
+    backend = _chosen_backend(backend, module_paths)
     device = device or default_device()
     torch_dtype = parse_dtype(dtype, device)
     spread = {"device_map": device_map, "n_devices": n_devices, "max_memory": max_memory}
     spread = {k: v for k, v in spread.items() if v is not None}
     how = {"backend": backend, "module_paths": module_paths, "trust_remote_code": trust_remote_code}
     text = str(name) if name is not None else EMBEDDED_MODEL
+    where, source, revision, cached = _model_location(text, revision, seed)
+    return _boot(where, text, source, device, torch_dtype, revision=revision, cached=cached, spread=spread, **how)
+
+
+def _chosen_backend(backend: Backend, module_paths: Mapping[str, str] | None) -> Backend:
+    """``backend`` once checked; ``"hf"`` with ``module_paths``, which are checked too."""
+    check_backend(backend)
+    if module_paths is not None:
+        if backend == "bridge":
+            raise InputError("module_paths locate modules for the Hugging Face backend: drop them or use backend='hf'")
+        module_patterns(module_paths)  # a bad pattern is named before any weight is read
+        backend = "hf"
+    return backend
+
+
+def _model_location(text: str, revision: str | None, seed: int) -> tuple[str | Path, str, str | None, bool]:
+    """Where :func:`load_model` reads model ``text`` from: the folder or hub name, its source, its revision, and
+    whether the folder is one xlens built in its cache (building it if needed)."""
     if text in EMBEDDED_ALIASES:
         folder = embedded_model_folder()
-        revision = folder_revision(folder)
-        return _boot(
-            folder, text, "embedded", device, torch_dtype, revision=revision, cached=True, spread=spread, **how
-        )
+        return folder, "embedded", folder_revision(folder), True
     if text.startswith("tiny-"):
         folder = tiny_model_folder(text.removeprefix("tiny-"), _models_cache(), seed=seed)
-        revision = folder_revision(folder)
-        return _boot(folder, text, "tiny", device, torch_dtype, revision=revision, cached=True, spread=spread, **how)
+        return folder, "tiny", folder_revision(folder), True
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         folder = gguf_model_folder(path)
-        revision = folder_revision(folder)
-        return _boot(folder, text, "gguf", device, torch_dtype, revision=revision, cached=True, spread=spread, **how)
+        return folder, "gguf", folder_revision(folder), True
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
-        return _boot(path, text, "local", device, torch_dtype, revision=folder_revision(path), spread=spread, **how)
+        return path, "local", folder_revision(path), False
     _check_name(text, path)
     where, source = _hub_location(text, revision)
-    return _boot(
-        where,
-        text,
-        source,
-        device,
-        torch_dtype,
-        revision=revision if source == "hub" else Path(where).name,
-        spread=spread,
-        **how,
-    )
+    return where, source, revision if source == "hub" else Path(where).name, False
 
 
 def _check_name(text: str, path: Path) -> None:

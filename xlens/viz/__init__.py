@@ -22,6 +22,7 @@ from xlens.viz.export import PAPER_SIZES, find_browser, image_export_available, 
 from xlens.viz.neuron import ActivatedText, NeuronCard, neuron_card, token_html, unit_token_activations
 from xlens.viz.space import embedding_space, pca_fit, project_2d
 from xlens.viz.style import TEMPLATE, language_color, language_colors
+from xlens.viz.validity import validity_scatter
 
 __all__ = [
     "PAPER_SIZES",
@@ -58,4 +59,5 @@ __all__ = [
     "similarity_heatmaps",
     "token_html",
     "unit_token_activations",
+    "validity_scatter",
 ]

@@ -13,8 +13,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from xlens.conditions import Condition
 from xlens.errors import ResultsError
-from xlens.results import Condition, RunResults
+from xlens.results import RunResults
 from xlens.viz.style import DIVERGING, SEQUENTIAL, TEMPLATE, language_color, layer_slider, nan_to_none
 
 ALIGNMENT_METRICS = ("cosine_parallel", "cosine_random", "cosine_gap", "cka", "cka_debiased", "centroid_distance")
@@ -202,68 +203,82 @@ def improvement_bars(results: RunResults) -> go.Figure:
     return fig
 
 
-def condition_gains(results: RunResults, metric: str = "top1", layers: list[int] | None = None) -> go.Figure:
-    """The change of mean ``metric`` over language pairs under every intervention of a grid, with its bootstrap
-    interval, one panel per layer (default: the best baseline layer and the last one). Conditions are grouped by
-    method, settings and k along x, one colour per expert language, each beside its random controls (hollow, mean
-    over seeds: circles for random units, diamonds for random units matched per block) where the run has them."""
-    if metric not in RETRIEVAL_METRICS[::2]:
-        raise ResultsError(f"the bootstrap covers top1 and mrr, not {metric!r}")
-    table = results.comparison(metric, layers)
-    chosen = list(dict.fromkeys(table["layer"]))
+def condition_gains(
+    results: RunResults,
+    metric: str = "top1",
+    layers: list[int] | None = None,
+    task: str = "retrieval",
+    where: dict[str, Any] | None = None,
+) -> go.Figure:
+    """The change of ``task``'s ``metric`` (retrieval: the mean over language pairs; see
+    :meth:`RunResults.comparison` for the others and for ``where``) under every intervention of a grid, with its
+    bootstrap interval, one panel per layer (default: the best baseline layer and the last one). Conditions are
+    grouped by method, settings and k along x, one colour per expert language, each beside its random controls
+    (hollow, mean over seeds: circles for random units, diamonds for random units matched per block) where the run
+    has them."""
+    table = results.comparison(metric, layers, task=task, where=where)
+    if table.empty:
+        raise ResultsError(f"no intervention of these results measured {task} {metric}")
+    per = ["condition", "layer"] if "layer" in table else ["condition"]
+    if table.duplicated(per).any():
+        extra = [c for c in ("target", "language", "direction", "src") if c in table]
+        raise ResultsError(f"several rows per condition ({', '.join(extra)}): choose one with where={{...}}")
+    chosen = list(dict.fromkeys(table["layer"])) if "layer" in table else [None]
     groups = [
         label.replace(f" {lang}", "") for label, lang in zip(table["condition"], table["expert_lang"], strict=True)
     ]
     table = table.assign(group=groups)
     order = list(dict.fromkeys(groups))
-    langs = list(dict.fromkeys(table["expert_lang"]))
-    step = 0.8 / max(len(langs), 1)
-    sides = [("", "experts", "circle", 0.0)]
-    controls = (
-        ("random", "random units", "circle-open", 0.3),
-        ("random-per-block", "random per block", "diamond-open", 0.6),
-    )
-    for kind, title, symbol, shift in controls:
-        if f"diff_{kind}_vs_baseline" in table:
-            sides.append((f"{kind}_", title, symbol, step * shift))
-    fig = make_subplots(rows=1, cols=len(chosen), shared_yaxes=True, subplot_titles=[f"layer {x}" for x in chosen])
+    titles = [f"layer {x}" if x is not None else task for x in chosen]
+    fig = make_subplots(rows=1, cols=len(chosen), shared_yaxes=True, subplot_titles=titles)
     for col, layer in enumerate(chosen, start=1):
-        at_layer = table[table["layer"] == layer]
-        for j, lang in enumerate(langs):
-            rows = at_layer[at_layer["expert_lang"] == lang]
-            base_x = [order.index(g) + (j - (len(langs) - 1) / 2) * step for g in rows["group"]]
-            for side, title, symbol, shift in sides:
-                diff, low, high = (rows[f"{name}_{side}vs_baseline"] for name in ("diff", "low", "high"))
-                name = f"{lang} {title}" if not side else f"{title} ({lang})"
-                fig.add_trace(
-                    go.Scatter(
-                        x=[x + shift for x in base_x],
-                        y=diff,
-                        customdata=rows["group"],
-                        error_y={
-                            "type": "data",
-                            "array": (high - diff).tolist(),
-                            "arrayminus": (diff - low).tolist(),
-                            "thickness": 1.2,
-                            "width": 3,
-                        },
-                        mode="markers",
-                        marker={"symbol": symbol, "size": 8, "color": language_color(str(lang))},
-                        name=name,
-                        legendgroup=name,
-                        showlegend=col == 1,
-                        hovertemplate=f"{name}, %{{customdata}}: Δ{metric} %{{y:+.3f}}<extra></extra>",
-                    ),
-                    row=1,
-                    col=col,
-                )
+        at_layer = table if layer is None else table[table["layer"] == layer]
+        _gain_traces(fig, at_layer, order, metric, col)
         fig.add_hline(y=0, line={"color": "#888", "width": 1}, row=1, col=col)  # type: ignore[arg-type]
     fig.update_xaxes(tickvals=list(range(len(order))), ticktext=order, tickangle=-45)
     fig.update_layout(
         template=TEMPLATE,
-        title=f"Change of mean {metric} vs baseline with {results.config.stats.confidence:.0%} intervals "
+        title=f"{task}: change of {metric} vs baseline with {results.config.stats.confidence:.0%} intervals "
         "(hollow: random-unit controls, mean over seeds; diamonds: matched per block)",
         height=480,
-        yaxis={"title": f"Δ mean {metric}"},
+        yaxis={"title": f"Δ {metric}"},
     )
     return fig
+
+
+_CONTROL_MARKERS = (
+    ("random", "random units", "circle-open", 0.3),
+    ("random-per-block", "random per block", "diamond-open", 0.6),
+)
+
+
+def _gain_traces(fig: go.Figure, table: Any, order: list[str], metric: str, col: int) -> None:
+    """One panel's markers: each expert language's interventions and, shifted beside them, their controls."""
+    langs = list(dict.fromkeys(table["expert_lang"]))
+    step = 0.8 / max(len(langs), 1)
+    sides = [("", "experts", "circle", 0.0)]
+    sides += [(f"{k}_", title, symbol, step * shift) for k, title, symbol, shift in _CONTROL_MARKERS
+              if f"diff_{k}_vs_baseline" in table]  # fmt: skip
+    for j, lang in enumerate(langs):
+        rows = table[table["expert_lang"] == lang]
+        base_x = [order.index(g) + (j - (len(langs) - 1) / 2) * step for g in rows["group"]]
+        for side, title, symbol, shift in sides:
+            diff, low, high = (rows[f"{name}_{side}vs_baseline"] for name in ("diff", "low", "high"))
+            name = f"{lang} {title}" if not side else f"{title} ({lang})"
+            error = {"type": "data", "array": (high - diff).tolist(), "arrayminus": (diff - low).tolist()}
+            fig.add_trace(
+                go.Scatter(
+                    x=[x + shift for x in base_x],
+                    y=diff,
+                    customdata=rows["group"],
+                    error_y=error | {"thickness": 1.2, "width": 3},
+                    mode="markers",
+                    marker={"symbol": symbol, "size": 8, "color": language_color(str(lang))},
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    hovertemplate=f"{name}, %{{customdata}}: Δ{metric} %{{y:+.3f}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )

@@ -298,18 +298,7 @@ def neuron_card(
     li = scores.lang_index(language) if language is not None else int(scores.ap[:, unit].argmax())
     lang = scores.languages[li]
     pooling = pooling or str(scores.meta.get("scored_pooling", "mean"))
-    hook, position = scores.units.locate(unit)
-    card = NeuronCard(
-        unit=unit,
-        label=scores.units.labels([unit])[0],
-        hook=hook,
-        position=position,
-        language=lang,
-        languages=list(scores.languages),
-        ap=scores.ap[:, unit].numpy().astype(float),
-        auroc=scores.auroc[:, unit].numpy().astype(float),
-        pooling=pooling,
-    )
+    card = _scores_card(scores, unit, lang, pooling)
     if responses is None:
         return card
     _check_responses(scores, responses)
@@ -321,16 +310,49 @@ def neuron_card(
         return card
     if len(texts) != responses.n_sentences:
         raise NeuronCardError(f"{len(texts)} texts for {responses.n_sentences} responses: pass the responses' texts")
+    card.top = _top_sentences(scores, unit, responses, values, texts, model, top, max_length)
+    return card
+
+
+def _scores_card(scores: ExpertScores, unit: int, language: str, pooling: str) -> NeuronCard:
+    """The card of ``unit`` with its scores only (no responses, no sentences)."""
+    hook, position = scores.units.locate(unit)
+    return NeuronCard(
+        unit=unit,
+        label=scores.units.labels([unit])[0],
+        hook=hook,
+        position=position,
+        language=language,
+        languages=list(scores.languages),
+        ap=scores.ap[:, unit].numpy().astype(float),
+        auroc=scores.auroc[:, unit].numpy().astype(float),
+        pooling=pooling,
+    )
+
+
+def _top_sentences(
+    scores: ExpertScores,
+    unit: int,
+    responses: Responses,
+    values: Tensor,
+    texts: Sequence[str],
+    model: LensModel | None,
+    top: int,
+    max_length: int | None,
+) -> list[ActivatedText]:
+    """The ``top`` sentences with the highest response ``values``, each with its language and response, and with
+    per-token activations when ``model`` is given."""
+    assert responses.lang_ids is not None
     order = torch.argsort(values, descending=True, stable=True)[:top].tolist()
     chosen = [str(texts[int(i)]) for i in order]
     if model is not None:
-        card.top = unit_token_activations(model, chosen, scores.units, unit, max_length=max_length)
+        items = unit_token_activations(model, chosen, scores.units, unit, max_length=max_length)
     else:
-        card.top = [ActivatedText(text=t, tokens=[], values=np.zeros(0)) for t in chosen]
-    for item, i in zip(card.top, order, strict=True):
+        items = [ActivatedText(text=t, tokens=[], values=np.zeros(0)) for t in chosen]
+    for item, i in zip(items, order, strict=True):
         item.language = responses.languages[int(responses.lang_ids[i])]
         item.pooled = float(values[i])
-    return card
+    return items
 
 
 def _check_responses(scores: ExpertScores, responses: Responses) -> None:

@@ -141,6 +141,41 @@ def embedding_space(
     """
     B = before.detach().float().cpu().numpy()
     A = None if after is None else after.detach().float().cpu().numpy()
+    sentence_ids = _sentence_ids(B, A, languages, layers, ids, texts, layer)
+    start = len(layers) - 1 if layer is None else list(layers).index(layer)
+
+    if method not in ("pca", "umap"):
+        raise ProjectionError(f"unknown projection {method!r}; use 'pca' or 'umap'")
+    coords = [project_2d(B[:, s], None if A is None else A[:, s], method, seed) for s in range(B.shape[1])]
+    panels = [("before", 1)] + ([(after_label, 2)] if A is not None else [])
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p for p, _ in panels], horizontal_spacing=0.06)
+    for col, trace in _scatter_traces(coords[start], panels, languages, sentence_ids, texts, with_style=True):
+        fig.add_trace(trace, row=1, col=col)
+    # Frames only carry coordinates: the hover texts live once in the base traces.
+    fig.frames = [
+        go.Frame(
+            name=str(layer),
+            data=[t for _, t in _scatter_traces(coords[s], panels, languages, sentence_ids, texts, with_style=False)],
+        )
+        for s, layer in enumerate(layers)
+    ]
+    # One empty trace per panel that the HTML export fills with the hovered sentence's translations.
+    for _, col in panels:
+        fig.add_trace(_link_trace(), row=1, col=col)
+    _lay_out(fig, method, layers, start)
+    return fig
+
+
+def _sentence_ids(
+    B: np.ndarray,
+    A: np.ndarray | None,
+    languages: Sequence[str],
+    layers: Sequence[int],
+    ids: Sequence[int] | None,
+    texts: Sequence[str] | None,
+    layer: int | None,
+) -> list[int]:
+    """The sentence id of each row within its language, once the embeddings are checked against their labels."""
     n_rows, n_layers = B.shape[0], B.shape[1]
     if A is not None and A.shape != B.shape:
         raise ProjectionError(f"before {B.shape} and after {A.shape} embeddings differ in shape")
@@ -156,50 +191,49 @@ def embedding_space(
         raise ProjectionError(f"{len(texts)} texts for {n_rows} embedded sentences")
     if layer is not None and layer not in layers:
         raise ProjectionError(f"layer {layer} is not among the embedded layers {list(layers)}")
-    start = len(layers) - 1 if layer is None else list(layers).index(layer)
+    return sentence_ids
 
-    if method not in ("pca", "umap"):
-        raise ProjectionError(f"unknown projection {method!r}; use 'pca' or 'umap'")
-    coords = [project_2d(B[:, s], None if A is None else A[:, s], method, seed) for s in range(n_layers)]
-    panels = [("before", 1)] + ([(after_label, 2)] if A is not None else [])
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p for p, _ in panels], horizontal_spacing=0.06)
 
-    def traces(slot: int, with_style: bool) -> list[tuple[int, go.Scatter]]:
-        out = []
-        for panel, col in panels:
-            xy = coords[slot][0] if col == 1 else coords[slot][1]
-            assert xy is not None
-            for li, lang in enumerate(languages):
-                rows = slice(li * per_lang, (li + 1) * per_lang)
-                trace: dict[str, Any] = {"x": xy[rows, 0], "y": xy[rows, 1]}
-                if with_style:
-                    trace.update(_style(lang, col, panel, sentence_ids, texts, rows))
-                out.append((col, go.Scatter(**trace)))
-        return out
+def _scatter_traces(
+    coords: tuple[np.ndarray, np.ndarray | None],
+    panels: list[tuple[str, int]],
+    languages: Sequence[str],
+    sentence_ids: list[int],
+    texts: Sequence[str] | None,
+    with_style: bool,
+) -> list[tuple[int, go.Scatter]]:
+    """One scatter per panel and language at one layer, with the panel's column; ``with_style`` adds the looks."""
+    per_lang = len(sentence_ids)
+    out = []
+    for panel, col in panels:
+        xy = coords[0] if col == 1 else coords[1]
+        assert xy is not None
+        for li, lang in enumerate(languages):
+            rows = slice(li * per_lang, (li + 1) * per_lang)
+            trace: dict[str, Any] = {"x": xy[rows, 0], "y": xy[rows, 1]}
+            if with_style:
+                trace.update(_style(lang, col, panel, sentence_ids, texts, rows))
+            out.append((col, go.Scatter(**trace)))
+    return out
 
-    for col, trace in traces(start, with_style=True):
-        fig.add_trace(trace, row=1, col=col)
-    # Frames only carry coordinates: the hover texts live once in the base traces.
-    fig.frames = [
-        go.Frame(name=str(layer), data=[t for _, t in traces(s, with_style=False)]) for s, layer in enumerate(layers)
-    ]
-    # One empty trace per panel that the HTML export fills with the hovered sentence's translations.
-    for _, col in panels:
-        fig.add_trace(
-            go.Scatter(
-                x=[],
-                y=[],
-                mode="lines+markers",
-                name="translations",
-                showlegend=False,
-                hoverinfo="skip",
-                line={"color": "rgba(0,0,0,0.5)", "width": 1},
-                marker={"size": 12, "symbol": "circle-open", "color": "black", "line": {"width": 2}},
-                meta="xlens-link",
-            ),
-            row=1,
-            col=col,
-        )
+
+def _link_trace() -> go.Scatter:
+    """An empty ``xlens-link`` trace, drawn as lines through open circles once the HTML export fills it."""
+    return go.Scatter(
+        x=[],
+        y=[],
+        mode="lines+markers",
+        name="translations",
+        showlegend=False,
+        hoverinfo="skip",
+        line={"color": "rgba(0,0,0,0.5)", "width": 1},
+        marker={"size": 12, "symbol": "circle-open", "color": "black", "line": {"width": 2}},
+        meta="xlens-link",
+    )
+
+
+def _lay_out(fig: go.Figure, method: Projection, layers: Sequence[int], start: int) -> None:
+    """Title, size, hover mode, axis titles and the layer slider (at layer index ``start``) of the figure."""
     fig.update_layout(
         template=TEMPLATE,
         title=f"Sentence embeddings ({method.upper()} per layer, fitted on the baseline)",
@@ -209,7 +243,6 @@ def embedding_space(
     )
     fig.update_xaxes(title_text="component 1")
     fig.update_yaxes(title_text="component 2", col=1)
-    return fig
 
 
 def _style(lang: str, col: int, panel: str, ids: list[int], texts: Sequence[str] | None, rows: slice) -> dict[str, Any]:
