@@ -307,3 +307,24 @@ def test_condition_gains_draws_any_tasks_changes_with_their_intervals(tiny_gpt2:
     assert any(t.name.startswith("random units") for t in fig.data)
     with pytest.raises(ResultsError, match="these results measured no 'mining'"):
         condition_gains(results, "decision", task="mining")
+
+
+def test_fidelity_matches_generation_and_perplexity_computed_directly(tiny_gpt2: LensModel, tmp_path: Path) -> None:
+    from xlens.generation import generate, language_id, load_prompts, perplexity
+
+    config = _config(layers=[2], tasks=["fidelity"], fidelity={"held_out": 4, "max_new_tokens": 4})
+    results = run_experiment(config, tmp_path / "run", model=tiny_gpt2, progress=False)
+    table = results.table("fidelity")
+    prompts = load_prompts("builtin")
+    written = generate(tiny_gpt2, prompts, 4)
+    found = language_id(written)
+    splits = load_splits(config)
+    for lang in config.expert_languages:
+        share = table[(table["measure"] == "in_language") & (table["language"] == lang)]["value"].item()
+        assert share == pytest.approx(sum(code == lang for code in found) / len(found))
+        held = list(splits.eval[lang])[:4]
+        ppl = table[(table["measure"] == "perplexity") & (table["language"] == lang)]["value"].item()
+        assert ppl == pytest.approx(perplexity(tiny_gpt2, held), rel=1e-6)
+    rows: Any = results.differences
+    rows = rows[(rows["task"] == "fidelity") & (rows["metric"] == "log_perplexity") & (rows["against"] == "baseline")]
+    assert set(rows["language"]) == {*config.eval_languages, "mean"}

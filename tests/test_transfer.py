@@ -36,7 +36,7 @@ from xlens.errors import (
     RunFolderError,
     UnknownLanguageError,
 )
-from xlens.experiment import Interventions
+from xlens.experiment import Interventions, run_experiment
 from xlens.metrics.bootstrap import resample_counts
 from xlens.models import LensModel
 from xlens.transfer import TransferResults, check_transfer, fit_probe, majority_rate, run_transfer, score_predictions
@@ -604,3 +604,27 @@ def test_the_embedded_model_transfers_topics(
     # Topic is in the embedded model's layer-6 embeddings, in English and, through the English probe, in Spanish.
     assert table.loc["eng_Latn", "accuracy"] > majority + 0.15
     assert table.loc["spa_Latn", "accuracy"] > majority + 0.1
+
+
+def test_the_transfer_task_of_a_study_gives_the_runners_rows(
+    sib: Path, tiny_gpt2: LensModel, tiny_run: tuple[Any, Path, int], tmp_path: Path
+) -> None:
+    """The same probes on the same embeddings: a study with the transfer task reproduces `xlens transfer`'s
+    accuracies and intervals, and its items (one per test sentence) average to them."""
+    results, _, _ = tiny_run
+    config = _tiny(sib).override({"evaluate.tasks": ["transfer"]})
+    study = run_experiment(config, tmp_path / "study", model=tiny_gpt2, progress=False)
+    got: Any = study.task_tables["transfer"]
+    want: Any = results.table
+    keys = ["condition", "applied", "layer", "target"]
+    merged = got.merge(want, on=keys, suffixes=("", "_runner"))
+    assert len(merged) == len(want) == len(got)
+    for column in ("accuracy", "accuracy_low", "accuracy_high", "macro_f1", "accuracy_change", "c"):
+        np.testing.assert_allclose(merged[column], merged[f"{column}_runner"], atol=1e-9)
+    diffs: Any = study.differences
+    row = diffs[(diffs["task"] == "transfer") & (diffs["against"] == "baseline") & (diffs["target"] != "mean")]
+    row = row[row["subject"] == "condition"].iloc[0]
+    table = got[(got["condition"] == row["condition"]) & (got["applied"] == row["applied"])]
+    at = table[(table["layer"] == row["layer"]) & (table["target"] == row["target"])]
+    assert row["subject_mean"] == pytest.approx(at["accuracy"].item())
+    assert row["diff"] == pytest.approx(at["accuracy_change"].item())

@@ -34,6 +34,7 @@ from xlens.evaluation.translation import (
     few_shot_prompts,
     target_share,
 )
+from xlens.experiment import run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.generation import generate
 from xlens.interventions import Force
@@ -430,3 +431,32 @@ def test_translating_flores_with_the_embedded_model(
         assert 0 <= row[name] <= 100
     assert row["chrf"] > 0  # something of the reference was produced
     assert 0 <= row["target_share"] <= 1 and results.provenance["corpus"]["rows"] == 1012
+
+
+def test_the_translation_task_of_a_study_gives_the_runners_scores(
+    tiny_run: tuple[ExperimentConfig, TranslateResults], tmp_path: Path
+) -> None:
+    """The same prompts and greedy outputs: a study with the translation task reproduces `xlens translate`'s
+    scores, and its items are sacrebleu's sentence-level chrF++ of each output."""
+    import sacrebleu
+
+    config, results = tiny_run
+    study = run_experiment(config.override({"evaluate.tasks": ["translation"]}), tmp_path / "s", progress=False)
+    got: Any = study.task_tables["translation"]
+    want: Any = results.table
+    merged = got.merge(want, on=["condition", "direction"], suffixes=("", "_runner"))
+    assert len(merged) == len(want) == len(got)
+    for column in ("chrf", "bleu", "target_share", "empty_share"):
+        np.testing.assert_allclose(merged[column], merged[f"{column}_runner"], atol=1e-9)
+    label = next(c.label for c in results.conditions if not c.is_baseline and c.control == "none")
+    direction = got[got["condition"] == label]["direction"].iloc[0]
+    outputs = results.outputs(direction, label)
+    plan = next(d for d in results.directions if d["direction"] == direction)
+    corpus = load_corpus(str(config.translate.corpus))
+    references = [corpus[plan["target"]][corpus.ids.index(i)] for i in plan["test_ids"]]
+    metric = sacrebleu.metrics.CHRF(word_order=2)
+    per_sentence = [metric.sentence_score(o, [r]).score for o, r in zip(outputs, references, strict=True)]
+    rows: Any = study.differences
+    row = rows[(rows["task"] == "translation") & (rows["metric"] == "chrf") & (rows["condition"] == label)]
+    row = row[(row["against"] == "baseline") & (row["direction"] == direction)].iloc[0]
+    assert row["subject_mean"] == pytest.approx(np.mean(per_sentence), abs=1e-4)

@@ -19,6 +19,7 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -224,11 +225,12 @@ class Experiment:
         self.scores_key: str | None = None
         self.layer_ids: list[int] = []
         self.embedding_files: dict[Condition, str] = {}
+        self.tasks: dict[str, Task] = {}
 
     def run(self) -> RunResults:
         started = time.perf_counter()
         splits = check_config(self.config)
-        tasks = prepare_tasks(self.config, splits)
+        tasks = self.tasks = prepare_tasks(self.config, splits)
         try:
             outputs = (*OUTPUTS, *(f"{t}.parquet" for t in [*TABLES, *(t for k in tasks.values() for t in k.tables)]))
             with RunFolder.open(self.out, "experiment", self.owner(), outputs=outputs, force=self.force) as run:
@@ -383,7 +385,7 @@ class Experiment:
             "find_corpus": _corpus_provenance(self.config.find.corpus, splits.find),
             "eval_corpus": _corpus_provenance(self.config.evaluate.corpus, splits.eval),
             "splits": splits.provenance(),
-            "versions": _versions(),
+            "versions": package_versions([p for task in self.tasks.values() for p in task.packages]),
             "machine": {"platform": platform.platform(), "device": info.device, "threads": info.threads},
             "executor": self.executor.describe(),
             "seed": self.config.seed,
@@ -433,11 +435,11 @@ def _corpus_provenance(spec: str, corpus: Any) -> dict[str, Any]:
     }
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
+def package_versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """The installed version of xlens, its core dependencies and ``extra`` packages ("not installed" if absent):
+    what every run's provenance records."""
     out = {}
-    for package in ("xlens", "torch", "transformers", "transformer-lens", "numpy", "scikit-learn"):
+    for package in dict.fromkeys(("xlens", "torch", "transformers", "transformer-lens", "numpy", *extra)):
         try:
             out[package] = version(package)
         except PackageNotFoundError:

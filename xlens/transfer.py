@@ -58,7 +58,7 @@ from xlens.evaluation.transfer import (
     score_predictions,
 )
 from xlens.executors import config_numerics, load
-from xlens.experiment import Interventions, check_config, folder_owner
+from xlens.experiment import Interventions, check_config, folder_owner, package_versions
 from xlens.metrics.bootstrap import resample_counts
 from xlens.models.lens import LensModel
 from xlens.results import tidy
@@ -356,14 +356,7 @@ def _provenance(
     out: Path,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("xlens", "torch", "transformers", "transformer-lens", "scikit-learn", "numpy"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
+    versions = package_versions(("scikit-learn",))
     texts = {
         lang: {split: texts_fingerprint(plan.texts(lang, split)) for split in plan.rows if plan.data.has(lang, split)}
         for lang in plan.languages

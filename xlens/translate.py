@@ -57,7 +57,7 @@ from xlens.evaluation.translation import (
     translation_pool,
 )
 from xlens.executors import config_numerics, load
-from xlens.experiment import Interventions, check_config, folder_owner
+from xlens.experiment import Interventions, check_config, folder_owner, package_versions
 from xlens.metrics.bootstrap import resample_counts
 from xlens.models.lens import LensModel
 from xlens.results import _records, tidy
@@ -299,15 +299,8 @@ def _provenance(
     directions: list[dict[str, Any]],
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
     sacrebleu = require_sacrebleu()
-    versions = {}
-    for package in ("xlens", "torch", "transformers", "transformer-lens", "sacrebleu", "py3langid"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
+    versions = package_versions(("sacrebleu", "py3langid"))
 
     def signature(metric: Any) -> str:
         metric.corpus_score(["a"], [["a"]])  # sacrebleu tells a metric's signature once it has scored something

@@ -209,6 +209,7 @@ class Task:
     Settings: ClassVar[type | None] = None
     metrics: ClassVar[tuple[str, ...]] = ()  # its per-item metrics, the first the one a summary shows
     summary: ClassVar[dict[str, Any]] = {}  # the item groups a summary of the task shows (e.g. a mean over pairs)
+    packages: ClassVar[tuple[str, ...]] = ()  # what it computes with beyond torch: recorded in the provenance
     reads_eval_split: ClassVar[bool] = True  # False: [evaluate]'s own settings do not change its numbers
 
     def __init__(self, settings: Any = None) -> None:

@@ -37,6 +37,7 @@ class FidelityTask(Task):
     name = "fidelity"
     tables = ("fidelity",)
     metrics = ("in_language", "log_perplexity")
+    packages = ("py3langid",)
     Settings = FidelityConfig
 
     def prepare(self, config: ExperimentConfig, splits: Splits) -> None:

@@ -253,6 +253,7 @@ class TransferTask(Task):
     name = "transfer"
     tables = ("transfer",)
     metrics = ("accuracy",)
+    packages = ("scikit-learn",)
     reads_eval_split = False
     summary: ClassVar[dict[str, Any]] = {"applied": "target", "target": "mean"}
     Settings = TransferConfig

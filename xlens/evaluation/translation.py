@@ -297,6 +297,7 @@ class TranslationTask(Task):
     name = "translation"
     tables = ("translation",)
     metrics = ("chrf", "in_target")
+    packages = ("sacrebleu", "py3langid")
     reads_eval_split = False
     Settings = TranslateConfig
 
