@@ -28,7 +28,7 @@ RICH = {
         "retrieval": "csls",
         "center": True,
         "tasks": ["retrieval", "mining"],
-        "mining": {"pivot": "es", "gold": 4, "distractors": 1, "k": 2, "retrieval": "intersect"},
+        "mining": {"pivot": "es", "gold": 4, "distractors": 1, "k": 2, "retrieval": "intersect", "parts": ["a", "b"]},
     },
     "runtime": {
         "device": "cpu",

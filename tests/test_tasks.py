@@ -125,7 +125,7 @@ def test_mining_built_from_the_evaluation_split_matches_a_brute_force_run(tiny_g
         got = mining_scores(mine(embed(test.src_texts), embed(test.tgt_texts), 3), test.gold_indices(), threshold)
         row = table[table["src"] == lang].iloc[0]
         assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((got.precision, got.recall, got.f1))
-        assert row["threshold"] == pytest.approx(threshold)
+        assert row["margin_threshold"] == pytest.approx(threshold)
     assert {"decision"} == set(results.differences.query("task == 'mining'")["metric"])
 
 
@@ -134,15 +134,15 @@ def test_mining_reads_a_bucc_folder_and_names_a_bad_gold_file(
 ) -> None:
     corpus = load_splits(_config()).eval
     bucc = tmp_path / "bucc"
-    for split, seed in (("train", 0), ("test", 1)):
+    for split, seed in (("sample", 0), ("training", 1)):
         write_bucc(mining_set(corpus, "es", "en", 10, 3, seed=seed), bucc, split)
     config = _config(tasks=["mining"], layers=[1], mining={"corpus": f"bucc:{bucc}", "languages": ["es"]})
     results = run_experiment(config, tmp_path / "run", model=tiny_gpt2, progress=False)
     assert results.table("mining")["gold"].tolist() == [10]
-    gold = bucc / "es-en.test.gold"
+    gold = bucc / "es-en.training.gold"
     gold.write_text(gold.read_text(encoding="utf-8") + "es-999999\ten-999999\n", encoding="utf-8")
     with pytest.raises(CorpusError):
-        load_bucc(bucc, "es", "test")
+        load_bucc(bucc, "es", "training")
     patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
     with pytest.raises(CorpusError, match="gold pair"):
         run_experiment(config, tmp_path / "bad", progress=False)
@@ -320,10 +320,10 @@ def test_fidelity_matches_generation_and_perplexity_computed_directly(tiny_gpt2:
     found = language_id(written)
     splits = load_splits(config)
     for lang in config.expert_languages:
-        share = table[(table["measure"] == "in_language") & (table["language"] == lang)]["value"].item()
+        share = table[(table["measure"] == "in_language") & (table["language"] == lang)]["score"].item()
         assert share == pytest.approx(sum(code == lang for code in found) / len(found))
         held = list(splits.eval[lang])[:4]
-        ppl = table[(table["measure"] == "perplexity") & (table["language"] == lang)]["value"].item()
+        ppl = table[(table["measure"] == "perplexity") & (table["language"] == lang)]["score"].item()
         assert ppl == pytest.approx(perplexity(tiny_gpt2, held), rel=1e-6)
     rows: Any = results.differences
     rows = rows[(rows["task"] == "fidelity") & (rows["metric"] == "log_perplexity") & (rows["against"] == "baseline")]

@@ -457,6 +457,6 @@ def test_the_translation_task_of_a_study_gives_the_runners_scores(
     metric = sacrebleu.metrics.CHRF(word_order=2)
     per_sentence = [metric.sentence_score(o, [r]).score for o, r in zip(outputs, references, strict=True)]
     rows: Any = study.differences
-    row = rows[(rows["task"] == "translation") & (rows["metric"] == "chrf") & (rows["condition"] == label)]
+    row = rows[(rows["task"] == "translation") & (rows["metric"] == "sentence_chrf") & (rows["condition"] == label)]
     row = row[(row["against"] == "baseline") & (row["direction"] == direction)].iloc[0]
     assert row["subject_mean"] == pytest.approx(np.mean(per_sentence), abs=1e-4)

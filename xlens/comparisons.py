@@ -71,7 +71,13 @@ class Counts:
 def differences(subject: Scores, against: Scores, counts: Counts, confidence: float) -> Rows:
     """For every group and metric both sides have: the paired bootstrap interval of the mean item difference."""
     rows: Rows = []
-    shared = [key for key in subject if key in against]
+    missing = [key for key in subject if key not in against]
+    if missing:
+        raise MetricInputError(
+            f"{len(missing)} item group(s) measured under one condition have no counterpart under the other, e.g. "
+            f"{missing[0]}: the two were measured with different settings (rerun into a new folder)"
+        )
+    shared = list(subject)
     batches: dict[tuple[str, int], list[str]] = {}
     for key in shared:
         for metric, values in subject[key][1].items():
@@ -84,7 +90,14 @@ def differences(subject: Scores, against: Scores, counts: Counts, confidence: fl
     for metric, n, keys in chunks:
         a = torch.stack([subject[k][1][metric] for k in keys])
         b = torch.stack([against[k][1][metric] for k in keys])
-        diff, low, high = paired_bootstrap(a - b, counts(n), confidence)
+        if n < 2:  # one item: a difference, no interval
+            diff, low, high = (
+                (a - b).double().mean(dim=-1),
+                torch.full((len(keys),), float("nan")),
+                torch.full((len(keys),), float("nan")),
+            )
+        else:
+            diff, low, high = paired_bootstrap(a - b, counts(n), confidence)
         means = a.double().mean(dim=-1).tolist(), b.double().mean(dim=-1).tolist()
         for key, mine, theirs, d, lo, hi in zip(keys, *means, diff.tolist(), low.tolist(), high.tolist(), strict=True):
             rows.append(

@@ -469,11 +469,12 @@ class TranslateConfig:
 class MiningConfig:
     """The ``mining`` task: BUCC-style bitext mining between each language and the ``pivot`` (ratio margin over
     ``k`` nearest neighbours both ways, Artetxe & Schwenk 2019; ``retrieval`` ``max`` or ``intersect``), the
-    threshold chosen on a train part, precision/recall/F1 on a test part. ``corpus``: ``bucc:PATH`` (a folder in
-    the BUCC layout, ``<lang>-en.<split>.<lang>``, ``.en``, ``.gold``), or None: both parts built from the
-    evaluation split, its rows halved, each half with ``gold`` pairs and ``distractors`` unpaired sentences on each
-    side (so the evaluation split's embeddings serve retrieval and mining alike). ``languages``: default every
-    evaluation language but the pivot."""
+    threshold chosen on one part, precision/recall/F1 on another. ``corpus``: ``bucc:PATH`` (a folder in the BUCC
+    layout, ``<lang>-en.<part>.<lang>``, ``.en``, ``.gold``; ``parts``: the threshold's part and the scored one,
+    by default BUCC 2018's ``sample`` and ``training``, whose gold pairs are public), or None: both parts built
+    from the evaluation split, its rows halved, each half with ``gold`` pairs and ``distractors`` unpaired
+    sentences on each side (so the evaluation split's embeddings serve retrieval and mining alike).
+    ``languages``: default every evaluation language but the pivot."""
 
     corpus: str | None = None
     pivot: str = "en"
@@ -482,8 +483,11 @@ class MiningConfig:
     distractors: int = 4
     k: int = 4
     retrieval: str = "max"
+    parts: list[str] = field(default_factory=lambda: ["sample", "training"])
 
     def __post_init__(self) -> None:
+        if len(self.parts) != 2 or self.parts[0] == self.parts[1]:
+            raise ConfigError(f"evaluate.mining.parts = {self.parts}: two parts, the threshold's and the scored one")
         _at_least("evaluate.mining", "gold", self.gold, 2)
         _at_least("evaluate.mining", "distractors", self.distractors, 0)
         _at_least("evaluate.mining", "k", self.k, 1)

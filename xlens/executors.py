@@ -16,6 +16,7 @@ measures only what is missing, and computes the statistics from the item scores.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import torch
 
 from xlens._io import content_key
+from xlens._schema import to_mapping
 from xlens.activations import resolve_units
 from xlens.artifacts import ArtifactStore
 from xlens.conditions import Condition
@@ -76,11 +78,13 @@ def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition, task
     config, splits = inputs.config, inputs.splits
     needs = frozenset() if condition.is_baseline else condition.spec().needs
     evaluate = {k: v for k, v in config.evaluate.to_dict().items() if k in RETRIEVAL_SETTINGS}
+    settings = to_mapping(task.settings) if dataclasses.is_dataclass(task.settings) else task.settings
     return content_key(
         "measured",
         task.name,
+        task.version,
         task.key(),
-        config.evaluate.settings_of(task.name),
+        settings,
         evaluate,
         config.controls.mixed,
         config.seed,

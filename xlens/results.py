@@ -1,14 +1,7 @@
-"""What a run produced, as objects: the conditions it measured and :class:`RunResults`.
+"""What a study produced, as an object: :class:`RunResults`. Every table has the columns of the condition a row
+belongs to (:mod:`xlens.conditions`).
 
-A :class:`Condition` is one setting the embedding space was measured under: the baseline (no intervention), or one
-method with its settings on one language's experts with one k; a control (random units, a random direction) is a
-condition too. In every table a condition's columns are ``condition`` (its label, unique in a run:
-``force(value=on_mean) spa_Latn k=200``), ``intervention`` (the method, or ``none``), ``expert_lang`` (null for the
-baseline), ``k`` (0 for the baseline and for methods without k) and one column per setting of the method
-(``value``, ``selection``, ``rank_by``, ``control``, ``seed``, ``alpha``, ...; null where a method has no such
-setting).
-
-``results.json`` (``schema_version`` 3) holds:
+``results.json`` (``schema_version`` 4) holds:
 
 - ``config`` (the nested :class:`xlens.config.ExperimentConfig`), ``languages`` (the evaluation languages) and
   ``layers`` (embedding layers);
@@ -19,17 +12,20 @@ setting).
 - ``conditions``: every condition with its cached ``[sentence, layer, d_model]`` embeddings file (sentences
   grouped by language in config order), relative to the run folder;
 - the tables, as lists of rows, each also written as ``<table>.parquet`` (``tables``: their sha256), with the
-  condition's columns and (see :mod:`xlens.measure` for the measures):
+  condition's columns and (see :mod:`xlens.evaluation` for each task's tables, :mod:`xlens.comparisons` for the
+  statistics):
 
   - ``retrieval``: ``{layer, src, tgt, mode, top1, top5, mrr}`` for every ordered pair src != tgt; ``mode`` is
     ``both``, or ``queries-baseline`` / ``candidates-baseline`` for mixed retrieval;
   - ``alignment``: ``{layer, lang_a, lang_b, cosine_parallel, cosine_random, cosine_gap, cka, cka_debiased,
     centroid_distance, centroid_cosine_distance}`` for every unordered pair (lang_a first in config order);
   - ``centroids``: ``{layer, lang, to_medoid, to_expert_lang}``;
-  - ``differences``: ``{mode, subject, against, metric, layer, src, tgt, subject_mean, against_mean, diff, low,
-    high, significant}``, the paired bootstrap over evaluation sentences (``src = tgt = "mean"``: the mean over
-    pairs);
-  - ``correlation``: ``{layer, points, r, low, high}``.
+  - ``differences``: ``{task, subject, against, metric, <the task's group columns>, subject_mean, against_mean,
+    diff, low, high, significant}``, the paired bootstrap over each task's items (retrieval: ``mode, layer, src,
+    tgt``, ``src = tgt = "mean"`` the mean over pairs);
+  - ``correlation``: ``{layer, points, r, low, high}``;
+  - ``task_tables``: the tables of the other tasks (``transfer``, ``mining``, ``fidelity``, ``translation``,
+    ``pivot``, a plug-in's), by name.
 """
 
 from __future__ import annotations
@@ -314,6 +310,14 @@ class RunResults:
         medoid mean), each beside the baseline's."""
         found: Any = self._differences(task, metric)
         summary = {**task_class(task).summary, **(where or {})}
+        unknown = sorted(set(where or {}) - set(found.columns))
+        if unknown:
+            raise ResultsError(f"where: {task}'s differences have no column {unknown}; they have {list(found.columns)}")
+        for column, value in (where or {}).items():
+            if not (found[column] == value).any():
+                raise ResultsError(
+                    f"where: no {task} row has {column} = {value!r}; it has {sorted(set(found[column].dropna()))}"
+                )
         fixed = []
         for column, value in summary.items():
             if column in found.columns and (found[column] == value).any():
@@ -413,7 +417,7 @@ class RunResults:
         by = ["condition", "layer"] if across == "languages" else ["language", "layer"]
         stats = self.config.stats
         rows = []
-        groups: Any = both.groupby(by, sort=False)
+        groups: Any = both.groupby(by, sort=False, dropna=False)  # a task without layers has none
         for key, group in groups:
             if len(group) < 3:
                 continue

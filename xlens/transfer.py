@@ -26,12 +26,9 @@ both applied modes, and a rerun (or a run resumed after a kill) embeds only what
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +45,7 @@ from xlens.conditions import Condition
 from xlens.config import ExperimentConfig
 from xlens.embeddings import sentence_embeddings
 from xlens.errors import ResultsError
+from xlens.evaluation.base import texts_fingerprint
 from xlens.evaluation.transfer import (
     MAX_ITER,
     Probe,
@@ -115,11 +113,6 @@ def owner(config: ExperimentConfig, model: LensModel | None = None) -> dict[str,
     """What a transfer folder records as its owner: the settings that change its results, and the numerics."""
     numerics = model.numerics() if model is not None else config_numerics(config)
     return folder_owner(config, numerics, model, ["transfer"])
-
-
-def texts_fingerprint(texts: Sequence[str]) -> str:
-    """sha256 of a list of sentences (in order)."""
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 class _Transfer:

@@ -1,5 +1,5 @@
 """What an evaluation task is: it reads its data before any model loads, measures one condition, and returns its
-table rows and *per-item* scores, so that one paired bootstrap (:mod:`xlens.measure`) compares every condition
+table rows and *per-item* scores, so that one paired bootstrap (:mod:`xlens.comparisons`) compares every condition
 with the baseline and with its controls on every task.
 
 A task is a class with a ``name``, the ``tables`` it writes, an optional ``Settings`` dataclass read from the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,10 +48,6 @@ class ItemScores:
                 raise InputError(
                     f"item scores of {metric!r} have shape {tuple(values.shape)}: expected [{len(self.groups)}, items]"
                 )
-
-    @property
-    def items(self) -> int:
-        return next(iter(self.scores.values())).shape[1]
 
 
 @dataclass
@@ -109,7 +106,7 @@ class TaskContext:
         self.identity, self.numerics = model.identity(), model.numerics()
         self._built: dict[Condition, list[Any]] = {}
         self._memo: dict[str, Tensor] = {}
-        self.embedding_seconds = 0.0  # spent in forward passes (cache misses), for the run's timings
+        self.embedding_seconds = 0.0  # spent embedding (forward passes and cache reads), for the run's timings
 
     def interventions(self, condition: Condition) -> list[Any]:
         """The interventions of ``condition`` on the model (none for the baseline), built once per context."""
@@ -196,7 +193,7 @@ def embedding_key(
     )
 
 
-def texts_fingerprint(texts: list[str]) -> str:
+def texts_fingerprint(texts: Sequence[str]) -> str:
     """A content key of a list of sentences (in order)."""
     return content_key("texts", json.dumps(list(texts), ensure_ascii=False))
 
@@ -205,6 +202,7 @@ class Task:
     """The base of every evaluation task (see the module docstring)."""
 
     name: ClassVar[str]
+    version: ClassVar[int] = 1  # raise it when the task's numbers change: its cached measurements are not reused
     tables: ClassVar[tuple[str, ...]]
     Settings: ClassVar[type | None] = None
     metrics: ClassVar[tuple[str, ...]] = ()  # its per-item metrics, the first the one a summary shows
@@ -236,6 +234,9 @@ class Task:
         tick, embedding = time.perf_counter(), ctx.embedding_seconds
         out = self.measure(ctx, condition)
         columns = condition.columns()
+        clash = sorted({k for rows in out.tables.values() for row in rows for k in row} & set(columns))
+        if clash:
+            raise InputError(f"task {self.name!r} writes columns {clash}, which name the condition: rename them")
         out.tables = {
             name: [{k: plain(v) for k, v in {**columns, **row}.items()} for row in rows]
             for name, rows in out.tables.items()

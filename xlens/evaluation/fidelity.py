@@ -5,7 +5,7 @@ combination, the share in the expert language discounted by the perplexity incre
 ``[evaluate.fidelity]`` (:class:`xlens.config.FidelityConfig`). ``xlens steer`` and ``xlens choose-k`` measure
 the same two quantities over a range of strengths for one language.
 
-Table ``fidelity``: ``{language, measure, value}`` with ``measure`` ``in_language`` (share of continuations
+Table ``fidelity``: ``{language, measure, score}`` with ``measure`` ``in_language`` (share of continuations
 identified as ``language``; the baseline has one row per expert language, an intervention one for its own),
 ``perplexity`` (on ``language``'s held-out sentences) and ``examples`` rows are left to ``xlens steer``.
 Items: ``in_language`` per prompt (groups ``{language}``) and ``log_perplexity`` per held-out sentence, its mean
@@ -35,6 +35,7 @@ class FidelityTask(Task):
     """See the module docstring."""
 
     name = "fidelity"
+    version = 2  # 2: the score column, the expert languages in the key
     tables = ("fidelity",)
     metrics = ("in_language", "log_perplexity")
     packages = ("py3langid",)
@@ -51,7 +52,7 @@ class FidelityTask(Task):
         self.held_out = {lang: list(splits.eval[lang])[: s.held_out] for lang in config.eval_languages}
         self.expert_languages = config.expert_languages
         texts = [t for part in self.held_out.values() for t in part]
-        self._key = ("fidelity", texts_fingerprint(self.prompts), texts_fingerprint(texts), s.max_new_tokens)
+        self._key = ("fidelity", texts_fingerprint(self.prompts), texts_fingerprint(texts), self.expert_languages)
 
     def key(self) -> Any:
         return self._key
@@ -62,7 +63,7 @@ class FidelityTask(Task):
         table: Any = tables["fidelity"]
         if metric not in set(table["measure"]):
             raise ResultsError(f"fidelity has no metric {metric!r}; it has {', '.join(sorted(set(table['measure'])))}")
-        return language_frame(table[table["measure"] == metric], "value", "language", "fidelity")
+        return language_frame(table[table["measure"] == metric], "score", "language", "fidelity")
 
     def measure(self, ctx: TaskContext, condition: Condition) -> TaskOutput:
         s: FidelityConfig = self.settings
@@ -76,7 +77,7 @@ class FidelityTask(Task):
         rows, share_groups, shares = [], [], []
         for lang in languages:
             hits = torch.tensor([float(code == lang) for code in found])
-            rows.append({"language": lang, "measure": "in_language", "value": float(hits.mean())})
+            rows.append({"language": lang, "measure": "in_language", "score": float(hits.mean())})
             share_groups.append({"language": lang})
             shares.append(hits)
         ppl_groups, nll = [], []
@@ -89,7 +90,7 @@ class FidelityTask(Task):
                 max_length=runtime.max_length,
             )
             rows.append(
-                {"language": lang, "measure": "perplexity", "value": math.exp(float(total.sum() / count.sum()))}
+                {"language": lang, "measure": "perplexity", "score": math.exp(float(total.sum() / count.sum()))}
             )
             ppl_groups.append({"language": lang})
             nll.append((total / count.clamp(min=1)).to(torch.float32))

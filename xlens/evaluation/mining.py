@@ -4,7 +4,7 @@ pairs are scored by ratio margin over k nearest neighbours in both directions (A
 Settings: ``[evaluate.mining]`` (:class:`xlens.config.MiningConfig`); without a ``corpus`` both parts are built
 from the evaluation split (its rows halved), whose embeddings the retrieval task computes already.
 
-Table ``mining``: ``{layer, src, tgt, precision, recall, f1, threshold, mined, gold, sentences}``. Items: one per
+Table ``mining``: ``{layer, src, tgt, precision, recall, f1, margin_threshold, mined, gold, sentences}``. Items: one per
 test source sentence, ``decision`` 1 when what was mined for it is right (its gold partner, or nothing when it
 has none); groups ``{layer, src, tgt}``. F1 is no mean over sentences, so its change has no paired interval; the
 decision accuracy does.
@@ -47,6 +47,7 @@ class MiningTask(Task):
     """See the module docstring."""
 
     name = "mining"
+    version = 2  # 2: margin_threshold
     tables = ("mining",)
     metrics = ("decision",)
     Settings = MiningConfig
@@ -58,8 +59,10 @@ class MiningTask(Task):
         langs = (
             [flores_code(c) for c in s.languages] if s.languages else [c for c in config.eval_languages if c != pivot]
         )
-        if not langs:
-            raise ConfigError(f"evaluate.mining: no language to mine against the pivot {pivot}")
+        if not langs or pivot in langs:
+            raise ConfigError(
+                f"evaluate.mining.languages = {langs}: give languages to mine against the pivot {pivot}, not the pivot"
+            )
         self.from_eval = built
         if built:
             missing = [c for c in [pivot, *langs] if c not in config.eval_languages]
@@ -71,7 +74,13 @@ class MiningTask(Task):
             self.parts = self._from_eval(splits, langs, pivot, config.seed)
         else:
             folder = str(s.corpus).removeprefix("bucc:")
-            self.parts = {lang: {p: load_bucc(folder, lang, p, pivot=s.pivot) for p in PARTS} for lang in langs}
+            self.parts = {
+                lang: {
+                    role: load_bucc(folder, lang, part, pivot=s.pivot)
+                    for role, part in zip(PARTS, s.parts, strict=True)
+                }
+                for lang in langs
+            }
         texts = [t for parts in self.parts.values() for part in parts.values() for t in part.src_texts + part.tgt_texts]
         golds = {lang: {p: sorted(part.gold) for p, part in parts.items()} for lang, parts in self.parts.items()}
         self._key = ("mining", texts_fingerprint(texts), golds)
@@ -101,25 +110,36 @@ class MiningTask(Task):
     def per_language(cls, tables: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
         return language_frame(tables["mining"], metric, "src", "mining")
 
-    def sides(self, ctx: TaskContext, part: MiningSet, condition: Condition) -> tuple[Tensor, Tensor]:
-        """Both sides' embeddings; built from the evaluation split, rows of the retrieval task's embeddings."""
-        if not self.from_eval:
+    def sides(
+        self, ctx: TaskContext, part: MiningSet, condition: Condition, split: tuple[Tensor, dict] | None
+    ) -> tuple[Tensor, Tensor]:
+        """Both sides' embeddings: from ``split`` (the evaluation split's embeddings and each (language, text)'s row
+        there) when the parts were built from it, else embedded."""
+        if split is None:
             return ctx.embed(part.src_texts, condition), ctx.embed(part.tgt_texts, condition)
-        langs = ctx.config.eval_languages
-        texts, _ = corpus_texts(ctx.splits.eval, langs)
-        emb = ctx.embed(texts, condition)
-        per_lang = len(ctx.splits.eval)
-        row = {(langs[i // per_lang], t): i for i, t in enumerate(texts)}
+        emb, row = split
         src = torch.tensor([row[(part.src, t)] for t in part.src_texts])
         tgt = torch.tensor([row[(part.tgt, t)] for t in part.tgt_texts])
         return emb[src], emb[tgt]
 
+    def eval_split(self, ctx: TaskContext, condition: Condition) -> tuple[Tensor, dict] | None:
+        """The evaluation split embedded under ``condition`` (the retrieval task's forward pass) and each
+        (language, text)'s row, when the parts were built from it."""
+        if not self.from_eval:
+            return None
+        langs = ctx.config.eval_languages
+        texts, _ = corpus_texts(ctx.splits.eval, langs)
+        per_lang = len(ctx.splits.eval)
+        return ctx.embed(texts, condition), {(langs[i // per_lang], t): i for i, t in enumerate(texts)}
+
     def measure(self, ctx: TaskContext, condition: Condition) -> TaskOutput:
         s: MiningConfig = self.settings
         rows, blocks = [], []
+        split = self.eval_split(ctx, condition)
         for lang, parts in self.parts.items():
             train, test = parts["train"], parts["test"]
-            (x_train, y_train), (x_test, y_test) = self.sides(ctx, train, condition), self.sides(ctx, test, condition)
+            x_train, y_train = self.sides(ctx, train, condition, split)
+            x_test, y_test = self.sides(ctx, test, condition, split)
             gold_train, gold_test = train.gold_indices(), test.gold_indices()
             groups, decided = [], []
             for slot, layer in enumerate(ctx.layers):
@@ -130,7 +150,7 @@ class MiningTask(Task):
                 got = mining_scores(found, gold_test, threshold)
                 rows.append(
                     {"layer": layer, "src": lang, "tgt": test.tgt, "precision": got.precision, "recall": got.recall,
-                     "f1": got.f1, "threshold": got.threshold, "mined": got.mined, "gold": got.gold,
+                     "f1": got.f1, "margin_threshold": got.threshold, "mined": got.mined, "gold": got.gold,
                      "sentences": len(test.src_texts)}
                 )  # fmt: skip
                 groups.append({"layer": layer, "src": lang, "tgt": test.tgt})

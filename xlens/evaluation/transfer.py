@@ -5,11 +5,11 @@ embeddings and tested on every target's, per embedding layer, before and after t
 embeddings too; the baseline's rows have ``applied = "none"``. Settings: ``[evaluate.transfer]``
 (:class:`xlens.config.TransferConfig`).
 
-Table ``transfer``: ``{applied, layer, target, accuracy (+ low/high), macro_f1 (+ low/high), accuracy_change (+
-low/high, paired with the baseline's predictions), majority, c, dev_accuracy}``. Items: one per test sentence,
-``accuracy`` 1 when the probe's prediction is right; groups ``{applied, layer, target}`` (the baseline's
-predictions stand in every applied mode, so that each is paired with them; ``target = "mean"``: a test sentence's
-mean over the targets, SIB-200 being parallel).
+Table ``transfer``: ``{applied, layer, target, is_source, accuracy (+ low/high), macro_f1 (+ low/high),
+accuracy_change (+ low/high, paired with the baseline's predictions), majority, c, dev_accuracy}``. Items: one per
+test sentence, ``accuracy`` 1 when the probe's prediction is right; groups ``{applied, layer, target}`` (the
+baseline's predictions stand in every applied mode, so that each is paired with them; ``target = "mean"``: a test
+sentence's mean over the targets, the source left out, SIB-200 being parallel).
 """
 
 from __future__ import annotations
@@ -251,6 +251,7 @@ class TransferTask(Task):
     """See the module docstring."""
 
     name = "transfer"
+    version = 2  # 2: the mean over targets leaves the source out
     tables = ("transfer",)
     metrics = ("accuracy",)
     packages = ("scikit-learn",)
@@ -261,8 +262,8 @@ class TransferTask(Task):
     def prepare(self, config: ExperimentConfig, splits: Splits) -> None:
         self.plan = plan_transfer(config, splits)
         self.config = config
-        self._probes: dict[str, list[Probe]] = {}
-        self._baseline: dict[str, list[dict[str, Int[np.ndarray, " sentence"]]]] = {}
+        self._baseline_probes: list[Probe] | None = None
+        self._baseline_predictions: list[dict[str, Int[np.ndarray, " sentence"]]] | None = None
         plan = self.plan
         texts = [plan.texts(lang, split) for lang in plan.languages for split in ("train", "dev", "test")]
         labels = {split: plan.labels(split).tolist() for split in plan.rows}
@@ -275,22 +276,23 @@ class TransferTask(Task):
     def per_language(cls, tables: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:
         """A target's score with the baseline's probe (``applied`` ``none`` for the baseline, ``target`` else)."""
         table: Any = tables["transfer"]
-        return language_frame(table[table["applied"].isin(["none", "target"])], metric, "target", "transfer")
+        targets = table[table["applied"].isin(["none", "target"]) & ~table["is_source"].astype(bool)]
+        return language_frame(targets, metric, "target", "transfer")
 
     def embed(self, ctx: TaskContext, lang: str, split: str, condition: Condition) -> Tensor:
         return ctx.embed(
             self.plan.texts(lang, split),
             condition,
             layers=self.plan.layers,
-            pooling=self.config.transfer.pooling,
+            pooling=self.settings.pooling,
             desc=f"transfer {lang} {split}",
         )
 
     def probes(self, ctx: TaskContext, condition: Condition) -> list[Probe]:
         """One probe per layer on the source's train and dev embeddings under ``condition`` (the baseline's kept)."""
-        if condition.is_baseline and condition.label in self._probes:
-            return self._probes[condition.label]
-        plan, t = self.plan, self.config.transfer
+        if condition.is_baseline and self._baseline_probes is not None:
+            return self._baseline_probes
+        plan, t = self.plan, self.settings
         train, dev = (self.embed(ctx, plan.source, split, condition) for split in ("train", "dev"))
         out = [
             fit_probe(train[:, j].numpy(), plan.labels("train"), dev[:, j].numpy(), plan.labels("dev"), t.c_values,
@@ -298,20 +300,20 @@ class TransferTask(Task):
             for j in range(len(plan.layers))
         ]  # fmt: skip
         if condition.is_baseline:
-            self._probes[condition.label] = out
+            self._baseline_probes = out
         return out
 
     def baseline_predictions(self, ctx: TaskContext) -> list[dict[str, Int[np.ndarray, " sentence"]]]:
         """Per layer and language, the baseline probe's predictions on the baseline's test embeddings."""
-        if "p" not in self._baseline:
+        if self._baseline_predictions is None:
             baseline = Condition.baseline()
             probes = self.probes(ctx, baseline)
             tests = {lang: self.embed(ctx, lang, "test", baseline) for lang in self.plan.languages}
-            self._baseline["p"] = [
+            self._baseline_predictions = [
                 {lang: probe.predict(emb[:, j].numpy()) for lang, emb in tests.items()}
                 for j, probe in enumerate(probes)
             ]
-        return self._baseline["p"]
+        return self._baseline_predictions
 
     def measure(self, ctx: TaskContext, condition: Condition) -> TaskOutput:
         plan, stats = self.plan, self.config.stats
@@ -320,7 +322,7 @@ class TransferTask(Task):
         majority = majority_rate(test_y)
         tests = {lang: self.embed(ctx, lang, "test", condition) for lang in plan.languages}
         references = self.baseline_predictions(ctx)
-        modes = ["none"] if condition.is_baseline else list(self.config.transfer.applied)
+        modes = ["none"] if condition.is_baseline else list(self.settings.applied)
         rows, groups, correct = [], [], []
         for mode in modes:
             probes = self.probes(ctx, Condition.baseline() if mode in ("none", "target") else condition)
@@ -329,17 +331,18 @@ class TransferTask(Task):
                     predicted = probes[j].predict(emb[:, j].numpy())
                     scores = score_predictions(test_y, predicted, counts, stats.confidence, references[j][lang])
                     rows.append(
-                        {"control": condition.control, "applied": mode, "layer": layer, "target": lang}
+                        {"applied": mode, "layer": layer, "target": lang, "is_source": lang == plan.source}
                         | scores
                         | {"majority": majority, "c": probes[j].c, "dev_accuracy": probes[j].dev_accuracy}
                     )
                     hits = torch.from_numpy((predicted == test_y).astype(np.float32))
-                    for applied in self.config.transfer.applied if mode == "none" else [mode]:
+                    for applied in self.settings.applied if mode == "none" else [mode]:
                         groups.append({"applied": applied, "layer": layer, "target": lang})
                         correct.append(hits)
-        for mode in {g["applied"] for g in groups}:  # SIB-200 is parallel: a test sentence's mean over targets
+        for mode in dict.fromkeys(g["applied"] for g in groups):  # SIB-200 is parallel: a sentence's mean over targets
             for layer in plan.layers:
-                rows_of = [i for i, g in enumerate(groups) if g["applied"] == mode and g["layer"] == layer]
+                rows_of = [i for i, g in enumerate(groups)
+                           if g["applied"] == mode and g["layer"] == layer and g["target"] != plan.source]  # fmt: skip
                 groups.append({"applied": mode, "layer": layer, "target": "mean"})
                 correct.append(torch.stack([correct[i] for i in rows_of]).mean(dim=0))
         items = [ItemScores(groups, {"accuracy": torch.stack(correct)})]

@@ -3,9 +3,10 @@ chrF++ and BLEU (sacrebleu) and the share of outputs in the target language. A c
 into its expert language (``experts = "all"``: every direction); the baseline translates all of them. Settings:
 ``[evaluate.translation]`` (:class:`xlens.config.TranslateConfig`); ``xlens translate`` runs this task alone.
 
-Table ``translation``: ``{direction, source, target, sentences, chrf, bleu, bleu_tokenize, target_share,
-empty_share}``. Items: one per test sentence, its sentence-level ``chrf`` (chrF++) and ``in_target`` (1 when the
-output is identified as the target language); groups ``{direction}``.
+Table ``translation``: ``{direction, src, tgt, sentences, chrf, bleu, bleu_tokenize, target_share, empty_share}``
+(corpus chrF++ and BLEU). Items: one per test sentence, its ``sentence_chrf`` (sentence-level chrF++: its mean
+over a direction is not the corpus score) and ``in_target`` (1 when the output is identified as the target
+language); groups ``{direction}``.
 """
 
 from __future__ import annotations
@@ -295,8 +296,9 @@ class TranslationTask(Task):
     """See the module docstring."""
 
     name = "translation"
+    version = 2  # 2: src/tgt columns, sentence_chrf items
     tables = ("translation",)
-    metrics = ("chrf", "in_target")
+    metrics = ("sentence_chrf", "in_target")
     packages = ("sacrebleu", "py3langid")
     reads_eval_split = False
     Settings = TranslateConfig
@@ -306,7 +308,7 @@ class TranslationTask(Task):
         t: TranslateConfig = self.settings
         pairs = translation_directions(config)
         languages = list(dict.fromkeys(lang for pair in pairs for lang in pair))
-        pool, self.removed = translation_pool(config, languages, splits.find)
+        pool, _ = translation_pool(config, languages, splits.find)
         self.plans = [few_shot_prompts(pool, a, b, t.shots, t.sentences, t.template, config.seed) for a, b in pairs]
         self.checked = False
 
@@ -325,12 +327,13 @@ class TranslationTask(Task):
             outputs = translate_prompts(
                 ctx.model, plan.prompts, t.max_new_tokens, ctx.interventions(condition), ctx.config.runtime.batch_size
             )
-            rows.append({"direction": plan.direction, "source": plan.source, "target": plan.target,
+            rows.append({"direction": plan.direction, "src": plan.source, "tgt": plan.target,
                          "sentences": len(outputs), **scores(outputs, plan.references, plan.target)})  # fmt: skip
             groups.append({"direction": plan.direction})
             per_sentence = [metric.sentence_score(o, [r]).score for o, r in zip(outputs, plan.references, strict=True)]
             chrfs.append(torch.tensor(per_sentence, dtype=torch.float32))
             found = language_id(outputs)
             shares.append(torch.tensor([float(code == plan.target) for code in found]))
-        items = [ItemScores(groups, {"chrf": torch.stack(chrfs), "in_target": torch.stack(shares)})] if groups else []
+        per_item = {"sentence_chrf": torch.stack(chrfs), "in_target": torch.stack(shares)} if groups else {}
+        items = [ItemScores(groups, per_item)] if groups else []
         return TaskOutput({"translation": rows}, items)
