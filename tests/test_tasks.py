@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import xlens
 import xlens.executors
 from xlens.cli import app
+from xlens.comparisons import Counts
 from xlens.config import ExperimentConfig
 from xlens.data.mining import load_bucc, mining_set, write_bucc
 from xlens.data.splits import load_splits
@@ -328,3 +329,54 @@ def test_fidelity_matches_generation_and_perplexity_computed_directly(tiny_gpt2:
     rows: Any = results.differences
     rows = rows[(rows["task"] == "fidelity") & (rows["metric"] == "log_perplexity") & (rows["against"] == "baseline")]
     assert set(rows["language"]) == {*config.eval_languages, "mean"}
+
+
+def test_item_groups_must_pair_and_one_item_gives_no_interval() -> None:
+    from xlens.comparisons import _by_group, differences
+    from xlens.errors import MetricInputError
+
+    one = _by_group([ItemScoresOf({"layer": 1}, [1.0, 0.0, 1.0])])
+    other = _by_group([ItemScoresOf({"layer": 2}, [1.0, 1.0, 1.0])])
+    with pytest.raises(MetricInputError, match="no counterpart under the other"):
+        differences(one, other, Counts(10, 0), 0.95)
+    single = differences(
+        _by_group([ItemScoresOf({"layer": 1}, [1.0])]),
+        _by_group([ItemScoresOf({"layer": 1}, [0.0])]),
+        Counts(10, 0),
+        0.9,
+    )
+    assert single[0]["diff"] == 1.0 and np.isnan(single[0]["low"]) and not single[0]["significant"]
+
+
+def ItemScoresOf(group: dict[str, Any], values: list[float]) -> Any:
+    from xlens.evaluation import ItemScores
+
+    return ItemScores([group], {"m": torch.tensor([values])})
+
+
+def test_a_task_column_may_not_take_a_conditions_name_and_where_names_its_mistakes(
+    tiny_gpt2: LensModel, tmp_path: Path
+) -> None:
+    from xlens.errors import ConditionsFailedError
+
+    class Clashing(Norms):
+        name = "clashing"
+
+        def measure(self, ctx: Any, condition: Any) -> Any:
+            out = super().measure(ctx, condition)
+            out.tables["norms"] = [{**row, "value": 1.0} for row in out.tables["norms"]]
+            return out
+
+    register_task(Clashing)
+    with pytest.raises(ConditionsFailedError, match=r"task 'clashing' writes columns \['value'\]"):
+        run_experiment(_config(layers=[2], tasks=["clashing"]), tmp_path / "a", model=tiny_gpt2, progress=False)
+    results = run_experiment(_config(layers=[2]), tmp_path / "b", model=tiny_gpt2, progress=False)
+    with pytest.raises(ResultsError, match=r"have no column \['target'\]"):
+        results.comparison(where={"target": "spa_Latn"})
+    with pytest.raises(ResultsError, match="no retrieval row has tgt = 'spa_latn'"):
+        results.comparison(where={"tgt": "spa_latn"})
+    with pytest.raises(ConfigError, match="not the pivot"):
+        from xlens.evaluation.mining import MiningTask
+
+        config = _config(tasks=["mining"], mining={"languages": ["en", "es"]})
+        MiningTask(config.evaluate.mining).prepare(config, load_splits(config))
