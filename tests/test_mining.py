@@ -277,3 +277,12 @@ def test_pivot_pairs_refuse_broken_folders(tmp_path: Path) -> None:
     (tmp_path / "ita-eng.tsv").unlink()
     with pytest.raises(CorpusError, match="no fra_Latn-eng_Latn pair"):
         load_pivot_pairs(tmp_path, langs="fr")
+
+
+def test_best_threshold_without_a_gold_candidate_is_laser_s_zero() -> None:
+    """The case hypothesis found (seed 57, noise 3.0): no candidate is a gold pair, so no cut has F1 > 0; LASER's
+    BuccOptimize then keeps its initial threshold, 0.0."""
+    x, y, gold = planted(15, 25, 25, 3.0, 57)
+    candidates = mine(torch.tensor(x), torch.tensor(y), k=3)
+    assert not any((s, t) in gold for s, t in zip(candidates.src.tolist(), candidates.tgt.tolist(), strict=True))
+    assert best_threshold(candidates, gold) == bucc_optimize(as_tuples(candidates), gold) == 0.0

@@ -47,7 +47,7 @@ class MiningTask(Task):
     """See the module docstring."""
 
     name = "mining"
-    version = 2  # 2: margin_threshold
+    version = 3  # 2: margin_threshold; 3: threshold 0.0 (as LASER) when no candidate is gold
     tables = ("mining",)
     metrics = ("decision",)
     Settings = MiningConfig

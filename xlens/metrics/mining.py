@@ -126,12 +126,13 @@ def _is_gold(candidates: Candidates, gold: Collection[tuple[int, int]]) -> list[
 
 def best_threshold(candidates: Candidates, gold: Collection[tuple[int, int]]) -> float:
     """The margin threshold that maximises F1 of the candidates above it against ``gold`` (pairs of indices):
-    midway between the best cut's score and the next candidate's (LASER's ``bucc.py``)."""
+    midway between the best cut's score and the next candidate's (LASER's ``bucc.py``). As there, 0.0 when no
+    candidate is a gold pair (no cut has an F1 above 0)."""
     if not gold:
         raise MetricInputError("no gold pairs to choose a threshold on")
     correct = _is_gold(candidates, gold)
     scores = candidates.score.tolist()
-    best_f1, threshold, hits = 0.0, float("inf"), 0
+    best_f1, threshold, hits = 0.0, 0.0, 0
     for i, hit in enumerate(correct):
         hits += hit
         if hits == 0:
