@@ -41,7 +41,7 @@ from xlens.errors import (
     InterventionError,
     ModelMismatchError,
 )
-from xlens.evaluation.base import Task, TaskOutput, embedding_key
+from xlens.evaluation.base import Task, TaskOutput, condition_interventions, embedding_key
 from xlens.evaluation.registry import BUILTIN, task_class
 from xlens.executors import EvalInputs, LocalExecutor, find_scores, make_executor, measured_key
 from xlens.experts.sets import ExpertScores
@@ -182,10 +182,7 @@ class Interventions:
 
     def build(self, condition: Condition, model: LensModel) -> list[Any]:
         """The interventions of ``condition`` on ``model`` (none for the baseline)."""
-        if condition.is_baseline:
-            return []
-        spec = condition.spec()
-        return [spec.build(self.scores, condition.language, condition.k, model=model, corpus=self.splits.find)]
+        return condition_interventions(condition, self.scores, model, self.splits.find)
 
 
 def run_experiment(

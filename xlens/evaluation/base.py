@@ -111,14 +111,9 @@ class TaskContext:
     def interventions(self, condition: Condition) -> list[Any]:
         """The interventions of ``condition`` on the model (none for the baseline), built once per context."""
         if condition not in self._built:
-            if condition.is_baseline:
-                self._built[condition] = []
-            else:
-                spec = condition.spec()
-                built = spec.build(
-                    self.inputs.scores, condition.language, condition.k, model=self.model, corpus=self.splits.find
-                )
-                self._built[condition] = [built]
+            self._built[condition] = condition_interventions(
+                condition, self.inputs.scores, self.model, self.splits.find
+            )
         return self._built[condition]
 
     def embed(
@@ -162,6 +157,15 @@ class TaskContext:
         if condition.is_baseline:  # the baseline is the reference of mixed retrieval and probes: kept in memory
             self._memo[key] = emb
         return emb
+
+
+def condition_interventions(condition: Condition, scores: Any, model: LensModel, find_split: Any) -> list[Any]:
+    """The interventions of ``condition`` on ``model`` (none for the baseline), from the run's expert scores and,
+    for methods that need sentences (diffmean), its find split."""
+    if condition.is_baseline:
+        return []
+    spec = condition.spec()
+    return [spec.build(scores, condition.language, condition.k, model=model, corpus=find_split)]
 
 
 def embedding_key(
