@@ -1,5 +1,6 @@
 """Cross-lingual transfer on SIB-200: the loader against pandas, the probe and its bootstrap against scikit-learn and a
-brute-force bootstrap, and ``run_transfer`` end to end (caching, ownership, checks before the model loads)."""
+brute-force bootstrap, and the study of the transfer task alone (``xlens transfer``) end to end: caching,
+ownership, provenance, checks before the model loads."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 import xlens.embeddings
 import xlens.executors
+import xlens.experiment
 from xlens.cli import app
 from xlens.conditions import Condition
 from xlens.config import ExperimentConfig
@@ -36,10 +38,11 @@ from xlens.errors import (
     RunFolderError,
     UnknownLanguageError,
 )
-from xlens.experiment import Interventions, run_experiment
+from xlens.evaluation.transfer import TransferPlan, fit_probe, majority_rate, plan_transfer, score_predictions
+from xlens.experiment import check_config, run_experiment
 from xlens.metrics.bootstrap import resample_counts
 from xlens.models import LensModel
-from xlens.transfer import TransferResults, check_transfer, fit_probe, majority_rate, run_transfer, score_predictions
+from xlens.results import RunResults
 
 runner = CliRunner()
 SPLITS = ("train", "dev", "test")
@@ -269,7 +272,20 @@ def test_the_bootstrap_intervals_match_a_brute_force_percentile_bootstrap() -> N
     assert scores["macro_f1_low"] < scores["macro_f1"] < scores["macro_f1_high"]
 
 
-# --- run_transfer end to end on a tiny model ---------------------------------------------------------------------
+# --- the transfer study end to end on a tiny model ------------------------------------------------------------
+
+
+def _check(config: ExperimentConfig) -> TransferPlan:
+    return plan_transfer(config, check_config(config))
+
+
+def _run(config: ExperimentConfig, out: Path, **kwargs: Any) -> RunResults:
+    """The study of the transfer task alone, as ``xlens transfer`` runs it."""
+    return run_experiment(config.override({"evaluate.tasks": ["transfer"]}), out, progress=False, **kwargs)
+
+
+def _table(results: RunResults) -> pd.DataFrame:
+    return results.task_tables["transfer"]
 
 
 def _tiny(sib: Path, **transfer: Any) -> ExperimentConfig:
@@ -309,15 +325,18 @@ def tiny_run(sib: Path, tiny_gpt2: LensModel, tmp_path_factory: pytest.TempPathF
     out = tmp_path_factory.mktemp("transfer")
     with pytest.MonkeyPatch.context() as monkeypatch:
         forwards = _Forwards(monkeypatch)
-        results = run_transfer(_tiny(sib), out, model=tiny_gpt2, progress=False)
+        results = _run(_tiny(sib), out, model=tiny_gpt2)
     return results, out, forwards.calls
 
 
 def test_the_run_scores_every_condition_mode_layer_and_target(tiny_run: tuple[Any, Path, int]) -> None:
     results, out, calls = tiny_run
-    table = results.table
-    assert results.source == "eng_Latn" and results.targets == ["spa_Latn", "jpn_Jpan"]
-    assert results.layers == [0, 1, 2] and results.sentences == {"train": 40, "dev": 40, "test": 40}
+    table = _table(results)
+    recorded = results.provenance["tasks"]["transfer"]
+    assert recorded["source"] == "eng_Latn" and recorded["targets"] == ["spa_Latn", "jpn_Jpan"]
+    assert recorded["layers"] == [0, 1, 2] and {k: len(v) for k, v in recorded["rows"].items()} == dict.fromkeys(
+        SPLITS, 40
+    )
     labels = [c.label for c in results.conditions]
     assert labels == ["baseline", "force spa_Latn k=8", "force(control=random) spa_Latn k=8"]
     modes = table.groupby("condition", sort=False)["applied"].unique().map(list).to_dict()
@@ -327,7 +346,7 @@ def test_the_run_scores_every_condition_mode_layer_and_target(tiny_run: tuple[An
     # One forward per (language, split, condition): the source's train and dev and every language's test, under
     # the baseline and both interventions (applied = "all" trains on intervened embeddings); shared by both modes.
     assert calls == 3 * (2 + 3)
-    assert len(list((out / "cache").glob("transfer-embeddings-*"))) == calls
+    assert len(list((out / "cache").glob("embeddings-*"))) == calls
     assert ((table["accuracy_low"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_high"])).all()
     # The change is paired with the baseline's predictions on the same sentences: its value is the difference of
     # the two accuracies, its interval holds it, and the baseline's own rows change by exactly 0.
@@ -340,7 +359,7 @@ def test_the_run_scores_every_condition_mode_layer_and_target(tiny_run: tuple[An
     assert (table["accuracy_change"] <= table["accuracy_change_high"] + 1e-12).all()
     on_baseline = table.loc[table["condition"] == "baseline", ["accuracy_change_low", "accuracy_change_high"]]
     assert (on_baseline.to_numpy() == 0).all() and (table["accuracy_change"] != 0).any()
-    shares = np.bincount(check_transfer(results.config).labels("test")) / 40
+    shares = np.bincount(_check(results.config).labels("test")) / 40
     assert table["majority"].unique().tolist() == [pytest.approx(shares.max())]
 
 
@@ -374,7 +393,7 @@ def test_the_source_row_is_the_ordinary_held_out_score(
     tiny_run: tuple[Any, Path, int], tiny_gpt2: LensModel, sib: Path
 ) -> None:
     results = tiny_run[0]
-    plan = check_transfer(results.config)
+    plan = _check(results.config)
     frames = {split: _pandas(sib, "eng_Latn", split) for split in SPLITS}
     # The sample: distinct rows in corpus order, several topics even though the test split is sorted by topic.
     for split, rows in plan.rows.items():
@@ -384,8 +403,9 @@ def test_the_source_row_is_the_ordinary_held_out_score(
     texts = {split: [str(frames[split]["text"].iloc[i]).strip() for i in plan.rows[split]] for split in SPLITS}
     x = {split: _embed(tiny_gpt2, results.config, texts[split], []) for split in SPLITS}
     labels = {split: [SIB200_LABELS.index(c) for c in frames[split]["category"][plan.rows[split]]] for split in SPLITS}
-    baseline = results.table[(results.table["condition"] == "baseline") & (results.table["target"] == "eng_Latn")]
-    for layer in results.layers:
+    table = _table(results)
+    baseline = table[(table["condition"] == "baseline") & (table["target"] == "eng_Latn")]
+    for layer in plan.layers:
         c, dev, scores = _sklearn_scores(x, labels, {"eng_Latn": x["test"]}, layer)
         row = baseline[baseline["layer"] == layer].iloc[0]
         assert (row["c"], row["dev_accuracy"]) == (c, pytest.approx(dev))
@@ -398,15 +418,15 @@ def test_applied_all_is_a_probe_trained_and_tested_under_the_intervention(
     """The rows of applied = "all": the Spanish experts found with the public API, forced while embedding the
     English train and dev splits and every test split, a probe fitted by scikit-learn on those."""
     results = tiny_run[0]
-    config, plan = results.config, check_transfer(results.config)
+    config, plan = results.config, _check(results.config)
     scores = xlens.find_experts(tiny_gpt2, plan.splits.find, progress=False)
     force = [xlens.Force(value="on_p50").build(scores, "es", 8, model=tiny_gpt2)]
     x = {split: _embed(tiny_gpt2, config, plan.texts("en", split), force) for split in ("train", "dev")}
     tests = {lang: _embed(tiny_gpt2, config, plan.texts(lang, "test"), force) for lang in plan.languages}
     labels = {split: plan.labels(split).tolist() for split in SPLITS}
-    table = results.table
+    table = _table(results)
     forced = table[(table["condition"] == "force spa_Latn k=8") & (table["applied"] == "all")]
-    for layer in results.layers:
+    for layer in plan.layers:
         c, dev, expected = _sklearn_scores(x, labels, tests, layer)
         at = forced[forced["layer"] == layer].set_index("target")
         assert at["c"].unique().tolist() == [c] and at["dev_accuracy"].unique().tolist() == [pytest.approx(dev)]
@@ -415,7 +435,7 @@ def test_applied_all_is_a_probe_trained_and_tested_under_the_intervention(
 
 
 def test_applied_modes_share_the_baseline_probe_and_layer_zero_is_untouched(tiny_run: tuple[Any, Path, int]) -> None:
-    table = tiny_run[0].table
+    table = _table(tiny_run[0])
     keys = ["layer", "target"]
     base = table[table["condition"] == "baseline"].set_index(keys)
     metrics = ["accuracy", "macro_f1", "accuracy_low", "accuracy_high", "c", "dev_accuracy"]
@@ -433,25 +453,33 @@ def test_applied_modes_share_the_baseline_probe_and_layer_zero_is_untouched(tiny
     assert (forced["accuracy"] != base.loc[forced.index, "accuracy"]).any()
 
 
-def test_results_load_back_and_name_the_best_layer(tiny_run: tuple[Any, Path, int]) -> None:
+def test_results_load_back_with_the_tasks_provenance_and_paired_differences(tiny_run: tuple[Any, Path, int]) -> None:
     results, out, _ = tiny_run
-    loaded = TransferResults.load(out)
-    pd.testing.assert_frame_equal(loaded.table, results.table)
+    loaded = RunResults.load(out)
+    pd.testing.assert_frame_equal(_table(loaded), _table(results))
     assert loaded.conditions == results.conditions and loaded.config == results.config
-    table = results.table
-    means = table[(table["condition"] == "baseline") & (table["target"] != "eng_Latn")].groupby("layer")["accuracy"]
-    assert results.best_layer() == int(means.mean().idxmax())
-    overview = results.overview(2)
-    assert overview["target_accuracy"].iloc[0] == pytest.approx(means.mean().loc[2])
-    assert overview.loc[0, "vs_baseline"] == 0.0
-    at2 = table[(table["layer"] == 2) & (table["target"] != "eng_Latn")]
-    for _, row in overview.iterrows():
-        mine = at2[(at2["condition"] == row["condition"]) & (at2["applied"] == row["applied"])]
-        assert row["targets_worse"] == (mine["accuracy_change_high"] < 0).sum()
-        assert row["targets_better"] == (mine["accuracy_change_low"] > 0).sum()
-    assert overview.loc[0, ["targets_worse", "targets_better"]].tolist() == [0, 0]
-    assert f"best baseline layer {results.best_layer()}" in results.summary()
-    assert "TransferResults" in results._repr_html_() and len(results._repr_html_()) < 5000
+    recorded = loaded.provenance["tasks"]["transfer"]
+    plan = _check(results.config)
+    assert recorded["rows"] == {split: list(rows) for split, rows in plan.rows.items()}
+    assert recorded["labels"] == list(SIB200_LABELS) and "scikit-learn" in loaded.provenance["versions"]
+    # SIB-200's sentences are FLORES-200's; the find split here is the built-in corpus: no shared sentence.
+    assert recorded["rows_sharing_a_sentence_with_the_find_split"] == dict.fromkeys(SPLITS, 0)
+    # The paired bootstrap of every condition against the baseline: its mean change is the table's.
+    diffs: Any = loaded.differences
+    row = diffs[(diffs["task"] == "transfer") & (diffs["against"] == "baseline") & (diffs["target"] == "spa_Latn")]
+    row = row[(row["layer"] == 2) & (row["applied"] == "target")].iloc[0]
+    table = _table(loaded)
+    at = table[(table["condition"] == row["condition"]) & (table["layer"] == 2) & (table["target"] == "spa_Latn")]
+    assert row["diff"] == pytest.approx(at[at["applied"] == "target"]["accuracy_change"].item())
+    assert "transfer" in loaded.study_summary() and "accuracy" in loaded.study_summary()
+
+
+def test_a_folder_of_the_retired_transfer_runner_is_named(tmp_path: Path) -> None:
+    (tmp_path / "transfer.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(Exception, match=r"earlier `xlens transfer` \(transfer.json\).*rerun `xlens transfer CONFIG"):
+        RunResults.load(tmp_path)
+    with pytest.raises(AttributeError, match=r"xlens.run_transfer is retired.*evaluate.tasks"):
+        _ = xlens.run_transfer  # type: ignore[attr-defined]
 
 
 def test_a_rerun_reads_the_cache_and_another_config_needs_force(
@@ -461,8 +489,8 @@ def test_a_rerun_reads_the_cache_and_another_config_needs_force(
     folder = tmp_path / "copy"
     shutil.copytree(out, folder)
     forwards = _Forwards(monkeypatch)
-    again = run_transfer(results.config, folder, model=tiny_gpt2, progress=False)
-    pd.testing.assert_frame_equal(again.table, results.table)
+    again = _run(results.config, folder, model=tiny_gpt2)
+    pd.testing.assert_frame_equal(_table(again), _table(results))
     assert forwards.calls == 0
 
     def no_model(config: Any) -> Any:
@@ -473,18 +501,19 @@ def test_a_rerun_reads_the_cache_and_another_config_needs_force(
     with pytest.raises(
         RunFolderError, match=r"belongs to another run .*evaluate.transfer.applied: \['target', 'all'\] -> "
     ):
-        run_transfer(other, folder, progress=False)
+        _run(other, folder)
     # With force: the baseline's rows and the applied = "target" rows are the same, from the cached embeddings.
-    only_target = run_transfer(other, folder, model=tiny_gpt2, progress=False, force=True)
+    only_target = _run(other, folder, model=tiny_gpt2, force=True)
     assert forwards.calls == 0
-    expected = results.table[results.table["applied"] != "all"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(only_target.table, expected)
+    table = _table(results)
+    expected = table[table["applied"] != "all"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_table(only_target), expected)
 
 
 def test_targets_all_is_every_other_sib200_language(sib: Path) -> None:
     """``targets = "all"`` resolves every language folder of the release (N'Ko, nqo_Nkoo, is in SIB-200 but not in
     FLORES-200 devtest), before any model loads."""
-    plan = check_transfer(_tiny(sib, targets="all"))
+    plan = _check(_tiny(sib, targets="all"))
     folders = sorted(p.name for p in sib.iterdir() if p.is_dir())
     assert len(folders) == 205 and "nqo_Nkoo" in folders
     assert sorted(plan.targets) == [f for f in folders if f != "eng_Latn"]
@@ -493,12 +522,12 @@ def test_targets_all_is_every_other_sib200_language(sib: Path) -> None:
 @pytest.mark.parametrize(("sentences", "test_sentences"), [(None, 12), (40, 12), (40, None), (None, 500)])
 def test_test_sentences_caps_only_the_test_split(sentences: int | None, test_sentences: int | None, sib: Path) -> None:
     """The same seeded rows in every split as with ``sentences`` alone, except the test split's cap."""
-    plan = check_transfer(_tiny(sib, sentences=sentences, test_sentences=test_sentences))
+    plan = _check(_tiny(sib, sentences=sentences, test_sentences=test_sentences))
     full = {split: len(plan.data.ids_of(split)) for split in ("train", "dev", "test")}
     for split, cap in (("train", sentences), ("dev", sentences), ("test", test_sentences or sentences)):
         rows = plan.rows[split]
         assert len(rows) == min(cap or full[split], full[split]) and rows == sorted(set(rows))
-        alone = check_transfer(_tiny(sib, sentences=cap)).rows[split]
+        alone = _check(_tiny(sib, sentences=cap)).rows[split]
         assert rows == alone
 
 
@@ -530,7 +559,7 @@ def test_bad_inputs_fail_before_the_model_loads(
 
     patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
     with pytest.raises(error, match=message):
-        run_transfer(_tiny(sib, **transfer), tmp_path / "out", progress=False)
+        _run(_tiny(sib, **transfer), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -547,17 +576,17 @@ def test_a_source_without_a_train_split_and_a_missing_sklearn_fail_before_the_mo
         {"evaluate.transfer.corpus": f"sib200:{tmp_path / 'sib'}", "evaluate.transfer.targets": ["es"]}
     )
     with pytest.raises(CorpusError, match="the source language eng_Latn has no train split in sib200:"):
-        run_transfer(config, tmp_path / "out", progress=False)
+        _run(config, tmp_path / "out")
     monkeypatch.setitem(sys.modules, "sklearn", None)  # what an environment without scikit-learn imports
     with pytest.raises(MissingDependencyError, match=r"pip install 'xlens\[transfer\]'"):
-        run_transfer(_tiny(sib), tmp_path / "out", progress=False)
+        _run(_tiny(sib), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_the_cli(tiny_run: tuple[Any, Path, int], sib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results, out, _ = tiny_run
     file = tmp_path / "transfer.toml"
-    results.config.save(file)
+    results.config.override({"evaluate.tasks": ["retrieval"]}).save(file)  # the shortcut sets the task
     folder = tmp_path / "run"
     shutil.copytree(out, folder)
     forwards = _Forwards(monkeypatch)
@@ -565,12 +594,15 @@ def test_the_cli(tiny_run: tuple[Any, Path, int], sib: Path, tmp_path: Path, mon
     args = ["transfer", str(file), "--out", str(folder), "--targets", "es", "--layer", "0", "--layer", "1", "--force"]
     done = runner.invoke(app, [*args, "--layer", "2"])
     assert done.exit_code == 0, done.output
-    assert "SIB-200 transfer from eng_Latn to 1 target(s), 40 test sentences" in done.output
+    assert "transfer" in done.output and "accuracy" in done.output and "wrote" in done.output
     assert forwards.calls == 0
-    loaded = TransferResults.load(folder)
-    assert loaded.targets == ["spa_Latn"] and loaded.layers == [0, 1, 2]
-    expected = results.table[results.table["target"] != "jpn_Jpan"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(loaded.table, expected)
+    loaded = RunResults.load(folder)
+    assert loaded.config.evaluate.tasks == ["transfer"]
+    recorded = loaded.provenance["tasks"]["transfer"]
+    assert recorded["targets"] == ["spa_Latn"] and recorded["layers"] == [0, 1, 2]
+    table = _table(results)
+    expected = table[table["target"] != "jpn_Jpan"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_table(loaded), expected)
     bad = runner.invoke(app, ["transfer", str(file), "--out", str(tmp_path / "bad"), "--targets", "xx"])
     assert bad.exit_code == 2 and "error: evaluate.transfer.targets: unknown language 'xx'" in bad.output
     assert not (tmp_path / "bad").exists()
@@ -585,46 +617,20 @@ def test_the_embedded_model_transfers_topics(
 ) -> None:
     # Baseline only, to stay within a minute on two CPU cores: the grid's experts are left out here (the tiny runs
     # above cover them).
-    def baseline_only(cls: Any, config: Any, model: Any, store: Any, splits: Any, progress: bool = True) -> Any:
-        return Interventions(config, splits, None, "", [Condition.baseline()])
-
-    monkeypatch.setattr(Interventions, "prepare", classmethod(baseline_only))
+    monkeypatch.setattr(xlens.experiment, "grid_conditions", lambda config: [Condition.baseline()])
     config = ExperimentConfig.from_dict(
         {
             "languages": ["en", "es"],
+            "find": {"sentences": 8},
             "evaluate": {
                 "transfer": {"corpus": f"sib200:{sib}", "sentences": 32, "layers": [6], "applied": ["target"]}
             },
         }
     )
-    results = run_transfer(config, tmp_path, model=embedded, progress=False)
-    table = results.table.set_index("target")
+    results = _run(config, tmp_path, model=embedded)
+    table = _table(results).set_index("target")
     assert table.index.tolist() == ["eng_Latn", "spa_Latn"] and table["applied"].unique().tolist() == ["none"]
     majority = float(table["majority"].iloc[0])
     # Topic is in the embedded model's layer-6 embeddings, in English and, through the English probe, in Spanish.
     assert table.loc["eng_Latn", "accuracy"] > majority + 0.15
     assert table.loc["spa_Latn", "accuracy"] > majority + 0.1
-
-
-def test_the_transfer_task_of_a_study_gives_the_runners_rows(
-    sib: Path, tiny_gpt2: LensModel, tiny_run: tuple[Any, Path, int], tmp_path: Path
-) -> None:
-    """The same probes on the same embeddings: a study with the transfer task reproduces `xlens transfer`'s
-    accuracies and intervals, and its items (one per test sentence) average to them."""
-    results, _, _ = tiny_run
-    config = _tiny(sib).override({"evaluate.tasks": ["transfer"]})
-    study = run_experiment(config, tmp_path / "study", model=tiny_gpt2, progress=False)
-    got: Any = study.task_tables["transfer"]
-    want: Any = results.table
-    keys = ["condition", "applied", "layer", "target"]
-    merged = got.merge(want, on=keys, suffixes=("", "_runner"))
-    assert len(merged) == len(want) == len(got)
-    for column in ("accuracy", "accuracy_low", "accuracy_high", "macro_f1", "accuracy_change", "c"):
-        np.testing.assert_allclose(merged[column], merged[f"{column}_runner"], atol=1e-9)
-    diffs: Any = study.differences
-    row = diffs[(diffs["task"] == "transfer") & (diffs["against"] == "baseline") & (diffs["target"] != "mean")]
-    row = row[row["subject"] == "condition"].iloc[0]
-    table = got[(got["condition"] == row["condition"]) & (got["applied"] == row["applied"])]
-    at = table[(table["layer"] == row["layer"]) & (table["target"] == row["target"])]
-    assert row["subject_mean"] == pytest.approx(at["accuracy"].item())
-    assert row["diff"] == pytest.approx(at["accuracy_change"].item())

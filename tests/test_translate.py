@@ -1,11 +1,10 @@
-"""`xlens translate`: few-shot prompts, scores against sacrebleu itself, the paired bootstrap against a loop, and runs
-on a tiny model (resume, ownership, the command) and on the embedded Gemma-3-270M."""
+"""The translation task (`xlens translate`, its study alone): few-shot prompts, scores against sacrebleu itself,
+and studies on a tiny model (outputs, resume, ownership, the command) and on the embedded Gemma-3-270M."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from xlens.evaluation.translation import (
     bleu,
     bleu_tokenizer,
     chrf,
-    chrf_difference,
     cut,
     empty_share,
     few_shot_prompts,
@@ -38,9 +36,8 @@ from xlens.experiment import run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.generation import generate
 from xlens.interventions import Force
-from xlens.metrics.bootstrap import resample_counts
 from xlens.models import LensModel
-from xlens.translate import TranslateResults, run_translate
+from xlens.results import RunResults
 
 runner = CliRunner()
 EN = [f"Sentence number {i} in English." for i in range(30)]
@@ -165,27 +162,6 @@ def test_bleu_tokenization_by_target(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (bleu_tokenizer("ja"), bleu_tokenizer("ko")) == ("ja-mecab", "ko-mecab")
 
 
-def test_the_bootstrap_matches_a_loop_over_resampled_corpora() -> None:
-    rng = np.random.default_rng(0)
-    words = ["the", "a", "cat", "dog", "sat", "ran", "on", "under", "mat", "rug", "house", "big", "small", "red"]
-    refs = [" ".join(rng.choice(words, 6)) for _ in range(12)]
-    base = [" ".join(rng.choice(words, 5)) for _ in range(12)]
-    ours = [r if i % 3 else " ".join(rng.choice(words, 6)) for i, r in enumerate(refs)]
-    counts = resample_counts(12, 200, seed=3)
-    diff, low, high = chrf_difference(base, ours, refs, counts.numpy(), 0.9)
-
-    def corpus_chrf(hyps: list[str], which: np.ndarray) -> float:
-        drawn = np.repeat(np.arange(12), which.astype(int))
-        return sacrebleu.corpus_chrf([hyps[i] for i in drawn], [[refs[i] for i in drawn]], word_order=2).score
-
-    loop = [corpus_chrf(ours, w) - corpus_chrf(base, w) for w in counts.numpy()]
-    assert diff == pytest.approx(chrf(ours, refs) - chrf(base, refs))
-    assert (low, high) == pytest.approx(tuple(np.quantile(loop, [0.05, 0.95])))
-    assert low < diff < high
-    assert chrf_difference(base, base, refs, counts.numpy(), 0.9) == (0.0, 0.0, 0.0)
-    assert np.isnan(chrf_difference(base, ours, refs, None, 0.9)[1])
-
-
 def test_the_cut_at_the_first_line_break() -> None:
     assert cut(" Hola mundo.\nEnglish: next") == "Hola mundo."
     assert cut("\nHola") == "" and cut("  solo  ") == "solo" and cut("a\r\nb") == "a" and cut("") == ""
@@ -239,11 +215,21 @@ def _tiny_config(folder: Path, **translate: Any) -> ExperimentConfig:
     )
 
 
+def _run(config: ExperimentConfig, out: Path, **kwargs: Any) -> RunResults:
+    """The study of the translation task alone, as ``xlens translate`` runs it."""
+    return run_experiment(config.override({"evaluate.tasks": ["translation"]}), out, progress=False, **kwargs)
+
+
+def _outputs(results: RunResults, direction: str, condition: str = "baseline") -> list[str]:
+    table: Any = results.task_tables["translation_outputs"]
+    return table[(table["direction"] == direction) & (table["condition"] == condition)]["output"].tolist()
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, TranslateResults]:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentConfig, RunResults]:
     folder = tmp_path_factory.mktemp("translate")
     config = _tiny_config(folder)
-    return config, run_translate(config, folder / "out", progress=False)
+    return config, _run(config, folder / "out")
 
 
 def _count_generate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -259,9 +245,9 @@ def _count_generate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_the_conditions_of_each_direction(tiny_run: tuple[ExperimentConfig, TranslateResults]) -> None:
+def test_the_conditions_of_each_direction(tiny_run: tuple[ExperimentConfig, RunResults]) -> None:
     _, results = tiny_run
-    table: Any = results.table  # pandas' stubs type column access too loosely for these checks
+    table: Any = results.task_tables["translation"]  # pandas' stubs type column access too loosely for these checks
     by_direction = table.groupby("direction")["condition"].apply(list).to_dict()
     assert by_direction == {
         "eng_Latn-spa_Latn": ["baseline", "force spa_Latn k=4", "force(control=random) spa_Latn k=4"],
@@ -269,75 +255,83 @@ def test_the_conditions_of_each_direction(tiny_run: tuple[ExperimentConfig, Tran
     }
     assert list(table.columns[:4]) == ["condition", "intervention", "expert_lang", "k"]
     assert set(table["control"].dropna()) == {"none", "random"} and (table["sentences"] == 5).all()
-    base = table[table["condition"] == "baseline"]
-    assert base["chrf_delta"].isna().all() and base["target_share_delta"].isna().all()
+    written: Any = results.task_tables["translation_outputs"]
+    assert written.groupby(["condition", "direction"]).size().tolist() == [5] * 6
 
 
 def test_the_scores_are_those_of_the_outputs(
-    tiny_run: tuple[ExperimentConfig, TranslateResults], tiny_gpt2: LensModel
+    tiny_run: tuple[ExperimentConfig, RunResults], tiny_gpt2: LensModel
 ) -> None:
     config, results = tiny_run
     corpus = load_corpus(str(config.translate.corpus))
     plan = few_shot_prompts(corpus, "en", "es", 2, 5, config.translate.template, config.seed)
-    assert results.directions[0]["first_prompt"] == plan.prompts[0]
-    assert results.directions[0]["test_ids"] == plan.test_ids
+    recorded = results.provenance["tasks"]["translation"]
+    assert recorded["directions"][0]["first_prompt"] == plan.prompts[0]
+    assert recorded["directions"][0]["test_ids"] == plan.test_ids and recorded["corpus"]["rows"] == 10
+    assert recorded["sacrebleu_signatures"]["chrf"].startswith("nrefs:1")
     direct = generate(tiny_gpt2, plan.prompts, 6, batch_size=4)  # no stop string: the cut is done here
-    baseline = results.outputs("en-es")
+    baseline = _outputs(results, "eng_Latn-spa_Latn")
     assert baseline == [t.partition("\n")[0].strip() for t in direct]
+    written: Any = results.task_tables["translation_outputs"]
+    assert written[written["condition"] == "baseline"]["row"].tolist()[:5] == plan.test_ids
 
-    scores = ExpertScores.load(next((results.folder or Path()).glob("cache/scores-*")))
+    assert results.folder is not None
+    scores = ExpertScores.load(next(results.folder.glob("cache/scores-*")))
     forced = generate(tiny_gpt2, plan.prompts, 6, interventions=[Force().build(scores.select("es", 4))], batch_size=4)
     label = "force spa_Latn k=4"
-    assert results.outputs("eng_Latn-spa_Latn", label) == [t.partition("\n")[0].strip() for t in forced]
+    outputs = _outputs(results, "eng_Latn-spa_Latn", label)
+    assert outputs == [t.partition("\n")[0].strip() for t in forced]
 
-    rows = results.table.set_index(["direction", "condition"])
-    row, base = rows.loc[("eng_Latn-spa_Latn", label)], rows.loc[("eng_Latn-spa_Latn", "baseline")]
-    outputs = results.outputs("en-es", label)
+    rows = results.task_tables["translation"].set_index(["direction", "condition"])
+    row = rows.loc[("eng_Latn-spa_Latn", label)]
     assert row["chrf"] == pytest.approx(sacrebleu.corpus_chrf(outputs, [plan.references], word_order=2).score)
     assert row["bleu"] == pytest.approx(sacrebleu.corpus_bleu(outputs, [plan.references]).score)
-    assert row["chrf_delta"] == pytest.approx(row["chrf"] - base["chrf"])
-    assert row["chrf_delta_low"] <= row["chrf_delta"] <= row["chrf_delta_high"]
     assert row["target_share"] == target_share(outputs, "es")
-    assert row["target_share_delta"] == pytest.approx(row["target_share"] - base["target_share"])
     assert row["empty_share"] == sum(o == "" for o in outputs) / 5
-    shown = results.examples[(results.examples["condition"] == label)]
-    assert shown["output"].tolist()[:3] == outputs[:3] and shown["reference"].tolist() == plan.references[:3]
+    # The paired bootstrap's items: sacrebleu's sentence-level chrF++ of each output, against the baseline's.
+    metric = sacrebleu.metrics.CHRF(word_order=2)
+    mine = [metric.sentence_score(o, [r]).score for o, r in zip(outputs, plan.references, strict=True)]
+    base = [metric.sentence_score(o, [r]).score for o, r in zip(baseline, plan.references, strict=True)]
+    diffs: Any = results.differences
+    found = diffs[(diffs["task"] == "translation") & (diffs["metric"] == "sentence_chrf")]
+    found = found[(found["condition"] == label) & (found["against"] == "baseline")].iloc[0]
+    assert found["subject_mean"] == pytest.approx(np.mean(mine), abs=1e-4)
+    assert found["diff"] == pytest.approx(np.mean(mine) - np.mean(base), abs=1e-4)
+    assert found["low"] <= found["diff"] <= found["high"]
 
 
 def test_a_rerun_generates_nothing_and_reloads(
-    tiny_run: tuple[ExperimentConfig, TranslateResults], monkeypatch: pytest.MonkeyPatch
+    tiny_run: tuple[ExperimentConfig, RunResults], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, results = tiny_run
     assert results.folder is not None
     calls = _count_generate(monkeypatch)
-    again = run_translate(config, results.folder, progress=False)
+    again = _run(config, results.folder)
     assert calls == []
-    pd.testing.assert_frame_equal(again.table, results.table)
-    loaded = TranslateResults.load(results.folder)
-    pd.testing.assert_frame_equal(loaded.table, results.table)
-    pd.testing.assert_frame_equal(pd.read_parquet(results.folder / "translate.parquet"), results.table)
-    manifest = json.loads((results.folder / "translate.json").read_text())
-    assert manifest["provenance"]["corpus"]["rows"] == 10 and len(manifest["translate"]) == 6
-    # A generation lost (a run killed before writing it) is the only one computed again.
-    victim = results.folder / results.generations[4]["artifact"]
+    for name in ("translation", "translation_outputs"):
+        pd.testing.assert_frame_equal(again.task_tables[name], results.task_tables[name])
+        pd.testing.assert_frame_equal(RunResults.load(results.folder).task_tables[name], results.task_tables[name])
+        pd.testing.assert_frame_equal(pd.read_parquet(results.folder / f"{name}.parquet"), results.task_tables[name])
+    # A measurement lost (a run killed before writing it) is the only one made again: one condition, one direction.
+    victim = sorted(results.folder.glob("cache/measured-*"))[0]
     for file in victim.iterdir():
         file.unlink()
     victim.rmdir()
-    run_translate(config, results.folder, progress=False)
-    assert calls == [5]
+    _run(config, results.folder)
+    assert calls in ([5], [5, 5])
 
 
 def test_another_config_is_refused_without_force(
-    tiny_run: tuple[ExperimentConfig, TranslateResults], monkeypatch: pytest.MonkeyPatch
+    tiny_run: tuple[ExperimentConfig, RunResults], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, results = tiny_run
     assert results.folder is not None
     other = config.override({"evaluate.translation.max_new_tokens": 3})
     with pytest.raises(RunFolderError, match=r"evaluate\.translation\.max_new_tokens: 6 -> 3"):
-        run_translate(other, results.folder, progress=False)
+        _run(other, results.folder)
     # The evaluation section does not change a translation, so it does not own the folder.
     calls = _count_generate(monkeypatch)
-    run_translate(config.override({"evaluate.sentences": 5}), results.folder, progress=False)
+    _run(config.override({"evaluate.sentences": 5}), results.folder)
     assert calls == []
 
 
@@ -362,7 +356,7 @@ def test_bad_inputs_fail_before_the_model_is_loaded_or_anything_generated(
     if not loads:
         patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
     with pytest.raises(error, match=message):
-        run_translate(bad, tmp_path / "out", progress=False)
+        _run(bad, tmp_path / "out")
     assert calls == [] and not list((tmp_path / "out").glob("cache/responses-*"))
 
 
@@ -374,7 +368,7 @@ def test_missing_sacrebleu_is_one_error_before_the_model(tmp_path: Path, monkeyp
     patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
     monkeypatch.setitem(sys.modules, "sacrebleu", None)  # `import sacrebleu` raises ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'xlens\[translate\]'"):
-        run_translate(_tiny_config(tmp_path), tmp_path / "out", progress=False)
+        _run(_tiny_config(tmp_path), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -384,9 +378,11 @@ def test_the_translate_command(tmp_path: Path) -> None:
     args = ["translate", str(path), "--out", str(out), "--directions", "es-en", "--sentences", "3", "--shots", "1"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "force(control=random) eng_Latn k=4" in result.output and "wrote" in result.output
-    loaded = TranslateResults.load(out)
-    table: Any = loaded.table
+    assert "translation · sentence_chrf" in result.output and "force eng_Latn k=4 spa_Latn-eng_Latn" in result.output
+    assert "vs random" in result.output and "translation_outputs.parquet" in result.output
+    assert "retrieval.parquet" not in result.output  # only the tables with rows
+    loaded = RunResults.load(out)
+    table: Any = loaded.task_tables["translation"]
     assert loaded.config.translate.shots == 1 and set(table["direction"]) == {"spa_Latn-eng_Latn"}
     assert (table["sentences"] == 3).all()
     bad = runner.invoke(app, ["translate", str(path), "--out", str(out), "--directions", "es-es"])
@@ -422,41 +418,14 @@ def test_translating_flores_with_the_embedded_model(
         }
     )
     calls = _count_generate(monkeypatch)
-    results = run_translate(config, tmp_path / "out", model=embedded, progress=False)
-    assert calls == [4] and results.table["condition"].tolist() == ["baseline"]
-    outputs = results.outputs("en-es")
+    results = _run(config, tmp_path / "out", model=embedded)
+    table: Any = results.task_tables["translation"]
+    assert calls == [4] and table["condition"].tolist() == ["baseline"]
+    outputs = _outputs(results, "eng_Latn-spa_Latn")
     assert len(outputs) == 4 and all(isinstance(o, str) and o and "\n" not in o for o in outputs)
-    row = results.table.iloc[0]
+    row = table.iloc[0]
     for name in ("chrf", "bleu"):
         assert 0 <= row[name] <= 100
     assert row["chrf"] > 0  # something of the reference was produced
-    assert 0 <= row["target_share"] <= 1 and results.provenance["corpus"]["rows"] == 1012
-
-
-def test_the_translation_task_of_a_study_gives_the_runners_scores(
-    tiny_run: tuple[ExperimentConfig, TranslateResults], tmp_path: Path
-) -> None:
-    """The same prompts and greedy outputs: a study with the translation task reproduces `xlens translate`'s
-    scores, and its items are sacrebleu's sentence-level chrF++ of each output."""
-    import sacrebleu
-
-    config, results = tiny_run
-    study = run_experiment(config.override({"evaluate.tasks": ["translation"]}), tmp_path / "s", progress=False)
-    got: Any = study.task_tables["translation"]
-    want: Any = results.table
-    merged = got.merge(want, on=["condition", "direction"], suffixes=("", "_runner"))
-    assert len(merged) == len(want) == len(got)
-    for column in ("chrf", "bleu", "target_share", "empty_share"):
-        np.testing.assert_allclose(merged[column], merged[f"{column}_runner"], atol=1e-9)
-    label = next(c.label for c in results.conditions if not c.is_baseline and c.control == "none")
-    direction = got[got["condition"] == label]["direction"].iloc[0]
-    outputs = results.outputs(direction, label)
-    plan = next(d for d in results.directions if d["direction"] == direction)
-    corpus = load_corpus(str(config.translate.corpus))
-    references = [corpus[plan["target"]][corpus.ids.index(i)] for i in plan["test_ids"]]
-    metric = sacrebleu.metrics.CHRF(word_order=2)
-    per_sentence = [metric.sentence_score(o, [r]).score for o, r in zip(outputs, references, strict=True)]
-    rows: Any = study.differences
-    row = rows[(rows["task"] == "translation") & (rows["metric"] == "sentence_chrf") & (rows["condition"] == label)]
-    row = row[(row["against"] == "baseline") & (row["direction"] == direction)].iloc[0]
-    assert row["subject_mean"] == pytest.approx(np.mean(per_sentence), abs=1e-4)
+    assert 0 <= row["target_share"] <= 1
+    assert results.provenance["tasks"]["translation"]["corpus"]["rows"] == 1012

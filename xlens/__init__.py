@@ -88,15 +88,20 @@ _LAZY = {
     "xlens.results": ("RunResults",),
     "xlens.generation": ("generate", "language_id", "perplexity"),
     "xlens.steering": ("choose_k", "prepare_steer", "run_steer"),
-    "xlens.transfer": ("TransferResults", "run_transfer"),
     "xlens.data.sib200": ("load_sib200",),
-    "xlens.translate": ("TranslateResults", "run_translate"),
     "xlens.viz": ("embedding_space", "improvement_bars", "neuron_card", "retrieval_curves", "similarity_heatmaps"),
     "xlens.inspector": ("NeuronInspector",),
     "xlens.report": ("write_report",),
     "xlens.evaluation": ("Task", "TaskContext", "TaskOutput", "ItemScores", "register_task", "tasks"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
+# Names of earlier versions, and what replaced them.
+_RETIRED = {
+    "run_transfer": 'run_experiment(config.override({"evaluate.tasks": ["transfer"]}), out)',
+    "run_translate": 'run_experiment(config.override({"evaluate.tasks": ["translation"]}), out)',
+    "TransferResults": 'RunResults (its task_tables["transfer"])',
+    "TranslateResults": 'RunResults (its task_tables["translation"] and ["translation_outputs"])',
+}
 
 __all__ = [
     "ArtifactError",
@@ -147,8 +152,6 @@ __all__ = [
     "Task",
     "TaskContext",
     "TaskOutput",
-    "TransferResults",
-    "TranslateResults",
     "UnitIndex",
     "UnknownLanguageError",
     "UnsupportedModelError",
@@ -184,8 +187,6 @@ __all__ = [
     "retrieval_matrix",
     "run_experiment",
     "run_steer",
-    "run_transfer",
-    "run_translate",
     "sentence_embeddings",
     "similarity_heatmaps",
     "tasks",
@@ -195,6 +196,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
+    if name in _RETIRED:
+        raise AttributeError(
+            f"xlens.{name} is retired: transfer and translation are tasks of a study; use {_RETIRED[name]}"
+        )
     if module is None:
         raise AttributeError(f"module 'xlens' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -250,6 +255,4 @@ if TYPE_CHECKING:
     from xlens.report import write_report
     from xlens.results import RunResults
     from xlens.steering import choose_k, prepare_steer, run_steer
-    from xlens.transfer import TransferResults, run_transfer
-    from xlens.translate import TranslateResults, run_translate
     from xlens.viz import embedding_space, improvement_bars, neuron_card, retrieval_curves, similarity_heatmaps

@@ -12,13 +12,16 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
 
 from xlens._io import write_json
 from xlens.errors import InputError, XlensError
 from xlens.interventions.registry import methods
+
+if TYPE_CHECKING:
+    from xlens.config import ExperimentConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write JSON (run them on your own GPUs too).")
@@ -300,17 +303,24 @@ def sweep(
 
     from xlens.config import ExperimentConfig
     from xlens.executors import make_executor
-    from xlens.experiment import run_experiment
 
     cfg = ExperimentConfig.load(config).override(_settings(settings))
     where = make_executor(executor, address=address, workers=workers, keep_embeddings=keep_embeddings)
-    results = run_experiment(cfg, out, executor=where, force=force)
+    _study(cfg, out, executor=where, force=force, figures=figures)
+
+
+def _study(config: ExperimentConfig, out: Path, *, executor: Any = None, force: bool, figures: bool = False) -> None:
+    """Run a study, print its summary and, where it measured retrieval and ``figures``, write its report."""
+    from xlens.experiment import run_experiment
+
+    results = run_experiment(config, out, executor=executor, force=force)
     typer.echo(results.study_summary())
     if figures and "retrieval" in results.config.evaluate.tasks:
         from xlens.report import write_report
 
         typer.echo(f"report: {write_report(results)}")
-    typer.echo(f"wrote {out}/results.json and its tables ({', '.join(f'{t}.parquet' for t in results.tables())})")
+    written = [f"{name}.parquet" for name, table in results.tables().items() if len(table)]
+    typer.echo(f"wrote {out}/results.json and its tables ({', '.join(written)})")
 
 
 @app.command()
@@ -405,11 +415,11 @@ def transfer(
     settings: ParamOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Zero-shot cross-lingual transfer on SIB-200: a topic probe trained on the source language's embeddings,
-    tested on every target's, before and after each intervention of the run's grid (accuracy, macro-F1, intervals)."""
+    """The study of CONFIG with the transfer task alone (``[evaluate] tasks = ["transfer"]`` in ``xlens sweep``):
+    a SIB-200 topic probe trained on the source language's embeddings, tested on every target's, before and after
+    each intervention of the config's grid and its controls (accuracy, macro-F1, paired intervals)."""
 
     from xlens.config import ExperimentConfig
-    from xlens.transfer import MANIFEST, run_transfer
 
     chosen = None
     if targets is not None:
@@ -417,13 +427,12 @@ def transfer(
         if not chosen:
             raise InputError("--targets is empty: give 'all' or comma-separated codes such as es,de")
     changes = {
+        "evaluate.tasks": ["transfer"],
         "evaluate.transfer.targets": chosen,
         "evaluate.transfer.layers": list(layer) if layer else None,
         **_settings(settings),
     }
-    results = run_transfer(ExperimentConfig.load(config).override(changes), out, force=force)
-    typer.echo(results.summary())
-    typer.echo(f"wrote {out}/{MANIFEST} and {out}/transfer.parquet")
+    _study(ExperimentConfig.load(config).override(changes), out, force=force)
 
 
 @app.command()
@@ -439,14 +448,14 @@ def translate(
     settings: ParamOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Few-shot translation of FLORES-200 sentences before and after each intervention of the config's grid:
-    chrF++ and BLEU, target-language share, and the chrF++ change with its bootstrap interval."""
+    """The study of CONFIG with the translation task alone (``[evaluate] tasks = ["translation"]`` in ``xlens
+    sweep``): few-shot translation of FLORES-200 sentences before and after each intervention of the config's grid
+    and its controls (chrF++, BLEU, target-language share, paired intervals on sentence-level chrF++)."""
 
     from xlens.config import ExperimentConfig
-    from xlens.translate import MANIFEST, TABLE, run_translate
 
-    cfg = ExperimentConfig.load(config)
     changes = {
+        "evaluate.tasks": ["translation"],
         "evaluate.translation.directions": [d.strip() for d in directions.split(",") if d.strip()]
         if directions
         else None,
@@ -454,9 +463,7 @@ def translate(
         "evaluate.translation.shots": shots,
         **_settings(settings),
     }
-    results = run_translate(cfg.override(changes), out, force=force)
-    typer.echo(results.summary())
-    typer.echo(f"wrote {out}/{MANIFEST} and {out}/{TABLE}.parquet")
+    _study(ExperimentConfig.load(config).override(changes), out, force=force)
 
 
 @app.command()

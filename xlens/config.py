@@ -365,7 +365,8 @@ class StatsConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """``xlens transfer``: zero-shot cross-lingual transfer of a topic probe on SIB-200 sentence embeddings.
+    """``[evaluate.transfer]``, the transfer task: zero-shot cross-lingual transfer of a topic probe on SIB-200
+    sentence embeddings.
 
     A logistic-regression probe is trained on the ``source`` language's train split (its strength ``C`` chosen among
     ``c_values`` on the source's dev split) and tested on the test split of the source and of every target, per
@@ -429,15 +430,16 @@ class TransferConfig:
 
 @dataclass(frozen=True)
 class TranslateConfig:
-    """``xlens translate``: few-shot translation of FLORES-200 devtest sentences, greedy, before and after each
-    intervention of the run's grid; chrF++ and BLEU (sacrebleu) and the share of outputs in the target language.
+    """``[evaluate.translation]``, the translation task: few-shot translation of FLORES-200 devtest sentences,
+    greedy, before and after each intervention of the run's grid; chrF++ and BLEU (sacrebleu) and the share of
+    outputs in the target language.
 
     ``template`` is one example of the prompt; it must hold ``{source}`` and may name the languages (by their
     English names) with ``{source_language}`` and ``{target_language}``; no other placeholder (write literal braces
     as ``{{``). A shot is the template followed by a space and its reference; the test sentence's template ends
     the prompt, and the output is cut at its first line break. ``directions`` are ``SOURCE-TARGET`` language codes
     (``en-es``). Shots and test sentences are distinct rows drawn with the config's top-level ``seed``; rows that
-    share a sentence with the find split are left out. See :mod:`xlens.translate`.
+    share a sentence with the find split are left out. See :mod:`xlens.evaluation.translation`.
     """
 
     corpus: str | None = None  # flores:PATH[:SPLIT]

@@ -73,27 +73,33 @@ Measured = dict[str, TaskOutput]  # task name -> its measurement of one conditio
 
 
 def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition, task: Task) -> str:
-    """The content key of one task's measurement of ``condition``: the model and numerics, the texts and
-    settings every task embeds with, the task's own settings and data, and what the condition builds on."""
+    """The content key of one task's measurement of ``condition``: the model and numerics, the task's own
+    settings and data, the evaluation split and its settings for a task that reads them, and what the condition
+    builds on."""
     config, splits = inputs.config, inputs.splits
     needs = frozenset() if condition.is_baseline else condition.spec().needs
-    evaluate = {k: v for k, v in config.evaluate.to_dict().items() if k in RETRIEVAL_SETTINGS}
     settings = to_mapping(task.settings) if dataclasses.is_dataclass(task.settings) else task.settings
+    evaluation = None
+    if task.reads_eval_split:
+        evaluate = {k: v for k, v in config.evaluate.to_dict().items() if k in RETRIEVAL_SETTINGS}
+        evaluation = (
+            evaluate,
+            config.controls.mixed,
+            splits.eval.fingerprint(),
+            config.eval_languages,
+            inputs.layer_ids,
+        )
     return content_key(
         "measured",
         task.name,
         task.version,
         task.key(),
         settings,
-        evaluate,
-        config.controls.mixed,
+        evaluation,
         config.seed,
         config.stats,
         info.identity,
         info.numerics,
-        splits.eval.fingerprint(),
-        config.eval_languages,
-        inputs.layer_ids,
         config.runtime.max_length,
         config.runtime.batch_size,
         config.runtime.max_tokens,
@@ -188,6 +194,11 @@ class LocalExecutor:
             raise RuntimeError("the executor has no model: call start() first")
         return self.model
 
+    def check(self, tasks: dict[str, Task]) -> None:
+        """Each task's checks against the loaded model, before any expert is found."""
+        for task in tasks.values():
+            task.check_model(self.loaded())
+
     def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
         return find_scores(self.loaded(), config, splits, cache, progress)
 
@@ -222,6 +233,10 @@ class _Worker:
 
     def info(self) -> ModelInfo:
         return model_info(self.model)
+
+    def check(self, tasks: dict[str, Task]) -> None:
+        for task in tasks.values():
+            task.check_model(self.model)
 
     def experts(self, config: ExperimentConfig, splits: Any) -> Any:
         return find_scores(self.model, config, splits, None if self.store is None else self.store.root, False)
@@ -304,6 +319,11 @@ class RayExecutor:
                 "and runtime.dtype so that every worker runs the model the same way"
             )
         return infos[0]
+
+    def check(self, tasks: dict[str, Task]) -> None:
+        import ray
+
+        ray.get(self.actors[0].check.remote(tasks))
 
     def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
         import ray

@@ -18,7 +18,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,9 @@ from xlens.errors import (
     InterventionError,
     ModelMismatchError,
 )
-from xlens.evaluation.base import Task, TaskOutput, condition_interventions, embedding_key
+from xlens.evaluation.base import Task, TaskOutput, embedding_key
 from xlens.evaluation.registry import BUILTIN, task_class
-from xlens.executors import EvalInputs, LocalExecutor, find_scores, make_executor, measured_key
+from xlens.executors import EvalInputs, LocalExecutor, make_executor, measured_key
 from xlens.experts.sets import ExpertScores
 from xlens.interventions.spec import ExpertMethod
 from xlens.models.lens import LensModel
@@ -159,32 +159,6 @@ def check_conditions(scores: Any, conditions: list[Condition]) -> None:
                 raise ExpertInputError(f"condition {condition.label}: {err}") from err
 
 
-@dataclass
-class Interventions:
-    """A config's experts and its grid of conditions, for tasks beyond retrieval (cross-lingual transfer,
-    translation) that apply the same interventions to inputs of their own. :meth:`prepare` finds the experts with
-    the run folder's cache, as ``xlens run`` does; :meth:`build` makes one condition's interventions."""
-
-    config: ExperimentConfig
-    splits: Splits
-    scores: Any
-    scores_key: str
-    conditions: list[Condition]
-
-    @classmethod
-    def prepare(
-        cls, config: ExperimentConfig, model: LensModel, store: Any, splits: Splits, progress: bool = True
-    ) -> Any:
-        scores, key = kept_scores(store, config, find_scores(model, config, splits, store.root, progress))
-        conditions = grid_conditions(config)
-        check_conditions(scores, conditions)
-        return cls(config, splits, scores, key, conditions)
-
-    def build(self, condition: Condition, model: LensModel) -> list[Any]:
-        """The interventions of ``condition`` on ``model`` (none for the baseline)."""
-        return condition_interventions(condition, self.scores, model, self.splits.find)
-
-
 def run_experiment(
     config: ExperimentConfig,
     out: str | os.PathLike[str],
@@ -233,6 +207,7 @@ class Experiment:
             with RunFolder.open(self.out, "experiment", self.owner(), outputs=outputs, force=self.force) as run:
                 self.store = run.artifacts
                 info = self.executor.start(self.config, self.out)
+                self.executor.check(tasks)
                 self.layer_ids = list(self.config.evaluate.layers or info.embedding_layers)
                 scores = self.timed("experts_s", self.experts, splits)
                 conditions = grid_conditions(self.config)
@@ -383,6 +358,7 @@ class Experiment:
             "eval_corpus": _corpus_provenance(self.config.evaluate.corpus, splits.eval),
             "splits": splits.provenance(),
             "versions": package_versions([p for task in self.tasks.values() for p in task.packages]),
+            "tasks": {name: found for name, task in self.tasks.items() if (found := task.provenance())},
             "machine": {"platform": platform.platform(), "device": info.device, "threads": info.threads},
             "executor": self.executor.describe(),
             "seed": self.config.seed,

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 4  # 4: tasks; differences with a task column; the tables of tasks beyond retrieval
 RESULTS_FILE = "results.json"
+RETIRED_MANIFESTS = {"transfer": "transfer.json", "translate": "translate.json"}  # runners that became tasks
 TABLES = ("retrieval", "alignment", "centroids", "differences", "correlation")
 
 
@@ -232,6 +233,13 @@ class RunResults:
         """The results of the run in folder ``path`` (its tables checked against the hashes results.json keeps)."""
         folder = Path(path)
         if not (folder / RESULTS_FILE).is_file():
+            for task, manifest in RETIRED_MANIFESTS.items():
+                if (folder / manifest).is_file():
+                    raise ResultsError(
+                        f"{folder} was written by an earlier `xlens {task}` ({manifest}), before {task} became a task "
+                        f"of the study: rerun `xlens {task} CONFIG --out NEW_FOLDER` (or `xlens sweep` with "
+                        f"[evaluate] tasks = [...]) to get results this xlens reads"
+                    )
             raise ResultsError(f"{folder} holds no {RESULTS_FILE}: run `xlens run --out {folder}` first")
         return cls.from_dict(read_manifest(folder, RESULTS_FILE), folder, model)
 

@@ -1,4 +1,5 @@
-"""Steering runs: what an intervention on a language's experts does to generation and to perplexity.
+"""Steering runs: what an intervention on a language's experts does to generation and to perplexity, measured as
+the ``fidelity`` task measures it (:func:`xlens.evaluation.fidelity.measure_writing`) over a range of strengths.
 
 :func:`run_steer` continues prompts with and without the intervention at several strengths (``k`` experts, or
 ``alpha`` for a method without k, such as diffmean) and reports, as a JSON-ready dict, the rate of continuations in
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from xlens.data.languages import flores_code
 from xlens.data.loaders import load_corpus
 from xlens.errors import SteeringError
+from xlens.evaluation.fidelity import measure_writing
 from xlens.experts.sets import ExpertScores, ExpertSet
-from xlens.generation import check_generation, generate, language_id, load_prompts, perplexity
+from xlens.generation import check_generation, load_prompts
 from xlens.hooks import check_same_model
 from xlens.interventions import ExpertMethod, Intervention, InterventionSpec, SteeringVector, spec_class
 from xlens.models.lens import LensModel
@@ -119,24 +121,28 @@ class SteerPlan:
         }
 
     def measure(self, model: LensModel, intervention: Intervention | None) -> dict[str, Any]:
+        """The fidelity task's measurement (:func:`xlens.evaluation.fidelity.measure_writing`) under one strength."""
         tick = time.perf_counter()
-        ivs = [] if intervention is None else [intervention]
-        texts = generate(model, self.prompts, self.max_new_tokens, interventions=ivs, **self.generation)
-        found = language_id(texts)
-        counts = Counter(found)
-        generated = time.perf_counter()
-        batch = self.generation["batch_size"]
-        ppl = {c: perplexity(model, self.held_out[c], interventions=ivs, batch_size=batch) for c in self.langs}
+        written = measure_writing(
+            model,
+            self.prompts,
+            {c: list(self.held_out[c]) for c in self.langs},
+            [] if intervention is None else [intervention],
+            max_new_tokens=self.max_new_tokens,
+            **self.generation,
+        )
+        counts = Counter(written.found)
+        n = len(written.texts)
         return {
-            "target_rate": counts[self.target] / len(texts),
-            "languages": {code: n / len(texts) for code, n in counts.most_common()},
-            "perplexity": ppl,
+            "target_rate": counts[self.target] / n,
+            "languages": {code: c / n for code, c in counts.most_common()},
+            "perplexity": {c: written.perplexity(c) for c in self.langs},
             "intervention": None if intervention is None else intervention.describe(),
             "examples": [
                 {"prompt": p, "continuation": t, "language": f}
-                for p, t, f in list(zip(self.prompts, texts, found, strict=True))[: self.n_examples]
+                for p, t, f in list(zip(self.prompts, written.texts, written.found, strict=True))[: self.n_examples]
             ],
-            "seconds": {"generate": generated - tick, "total": time.perf_counter() - tick},
+            "seconds": {"total": time.perf_counter() - tick},
         }
 
 

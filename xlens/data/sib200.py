@@ -1,5 +1,5 @@
 """SIB-200 (Adelani et al., 2024): topic classification of FLORES-200 sentences, 7 topics, 205 language varieties, for
-evaluation beyond retrieval (zero-shot cross-lingual transfer, :mod:`xlens.transfer`).
+evaluation beyond retrieval (zero-shot cross-lingual transfer, :mod:`xlens.evaluation.transfer`).
 
 Two sources, named by a spec string (:data:`SIB200_SPEC_FORMS`):
 

@@ -220,12 +220,20 @@ class Task:
     def prepare(self, config: Any, splits: Any) -> None:
         """Read and check the task's data (before any model is loaded)."""
 
+    def check_model(self, model: LensModel) -> None:
+        """What can only be checked with the model (its context, its tokenizer): run once it is loaded, before any
+        expert is found."""
+
     def key(self) -> Any:
         """What the task's numbers depend on besides the condition, the model and the run's expert scores."""
         return None
 
     def measure(self, ctx: TaskContext, condition: Condition) -> TaskOutput:
         raise NotImplementedError
+
+    def provenance(self) -> dict[str, Any]:
+        """What the results record of the task's data (row ids, fingerprints, overlaps), once prepared."""
+        return {}
 
     @classmethod
     def per_language(cls, tables: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:

@@ -3,7 +3,7 @@ Greedy continuations of the prompts: the share written in the expert language (p
 held-out evaluation sentences in every evaluation language (what the steering costs in fluency); and their
 combination, the share in the expert language discounted by the perplexity increase on that language. Settings:
 ``[evaluate.fidelity]`` (:class:`xlens.config.FidelityConfig`). ``xlens steer`` and ``xlens choose-k`` measure
-the same two quantities over a range of strengths for one language.
+with the same function (:func:`measure_writing`) over a range of strengths for one language.
 
 Table ``fidelity``: ``{language, measure, score}`` with ``measure`` ``in_language`` (share of continuations
 identified as ``language``; the baseline has one row per expert language, an intervention one for its own),
@@ -16,10 +16,14 @@ evaluation split being parallel).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from xlens.conditions import Condition
 from xlens.config import ExperimentConfig, FidelityConfig
@@ -28,6 +32,53 @@ from xlens.errors import ConfigError, ResultsError
 from xlens.evaluation.base import ItemScores, Task, TaskContext, TaskOutput, language_frame, texts_fingerprint
 from xlens.evaluation.registry import register_task
 from xlens.generation import generate, language_id, load_prompts, token_nll
+from xlens.models.lens import LensModel
+
+
+@dataclass
+class Writing:
+    """What the model wrote under one intervention: its continuations and their languages (py3langid), and per
+    held-out language, each sentence's summed token negative log-likelihood and its number of predicted tokens."""
+
+    texts: list[str]
+    found: list[str]
+    nll: dict[str, tuple[Tensor, Tensor]]
+
+    def in_language(self, lang: str) -> Float[Tensor, " prompt"]:
+        """1 for each continuation identified as ``lang``."""
+        return torch.tensor([float(code == lang) for code in self.found])
+
+    def perplexity(self, lang: str) -> float:
+        """Token-weighted perplexity of ``lang``'s held-out sentences."""
+        total, count = self.nll[lang]
+        return math.exp(float(total.sum() / count.sum()))
+
+    def sentence_nll(self, lang: str) -> Float[Tensor, " sentence"]:
+        """Each held-out sentence's mean token negative log-likelihood (its log-perplexity)."""
+        total, count = self.nll[lang]
+        return (total / count.clamp(min=1)).to(torch.float32)
+
+
+def measure_writing(
+    model: LensModel,
+    prompts: Sequence[str],
+    held_out: dict[str, list[str]],
+    interventions: Sequence[Any],
+    *,
+    max_new_tokens: int,
+    batch_size: int | None,
+    max_length: int | None = 256,
+    **sampling: Any,
+) -> Writing:
+    """Continue ``prompts`` under ``interventions`` (greedy unless ``sampling`` says otherwise: see
+    :func:`xlens.generation.generate`), identify the continuations' languages and score the held-out sentences."""
+    texts = generate(model, list(prompts), max_new_tokens, interventions=interventions, batch_size=batch_size,
+                     **sampling)  # fmt: skip
+    nll = {
+        lang: token_nll(model, sentences, interventions=interventions, batch_size=batch_size, max_length=max_length)
+        for lang, sentences in held_out.items()
+    }
+    return Writing(texts, language_id(texts), nll)
 
 
 @register_task
@@ -68,36 +119,28 @@ class FidelityTask(Task):
     def measure(self, ctx: TaskContext, condition: Condition) -> TaskOutput:
         s: FidelityConfig = self.settings
         runtime = ctx.config.runtime
-        interventions = ctx.interventions(condition)
-        written = generate(
-            ctx.model, self.prompts, s.max_new_tokens, interventions=interventions, batch_size=runtime.batch_size
+        written = measure_writing(
+            ctx.model,
+            self.prompts,
+            self.held_out,
+            ctx.interventions(condition),
+            max_new_tokens=s.max_new_tokens,
+            batch_size=runtime.batch_size,
+            max_length=runtime.max_length,
         )
-        found = language_id(written)
-        languages = self.expert_languages if condition.is_baseline else [condition.language]
-        rows, share_groups, shares = [], [], []
-        for lang in languages:
-            hits = torch.tensor([float(code == lang) for code in found])
-            rows.append({"language": lang, "measure": "in_language", "score": float(hits.mean())})
-            share_groups.append({"language": lang})
-            shares.append(hits)
-        ppl_groups, nll = [], []
-        for lang, texts in self.held_out.items():
-            total, count = token_nll(
-                ctx.model,
-                texts,
-                interventions=interventions,
-                batch_size=runtime.batch_size,
-                max_length=runtime.max_length,
-            )
-            rows.append(
-                {"language": lang, "measure": "perplexity", "score": math.exp(float(total.sum() / count.sum()))}
-            )
-            ppl_groups.append({"language": lang})
-            nll.append((total / count.clamp(min=1)).to(torch.float32))
+        languages = list(self.expert_languages) if condition.language is None else [condition.language]
+        rows = [{"language": lang, "measure": "in_language", "score": float(written.in_language(lang).mean())}
+                for lang in languages]  # fmt: skip
+        rows += [
+            {"language": lang, "measure": "perplexity", "score": written.perplexity(lang)} for lang in self.held_out
+        ]
+        nll = [written.sentence_nll(lang) for lang in self.held_out]
+        ppl_groups = [{"language": lang} for lang in self.held_out]
         ppl_groups.append({"language": "mean"})  # the held-out sentences are parallel: a sentence's mean
         nll.append(torch.stack(nll).mean(dim=0))
         items = [
-            ItemScores(share_groups, {"in_language": torch.stack(shares)}),
+            ItemScores([{"language": lang} for lang in languages],
+                       {"in_language": torch.stack([written.in_language(lang) for lang in languages])}),
             ItemScores(ppl_groups, {"log_perplexity": torch.stack(nll)}),
-        ]
+        ]  # fmt: skip
         return TaskOutput({"fidelity": rows}, items)

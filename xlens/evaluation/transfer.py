@@ -200,6 +200,22 @@ def _rows(n: int, cap: int | None, seed: int, split: str) -> list[int]:
     return sorted(int(i) for i in rng.choice(n, size=cap, replace=False))
 
 
+def find_overlap(plan: TransferPlan) -> dict[str, int]:
+    """Per split, the SIB-200 rows used whose sentence (in a language both have) is among the find split's, where
+    the experts were found (SIB-200's sentences are FLORES-200's, so a FLORES find corpus overlaps them)."""
+    find = plan.splits.find
+    seen = {lang: set(find[lang]) for lang in plan.languages if lang in find.languages}
+    out = {}
+    for split, rows in plan.rows.items():
+        hits = set()
+        for lang, sentences in seen.items():
+            if plan.data.has(lang, split):
+                texts = plan.data.texts(lang, split)
+                hits |= {i for i in rows if texts[i] in sentences}
+        out[split] = len(hits)
+    return out
+
+
 def plan_transfer(config: ExperimentConfig, splits: Splits) -> TransferPlan:
     """Everything about transfer that can be checked before a model is loaded (scikit-learn, the corpus and its
     languages and splits, the layers); returns the plan."""
@@ -271,6 +287,26 @@ class TransferTask(Task):
 
     def key(self) -> Any:
         return self._key
+
+    def provenance(self) -> dict[str, Any]:
+        """The corpus, the rows used per split and their fingerprints, and their overlap with the find split."""
+        plan = self.plan
+        texts = {
+            lang: {
+                split: texts_fingerprint(plan.texts(lang, split)) for split in plan.rows if plan.data.has(lang, split)
+            }
+            for lang in plan.languages
+        }
+        return {
+            "corpus": {"spec": self.settings.corpus, "name": plan.data.name},
+            "source": plan.source,
+            "targets": plan.targets,
+            "layers": plan.layers,
+            "labels": list(plan.data.labels),
+            "rows": {split: list(map(int, rows)) for split, rows in plan.rows.items()},
+            "texts_sha256": texts,
+            "rows_sharing_a_sentence_with_the_find_split": find_overlap(plan),
+        }
 
     @classmethod
     def per_language(cls, tables: dict[str, pd.DataFrame], metric: str) -> pd.DataFrame:

@@ -1,11 +1,14 @@
 """The ``translation`` task: few-shot translation of FLORES-200 devtest sentences, greedy, under the condition;
 chrF++ and BLEU (sacrebleu) and the share of outputs in the target language. A condition translates the directions
 into its expert language (``experts = "all"``: every direction); the baseline translates all of them. Settings:
-``[evaluate.translation]`` (:class:`xlens.config.TranslateConfig`); ``xlens translate`` runs this task alone.
+``[evaluate.translation]`` (:class:`xlens.config.TranslateConfig`); ``xlens translate`` is the study of this task
+alone.
 
 Table ``translation``: ``{direction, src, tgt, sentences, chrf, bleu, bleu_tokenize, target_share, empty_share}``
-(corpus chrF++ and BLEU). Items: one per test sentence, its ``sentence_chrf`` (sentence-level chrF++: its mean
-over a direction is not the corpus score) and ``in_target`` (1 when the output is identified as the target
+(corpus chrF++ and BLEU); table ``translation_outputs``: ``{direction, row, output, identified}``, every output
+(``row``: the test sentence's corpus row id; ``identified``: its language by py3langid). Items: one per test
+sentence, its ``sentence_chrf`` (sentence-level chrF++: its mean over a direction is not the corpus score) and
+``in_target`` (1 when the output is identified as the target
 language); groups ``{direction}``.
 """
 
@@ -16,7 +19,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 
 from xlens import generation
@@ -192,32 +194,6 @@ def empty_share(outputs: Sequence[str]) -> float:
     return sum(not text.strip() for text in outputs) / len(outputs)
 
 
-def chrf_difference(
-    baseline: Sequence[str], outputs: Sequence[str], references: Sequence[str], counts: Any, confidence: float
-) -> tuple[float, float, float]:
-    """chrF++ of ``outputs`` minus that of ``baseline`` (on the same references) and its paired bootstrap interval:
-    every resample (a row of ``counts``, how often each sentence is drawn; :func:`~xlens.metrics.bootstrap.
-    resample_counts`) is scored as the corpus of its drawn sentences, for both sides. ``counts`` None: no interval
-    (NaN)."""
-    metric = require_sacrebleu().metrics.CHRF(word_order=2)
-    # chrF of a corpus is a function of its sentences' summed n-gram statistics, so a resample's statistics are
-    # its counts times the per-sentence statistics: exact, and one matrix product for all resamples.
-    ours = np.asarray(metric._extract_corpus_statistics(list(outputs), [list(references)]), dtype=np.float64)
-    theirs = np.asarray(metric._extract_corpus_statistics(list(baseline), [list(references)]), dtype=np.float64)
-
-    def score(stats: np.ndarray) -> float:
-        return float(metric._compute_score_from_stats(stats).score)
-
-    diff = score(ours.sum(0)) - score(theirs.sum(0))
-    if counts is None:
-        return diff, float("nan"), float("nan")
-    weights = np.asarray(counts, dtype=np.float64)
-    resampled = [score(a) - score(b) for a, b in zip(weights @ ours, weights @ theirs, strict=True)]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(resampled, [tail, 1 - tail])
-    return diff, float(low), float(high)
-
-
 def scores(outputs: Sequence[str], references: Sequence[str], target: str) -> dict[str, Any]:
     """chrF++, BLEU (and its tokenization), target-language share and empty share of one direction's outputs."""
     return {
@@ -296,8 +272,8 @@ class TranslationTask(Task):
     """See the module docstring."""
 
     name = "translation"
-    version = 2  # 2: src/tgt columns, sentence_chrf items
-    tables = ("translation",)
+    version = 3  # 2: src/tgt columns, sentence_chrf items; 3: the outputs table
+    tables = ("translation", "translation_outputs")
     metrics = ("sentence_chrf", "in_target")
     packages = ("sacrebleu", "py3langid")
     reads_eval_split = False
@@ -308,21 +284,43 @@ class TranslationTask(Task):
         t: TranslateConfig = self.settings
         pairs = translation_directions(config)
         languages = list(dict.fromkeys(lang for pair in pairs for lang in pair))
-        pool, _ = translation_pool(config, languages, splits.find)
+        pool, removed = translation_pool(config, languages, splits.find)
         self.plans = [few_shot_prompts(pool, a, b, t.shots, t.sentences, t.template, config.seed) for a, b in pairs]
-        self.checked = False
+        self.corpus = {"spec": t.corpus, "name": pool.name, "fingerprint": pool.fingerprint(), "rows": len(pool),
+                       "rows_removed_for_overlap_with_find_split": removed}  # fmt: skip
+
+    def check_model(self, model: LensModel) -> None:
+        check_context(model, self.plans, self.settings.max_new_tokens)
+
+    def provenance(self) -> dict[str, Any]:
+        """The corpus, every direction's shot and test rows and first prompt, and sacrebleu's signatures."""
+        sacrebleu = require_sacrebleu()
+
+        def signature(metric: Any) -> str:
+            metric.corpus_score(["a"], [["a"]])  # sacrebleu tells a metric's signature once it has scored
+            return metric.get_signature().format()
+
+        targets = sorted({plan.target for plan in self.plans})
+        bleu_signatures = {tgt: signature(sacrebleu.metrics.BLEU(tokenize=bleu_tokenizer(tgt))) for tgt in targets}
+        directions = [
+            {"direction": plan.direction, "shot_ids": plan.shot_ids, "test_ids": plan.test_ids,
+             "bleu_tokenize": bleu_tokenizer(plan.target), "first_prompt": plan.prompts[0]}
+            for plan in self.plans
+        ]  # fmt: skip
+        return {
+            "corpus": self.corpus,
+            "directions": directions,
+            "sacrebleu_signatures": {"chrf": signature(sacrebleu.metrics.CHRF(word_order=2)), "bleu": bleu_signatures},
+        }
 
     def key(self) -> Any:
         return ("translation", [plan.prompts for plan in self.plans], [plan.references for plan in self.plans], STOP)
 
     def measure(self, ctx: TaskContext, condition: Condition) -> TaskOutput:
         t: TranslateConfig = self.settings
-        if not self.checked:
-            check_context(ctx.model, self.plans, t.max_new_tokens)
-            self.checked = True
         chosen = [p for p in self.plans if direction_conditions([condition], p.target, t.experts)]
         metric = require_sacrebleu().metrics.CHRF(word_order=2)
-        rows, groups, chrfs, shares = [], [], [], []
+        rows, written, groups, chrfs, shares = [], [], [], [], []
         for plan in chosen:
             outputs = translate_prompts(
                 ctx.model, plan.prompts, t.max_new_tokens, ctx.interventions(condition), ctx.config.runtime.batch_size
@@ -334,6 +332,8 @@ class TranslationTask(Task):
             chrfs.append(torch.tensor(per_sentence, dtype=torch.float32))
             found = language_id(outputs)
             shares.append(torch.tensor([float(code == plan.target) for code in found]))
+            written += [{"direction": plan.direction, "row": i, "output": o, "identified": f}
+                        for i, o, f in zip(plan.test_ids, outputs, found, strict=True)]  # fmt: skip
         per_item = {"sentence_chrf": torch.stack(chrfs), "in_target": torch.stack(shares)} if groups else {}
         items = [ItemScores(groups, per_item)] if groups else []
-        return TaskOutput({"translation": rows}, items)
+        return TaskOutput({"translation": rows, "translation_outputs": written}, items)
