@@ -17,7 +17,7 @@ from typing import Any
 
 from xlens._io import write_json
 from xlens.evaluation import task_class
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:

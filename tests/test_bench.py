@@ -14,8 +14,8 @@ from xlens.bench.retrieval import bench_retrieval
 from xlens.cli import app
 from xlens.data.loaders import load_builtin, load_flores
 from xlens.embeddings import sentence_embeddings
-from xlens.experiment import ExperimentConfig
 from xlens.models import LensModel
+from xlens.runs.study import ExperimentConfig
 
 runner = CliRunner()
 LANGS = ["eng_Latn", "spa_Latn", "deu_Latn"]

@@ -14,10 +14,10 @@ import pytest
 from jupyter_browser import Frontend, JupyterServer, NotebookPage, artifacts_dir, chromium, jupyter_server
 
 from xlens.config import ExperimentConfig
-from xlens.experiment import run_experiment
 from xlens.inspector import NeuronInspector
 from xlens.models import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 pytestmark = pytest.mark.browser
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))

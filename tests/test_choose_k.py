@@ -18,7 +18,7 @@ from xlens.experts.sets import ExpertScores, find_experts
 from xlens.generation import BUILTIN_PROMPTS, generate, perplexity, target_language_rate
 from xlens.interventions import Force
 from xlens.models import LensModel
-from xlens.steering import choose_k, pick_k, prepare_choose_k, wilson_interval
+from xlens.runs.steer import choose_k, pick_k, prepare_choose_k, wilson_interval
 from xlens.viz.steering import choose_k_figure
 
 

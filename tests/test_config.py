@@ -9,9 +9,9 @@ from conftest import patch_everywhere
 
 from xlens.config import ExperimentConfig
 from xlens.errors import ConfigError, UnknownLanguageError
-from xlens.experiment import run_experiment
 from xlens.interventions import Aura, DiffMean, Force, Lape
 from xlens.models import model_shape
+from xlens.runs.study import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 RICH = {

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from xlens import results as results_module
 from xlens._io import load_tensors, save_tensors
 from xlens.conditions import Condition
 from xlens.config import ExperimentConfig
 from xlens.data.splits import load_splits
 from xlens.errors import ConfigError
-from xlens.experiment import run_experiment
 from xlens.metrics.alignment import linear_cka
 from xlens.metrics.retrieval import retrieval
-from xlens.results import RunResults
+from xlens.runs import results as results_module
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 CONFIG = ExperimentConfig.from_dict(
     {

@@ -43,7 +43,7 @@ from xlens.cli import app
 from xlens.errors import InputError
 from xlens.models.loading import random_model
 from xlens.models.memory import PAPER_MODELS, memory_table, resident_parameters
-from xlens.results import TABLES
+from xlens.runs.results import TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.sh"

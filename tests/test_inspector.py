@@ -14,11 +14,11 @@ from ipywidgets.widgets.widget import _remove_buffers
 from xlens.activations import Responses
 from xlens.config import ExperimentConfig
 from xlens.data.splits import load_splits
-from xlens.experiment import run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.inspector import InspectorError, NeuronInspector
 from xlens.models import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 LANGS = ["eng_Latn", "spa_Latn", "jpn_Jpan"]
 CONFIG = ExperimentConfig.from_dict(

@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from xlens.cli import app
 from xlens.config import ExperimentConfig
 from xlens.errors import ConditionsFailedError, ExecutorError
-from xlens.executors import RayExecutor, make_executor
-from xlens.experiment import run_experiment
 from xlens.experts.sets import ExpertSet
 from xlens.interventions import Intervention, ScaleUnits, ScoredMethod, register
-from xlens.results import RunResults
+from xlens.runs.executors import RayExecutor, make_executor
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 ray = pytest.importorskip("ray", reason="the ray executor's tests need xlens[ray]")
 pytestmark = pytest.mark.ray

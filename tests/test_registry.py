@@ -15,10 +15,10 @@ from xlens.config import ExperimentConfig
 from xlens.data import load_builtin
 from xlens.embeddings import sentence_embeddings
 from xlens.errors import ConfigError
-from xlens.experiment import run_experiment
 from xlens.experts.sets import ExpertScores, find_experts
 from xlens.interventions import ScaleUnits, methods, register, spec_class
 from xlens.models import LensModel
+from xlens.runs.study import run_experiment
 
 runner = CliRunner()
 

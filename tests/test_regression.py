@@ -22,10 +22,10 @@ import pytest
 
 from xlens.config import _MOVED, ExperimentConfig
 from xlens.errors import ExpertInputError
-from xlens.experiment import run_experiment
 from xlens.interventions.registry import methods as registered_methods
 from xlens.interventions.registry import spec_class
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 REFERENCE = Path(__file__).parent / "reference"
 CASES = sorted(p.stem for p in REFERENCE.glob("*.json"))

@@ -19,10 +19,10 @@ from xlens.conditions import Condition
 from xlens.config import ExperimentConfig
 from xlens.embeddings import sentence_embeddings
 from xlens.errors import ResultsError
-from xlens.experiment import run_experiment
 from xlens.models import LensModel, loading
 from xlens.report import build_report, run_figures, write_figures, write_report
-from xlens.results import RunResults, pair_change_lines
+from xlens.runs.results import RunResults, pair_change_lines
+from xlens.runs.study import run_experiment
 from xlens.viz.export import find_browser
 
 LANGS = ["en", "es", "ja"]

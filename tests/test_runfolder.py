@@ -14,9 +14,9 @@ import pytest
 from xlens._io import atomic_write
 from xlens.config import ExperimentConfig
 from xlens.errors import ArtifactError, RunFolderError
-from xlens.experiment import run_experiment
-from xlens.results import RunResults
-from xlens.runfolder import RunFolder, config_differences
+from xlens.runs.folder import RunFolder, config_differences
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 SMALL = ExperimentConfig.from_dict(
     {
@@ -68,7 +68,7 @@ def test_a_second_process_fails_at_once_while_the_folder_is_in_use(tmp_path: Pat
     script = textwrap.dedent(
         f"""
         import sys, time
-        from xlens.runfolder import RunFolder
+        from xlens.runs.folder import RunFolder
         with RunFolder.open({str(tmp_path)!r}, "experiment", {{"a": 1}}, outputs=()):
             print("locked", flush=True)
             sys.stdin.readline()
@@ -98,7 +98,7 @@ def test_a_killed_run_leaves_no_half_artefact_and_its_temporaries_are_removed(tm
         from pathlib import Path
         from xlens import _io
         from xlens.config import ExperimentConfig
-        from xlens.experiment import run_experiment
+        from xlens.runs.study import run_experiment
 
         real = _io.save_tensors
         def save_and_die(path, tensors):  # the first embeddings are half-written when the process is killed

@@ -15,7 +15,7 @@ from xlens.experts.sets import ExpertScores, ExpertSet, find_experts
 from xlens.generation import BUILTIN_PROMPTS, generate, language_id, perplexity, target_language_rate
 from xlens.interventions import DiffMean, Force, Lape, ScaleUnits, SteeringVector, spec_class
 from xlens.models import LensModel
-from xlens.steering import SteeringError, load_experts, run_steer
+from xlens.runs.steer import SteeringError, load_experts, run_steer
 
 PROMPTS = ["The weather this morning was", "Hi there"]
 

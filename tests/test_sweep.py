@@ -22,14 +22,14 @@ from xlens.data import load_builtin
 from xlens.errors import ConfigError, ExpertInputError, InterventionError, MetricInputError
 from xlens.evaluation.base import ItemScores, hits_and_reciprocal
 from xlens.evaluation.retrieval import mixed_retrieval
-from xlens.experiment import grid_conditions, run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.interventions import Aura, DiffMean, Force, ScaleUnits, SetUnits
 from xlens.metrics.alignment import medoid_distances
 from xlens.metrics.bootstrap import bootstrap_correlation, paired_bootstrap, pearson, resample_counts
 from xlens.metrics.retrieval import retrieval, retrieval_ranks
 from xlens.models import LensModel
-from xlens.results import RunResults, tidy
+from xlens.runs.results import RunResults, tidy
+from xlens.runs.study import grid_conditions, run_experiment
 
 runner = CliRunner()
 SWEEP = {
@@ -511,7 +511,7 @@ def test_dataclass_replace_keeps_controls_valid() -> None:
 
 @pytest.mark.integration
 def test_the_paper_protocol_preset_loads(shared_data: Path) -> None:
-    from xlens.experiment import check_config
+    from xlens.runs.study import check_config
 
     config = ExperimentConfig.load(Path(__file__).resolve().parents[1] / "configs" / "paper-protocol.toml")
     splits = check_config(config)

@@ -18,7 +18,7 @@ from toy_task import Norms
 from typer.testing import CliRunner
 
 import xlens
-import xlens.executors
+import xlens.runs.executors
 from xlens.cli import app
 from xlens.comparisons import Counts
 from xlens.config import ExperimentConfig
@@ -27,11 +27,11 @@ from xlens.data.splits import load_splits
 from xlens.embeddings import sentence_embeddings
 from xlens.errors import ConfigError, CorpusError, InputError, ResultsError
 from xlens.evaluation import Task, register_task, task_class
-from xlens.experiment import run_experiment
 from xlens.metrics.mining import best_threshold, mine, mining_scores
 from xlens.metrics.retrieval import retrieval_ranks
 from xlens.models import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 runner = CliRunner()
 BASE: dict[str, Any] = {
@@ -91,7 +91,7 @@ def test_the_toy_task_runs_in_a_study_with_its_settings_and_controls(tiny_gpt2: 
 def test_a_stray_sub_table_and_a_task_without_settings_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
+    patch_everywhere(monkeypatch, xlens.runs.executors, "load", _no_model)
     with pytest.raises(ConfigError, match=r"\[evaluate.norms\] is no sub-table of a task of evaluate.tasks"):
         run_experiment(_config(norms={"scale": 2.0}), tmp_path / "a", progress=False)
     with pytest.raises(ConfigError, match=r"unknown task 'nope' in evaluate\.tasks; tasks: retrieval, mining"):
@@ -144,7 +144,7 @@ def test_mining_reads_a_bucc_folder_and_names_a_bad_gold_file(
     gold.write_text(gold.read_text(encoding="utf-8") + "es-999999\ten-999999\n", encoding="utf-8")
     with pytest.raises(CorpusError):
         load_bucc(bucc, "es", "training")
-    patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
+    patch_everywhere(monkeypatch, xlens.runs.executors, "load", _no_model)
     with pytest.raises(CorpusError, match="gold pair"):
         run_experiment(config, tmp_path / "bad", progress=False)
     with pytest.raises(ConfigError, match="gold \\+ 2 x distractors = 40 sentences per part"):
@@ -188,7 +188,7 @@ def test_pivot_pair_retrieval_matches_brute_force_and_a_shuffled_pivot_fails(
     shutil.rmtree(tmp_path / "pivot-True")
     (tmp_path / "lonely").mkdir()
     (tmp_path / "lonely" / "tatoeba.spa-eng.spa").write_text("hola\n", encoding="utf-8")
-    patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
+    patch_everywhere(monkeypatch, xlens.runs.executors, "load", _no_model)
     with pytest.raises(CorpusError):
         run_experiment(_config(pivot_pairs=str(tmp_path / "lonely")), tmp_path / "bad", progress=False)
 

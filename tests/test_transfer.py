@@ -23,8 +23,8 @@ from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 import xlens.embeddings
-import xlens.executors
-import xlens.experiment
+import xlens.runs.executors
+import xlens.runs.study
 from xlens.cli import app
 from xlens.conditions import Condition
 from xlens.config import ExperimentConfig
@@ -39,10 +39,10 @@ from xlens.errors import (
     UnknownLanguageError,
 )
 from xlens.evaluation.transfer import TransferPlan, fit_probe, majority_rate, plan_transfer, score_predictions
-from xlens.experiment import check_config, run_experiment
 from xlens.metrics.bootstrap import resample_counts
 from xlens.models import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
+from xlens.runs.study import check_config, run_experiment
 
 runner = CliRunner()
 SPLITS = ("train", "dev", "test")
@@ -496,7 +496,7 @@ def test_a_rerun_reads_the_cache_and_another_config_needs_force(
     def no_model(config: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
+    patch_everywhere(monkeypatch, xlens.runs.executors, "load", no_model)
     other = _tiny(sib, applied=["target"])
     with pytest.raises(
         RunFolderError, match=r"belongs to another run .*evaluate.transfer.applied: \['target', 'all'\] -> "
@@ -557,7 +557,7 @@ def test_bad_inputs_fail_before_the_model_loads(
     def no_model(config: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
+    patch_everywhere(monkeypatch, xlens.runs.executors, "load", no_model)
     with pytest.raises(error, match=message):
         _run(_tiny(sib, **transfer), tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -569,7 +569,7 @@ def test_a_source_without_a_train_split_and_a_missing_sklearn_fail_before_the_mo
     def no_model(config: Any) -> Any:
         raise AssertionError("the model was loaded")
 
-    patch_everywhere(monkeypatch, xlens.executors, "load", no_model)
+    patch_everywhere(monkeypatch, xlens.runs.executors, "load", no_model)
     _copy_language(sib, tmp_path / "sib", "eng_Latn", splits=("dev", "test"))
     _copy_language(sib, tmp_path / "sib", "spa_Latn")
     config = _tiny(sib).override(
@@ -617,7 +617,7 @@ def test_the_embedded_model_transfers_topics(
 ) -> None:
     # Baseline only, to stay within a minute on two CPU cores: the grid's experts are left out here (the tiny runs
     # above cover them).
-    monkeypatch.setattr(xlens.experiment, "grid_conditions", lambda config: [Condition.baseline()])
+    monkeypatch.setattr(xlens.runs.study, "grid_conditions", lambda config: [Condition.baseline()])
     config = ExperimentConfig.from_dict(
         {
             "languages": ["en", "es"],

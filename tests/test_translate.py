@@ -16,8 +16,8 @@ import sacrebleu
 from conftest import patch_everywhere
 from typer.testing import CliRunner
 
-import xlens.executors
 import xlens.generation
+import xlens.runs.executors
 from xlens.cli import app
 from xlens.config import ExperimentConfig, check_template, parse_direction
 from xlens.data.corpus import ParallelCorpus
@@ -32,12 +32,12 @@ from xlens.evaluation.translation import (
     few_shot_prompts,
     target_share,
 )
-from xlens.experiment import run_experiment
 from xlens.experts.sets import ExpertScores
 from xlens.generation import generate
 from xlens.interventions import Force
 from xlens.models import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
+from xlens.runs.study import run_experiment
 
 runner = CliRunner()
 EN = [f"Sentence number {i} in English." for i in range(30)]
@@ -354,7 +354,7 @@ def test_bad_inputs_fail_before_the_model_is_loaded_or_anything_generated(
     )
     calls = _count_generate(monkeypatch)
     if not loads:
-        patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
+        patch_everywhere(monkeypatch, xlens.runs.executors, "load", _no_model)
     with pytest.raises(error, match=message):
         _run(bad, tmp_path / "out")
     assert calls == [] and not list((tmp_path / "out").glob("cache/responses-*"))
@@ -365,7 +365,7 @@ def _no_model(*args: Any, **kwargs: Any) -> Any:
 
 
 def test_missing_sacrebleu_is_one_error_before_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    patch_everywhere(monkeypatch, xlens.executors, "load", _no_model)
+    patch_everywhere(monkeypatch, xlens.runs.executors, "load", _no_model)
     monkeypatch.setitem(sys.modules, "sacrebleu", None)  # `import sacrebleu` raises ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'xlens\[translate\]'"):
         _run(_tiny_config(tmp_path), tmp_path / "out")

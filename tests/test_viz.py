@@ -24,7 +24,7 @@ from xlens.config import ExperimentConfig
 from xlens.errors import InputError
 from xlens.experts.sets import STAT_NAMES, ExpertScores
 from xlens.models import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz import export, neuron, space, style

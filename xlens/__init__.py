@@ -83,11 +83,11 @@ _LAZY = {
         "retrieval_matrix",
     ),
     "xlens.config": ("ExperimentConfig",),
-    "xlens.experiment": ("run_experiment",),
+    "xlens.runs.study": ("run_experiment",),
     "xlens.conditions": ("Condition",),
-    "xlens.results": ("RunResults",),
+    "xlens.runs.results": ("RunResults",),
     "xlens.generation": ("generate", "language_id", "perplexity"),
-    "xlens.steering": ("choose_k", "prepare_steer", "run_steer"),
+    "xlens.runs.steer": ("choose_k", "prepare_steer", "run_steer"),
     "xlens.data.sib200": ("load_sib200",),
     "xlens.viz": ("embedding_space", "improvement_bars", "neuron_card", "retrieval_curves", "similarity_heatmaps"),
     "xlens.inspector": ("NeuronInspector",),
@@ -219,7 +219,6 @@ if TYPE_CHECKING:
     from xlens.data.sib200 import load_sib200
     from xlens.embeddings import sentence_embeddings
     from xlens.evaluation import ItemScores, Task, TaskContext, TaskOutput, register_task, tasks
-    from xlens.experiment import run_experiment
     from xlens.experts.sets import ExpertScores, ExpertSet, find_experts
     from xlens.generation import generate, language_id, perplexity
     from xlens.inspector import NeuronInspector
@@ -253,6 +252,7 @@ if TYPE_CHECKING:
     )
     from xlens.models import LensModel, load_model, model_shape
     from xlens.report import write_report
-    from xlens.results import RunResults
-    from xlens.steering import choose_k, prepare_steer, run_steer
+    from xlens.runs.results import RunResults
+    from xlens.runs.steer import choose_k, prepare_steer, run_steer
+    from xlens.runs.study import run_experiment
     from xlens.viz import embedding_space, improvement_bars, neuron_card, retrieval_curves, similarity_heatmaps

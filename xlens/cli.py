@@ -198,7 +198,7 @@ def experts(
 ) -> None:
     """Find language experts: score every unit by AP for each language against the others; write expert sets."""
 
-    from xlens.expert_job import ExpertsJob
+    from xlens.runs.experts import ExpertsJob
 
     job = ExpertsJob(
         out=out,
@@ -248,7 +248,7 @@ def run(
     """The paper's experiment: experts -> interventions -> embeddings, alignment and retrieval per layer."""
 
     from xlens.config import ExperimentConfig
-    from xlens.experiment import run_experiment
+    from xlens.runs.study import run_experiment
 
     cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
     changes = {
@@ -302,7 +302,7 @@ def sweep(
     languages, one baseline, every condition computed once and cached (``xlens run`` is its one-point case)."""
 
     from xlens.config import ExperimentConfig
-    from xlens.executors import make_executor
+    from xlens.runs.executors import make_executor
 
     cfg = ExperimentConfig.load(config).override(_settings(settings))
     where = make_executor(executor, address=address, workers=workers, keep_embeddings=keep_embeddings)
@@ -311,7 +311,7 @@ def sweep(
 
 def _study(config: ExperimentConfig, out: Path, *, executor: Any = None, force: bool, figures: bool = False) -> None:
     """Run a study, print its summary and, where it measured retrieval and ``figures``, write its report."""
-    from xlens.experiment import run_experiment
+    from xlens.runs.study import run_experiment
 
     results = run_experiment(config, out, executor=executor, force=force)
     typer.echo(results.study_summary())
@@ -352,7 +352,7 @@ def steer(
 
     from xlens.interventions.registry import spec_class
     from xlens.models import load_model
-    from xlens.steering import prepare_steer
+    from xlens.runs.steer import prepare_steer
 
     _new_file(json_out, force)
     spec = spec_class(method).from_dict(_settings(settings))
@@ -475,7 +475,7 @@ def report(
     """One self-contained HTML page of a run: config, provenance, results tables and figures."""
 
     from xlens.report import write_report
-    from xlens.results import RunResults
+    from xlens.runs.results import RunResults
 
     typer.echo(f"wrote {write_report(RunResults.load(run_dir), out=out)}")
 
@@ -512,7 +512,7 @@ def choose_k(
 
     from xlens.interventions.registry import spec_class
     from xlens.models import load_model
-    from xlens.steering import prepare_choose_k
+    from xlens.runs.steer import prepare_choose_k
     from xlens.viz.export import save_figure
     from xlens.viz.steering import choose_k_figure
 

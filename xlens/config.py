@@ -305,7 +305,7 @@ def expand_grid(grid: Mapping[str, Any]) -> tuple[InterventionSpec, ...]:
 
 @dataclass(frozen=True)
 class ControlsConfig:
-    """Controls of every intervention, each a condition of its own (see :mod:`xlens.experiment`).
+    """Controls of every intervention, each a condition of its own (see :mod:`xlens.runs.study`).
 
     ``random``: the same method on k units drawn uniformly from all units (the paper's control), with the same
     statistic or factor, over ``seeds`` seeds; ``random_per_block``: as many random units in each block as the

@@ -24,7 +24,7 @@ from xlens.activations import Responses
 from xlens.errors import InputError, InspectorError
 from xlens.experts.sets import ExpertScores
 from xlens.models.lens import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
 from xlens.viz.experts import best_ap_heatmap, block_best_ap, expert_counts_bar
 from xlens.viz.neuron import ActivatedText, NeuronCard, neuron_card, token_html, unit_token_activations
 

@@ -22,8 +22,8 @@ from xlens._io import atomic_write
 from xlens._schema import flatten
 from xlens.errors import InputError, ResultsError
 from xlens.evaluation.registry import task_class
-from xlens.results import RunResults, pair_change_lines
-from xlens.runfolder import RunFolder
+from xlens.runs.folder import RunFolder
+from xlens.runs.results import RunResults, pair_change_lines
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz.export import PlotlyJs, figure_div, save_figures

@@ -55,7 +55,6 @@ from xlens.data import load_builtin
 from xlens.data.corpus import ParallelCorpus
 from xlens.embeddings import sentence_embeddings
 from xlens.errors import InputError
-from xlens.experiment import run_experiment
 from xlens.experts.scoring import one_vs_rest
 from xlens.experts.sets import ExpertScores
 from xlens.generation import BUILTIN_PROMPTS, generate
@@ -63,6 +62,7 @@ from xlens.interventions import DiffMean, Force
 from xlens.models import HF_TINY_ARCHITECTURES, TINY_ARCHITECTURES, LensModel, load_model
 from xlens.models.loading import random_model
 from xlens.models.memory import GIB, PAPER_MODELS, memory_table, paper_config
+from xlens.runs.study import run_experiment
 
 CHECK_VERSION = 1
 TINY_MODELS: tuple[str, ...] = tuple(f"tiny-{a}" for a in TINY_ARCHITECTURES + HF_TINY_ARCHITECTURES)

@@ -14,11 +14,11 @@ from xlens.config import ExperimentConfig
 from xlens.data.corpus import ParallelCorpus
 from xlens.data.loaders import load_flores
 from xlens.embeddings import sentence_embeddings
-from xlens.experiment import run_experiment
 from xlens.metrics.retrieval import retrieval_matrix
 from xlens.models import load_model
 from xlens.models.lens import LensModel
 from xlens.report import write_report
+from xlens.runs.study import run_experiment
 
 
 def _gemm_rate(E: torch.Tensor, block_langs: int, repeats: int = 3) -> float:

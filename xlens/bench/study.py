@@ -15,9 +15,9 @@ from typing import Any
 
 from xlens.bench.common import machine, peak_rss_mb
 from xlens.config import ExperimentConfig
-from xlens.experiment import run_experiment
 from xlens.models.lens import LensModel
 from xlens.models.loading import load_model
+from xlens.runs.study import run_experiment
 
 
 def _one(config: ExperimentConfig, tasks: list[str], model: LensModel, folder: Path) -> dict[str, Any]:

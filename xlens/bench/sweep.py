@@ -30,7 +30,7 @@ def bench_sweep(
     synthetic ranks of the shape such a sweep produces: the differences table (paired bootstrap of top-1 and MRR,
     every ordered pair and the pair mean, every layer, each intervention against the baseline and its controls,
     the controls against the baseline) and the centroid correlation. The same functions as
-    :class:`xlens.experiment.Experiment`."""
+    :class:`xlens.runs.study.Experiment`."""
     generator = torch.Generator().manual_seed(seed)
     names = [f"lang{i}" for i in range(languages)]
     layer_ids = list(range(layers))

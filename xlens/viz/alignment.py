@@ -1,7 +1,7 @@
 """Figures of a run's results: alignment heatmaps, retrieval per layer, and the before/after summary.
 
-Every function takes the :class:`xlens.results.RunResults` of :func:`xlens.run_experiment` (or
-``RunResults.load(folder)``). A condition is given as a :class:`xlens.results.Condition` or its label
+Every function takes the :class:`xlens.runs.results.RunResults` of :func:`xlens.run_experiment` (or
+``RunResults.load(folder)``). A condition is given as a :class:`xlens.runs.results.Condition` or its label
 (``"force spa_Latn k=200"``); the default is the condition with the best mean top-1 improvement ratio.
 """
 
@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from xlens.conditions import Condition
 from xlens.errors import ResultsError
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
 from xlens.viz.style import DIVERGING, SEQUENTIAL, TEMPLATE, language_color, layer_slider, nan_to_none
 
 ALIGNMENT_METRICS = ("cosine_parallel", "cosine_random", "cosine_gap", "cka", "cka_debiased", "centroid_distance")

@@ -135,7 +135,7 @@ def embedding_space(
     """Scatter of sentence embeddings in 2-D, one colour per language, with a slider over ``layers``.
 
     Rows of ``before`` / ``after`` are grouped by language (``languages[0]``'s sentences first, as
-    :func:`xlens.experiment.run_experiment` embeds them); ``ids`` are the sentences' ids within a language
+    :func:`xlens.runs.study.run_experiment` embeds them); ``ids`` are the sentences' ids within a language
     (translations share one) and ``texts`` all rows' texts, both shown on hover. ``customdata`` of every point
     is its sentence id, which the HTML export uses to highlight a sentence's translations on hover.
     """

@@ -11,7 +11,7 @@ from xlens.viz.style import TEMPLATE, language_color
 
 
 def choose_k_figure(report: dict[str, Any]) -> go.Figure:
-    """Two panels over k (a :func:`xlens.steering.choose_k` report): the target-language rate of the sampled
+    """Two panels over k (a :func:`xlens.runs.steer.choose_k` report): the target-language rate of the sampled
     continuations with its 95% interval and the rule's minimum, and the worst perplexity ratio with its bound."""
     rows, rule, chosen = report["rows"], report["rule"], report["chosen_k"]
     ks = [str(row["k"]) for row in rows]  # categorical: k values are far apart and include 0

@@ -1,6 +1,6 @@
 """Does alignment predict downstream performance? One point per language: a task metric against another under one
 condition at one layer, with Pearson's r and Spearman's rho and their bootstrap intervals (from
-:meth:`xlens.results.RunResults.validity`) in the title."""
+:meth:`xlens.runs.results.RunResults.validity`) in the title."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from xlens.errors import ResultsError
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
 from xlens.viz.style import TEMPLATE
 
 

@@ -1,15 +1,16 @@
-"""The paper's experiment, end to end: find experts, intervene, and measure the embedding space and retrieval.
+"""A study, end to end: find experts, intervene, and measure every task under every condition.
 
-``run_experiment(config, out)`` checks the whole config against the model's shape and loads the corpora (the
-find and evaluation splits, disjoint by content) before any model is loaded; then, in a run folder it owns
-(:class:`xlens.runfolder.RunFolder`), it finds the experts of every language on the find split, embeds the
-evaluation split at every embedding layer under each condition (the baseline, then each language's intervention
-for each k) and measures it. Every expensive step is a content-keyed artefact in ``out/cache``, so an interrupted
-run resumes where it stopped and a rerun with the same config is identical. Where the conditions are computed is the
-executor's business (:mod:`xlens.executors`: this process, or workers on a Ray cluster); each returns its table rows
-and ranks, kept as a ``measured`` artefact. The result is a
-:class:`xlens.results.RunResults`, also written as ``results.json`` and parquet tables (schema in
-:mod:`xlens.results`).
+``run_experiment(config, out)`` checks the whole config against the model's shape, loads the corpora (the find
+and evaluation splits, disjoint by content) and prepares every task of ``[evaluate] tasks`` (their data and
+settings) before any model is loaded; then, in a run folder it owns (:class:`xlens.runs.folder.RunFolder`), it
+finds the experts of every language on the find split and measures each task under each condition (the baseline,
+then each intervention of the grid with its controls). Every expensive step is a content-keyed artefact in
+``out/cache``, so an interrupted run resumes where it stopped and a rerun with the same config is identical. Where
+the conditions are computed is the executor's business (:mod:`xlens.runs.executors`: this process, or workers on
+a Ray cluster). The paired bootstrap over each task's items then compares every condition with the baseline and
+with its controls. The result is a :class:`xlens.runs.results.RunResults`, also written as ``results.json`` and
+parquet tables (schema in :mod:`xlens.runs.results`). ``xlens run``, ``sweep``, ``transfer`` and ``translate``
+are all this function.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ from xlens.errors import (
 )
 from xlens.evaluation.base import Task, TaskOutput, embedding_key
 from xlens.evaluation.registry import BUILTIN, task_class
-from xlens.executors import EvalInputs, LocalExecutor, make_executor, measured_key
 from xlens.experts.sets import ExpertScores
 from xlens.interventions.spec import ExpertMethod
 from xlens.models.lens import LensModel
 from xlens.models.loading import model_shape, resolved_numerics, same_model_name
-from xlens.results import RESULTS_FILE, TABLES, RunResults, tidy
-from xlens.runfolder import RunFolder
+from xlens.runs.executors import EvalInputs, LocalExecutor, make_executor, measured_key
+from xlens.runs.folder import RunFolder
+from xlens.runs.results import RESULTS_FILE, TABLES, RunResults, tidy
 
 OUTPUTS = ("results.json", "retrieval.parquet", "alignment.parquet", "report.html", "figures")
 
@@ -172,7 +173,7 @@ def run_experiment(
 
     Args:
         model: the loaded model to use (it must be ``config.model``); default: load it.
-        executor: where the conditions are computed (:func:`xlens.executors.make_executor`); default: here, with
+        executor: where the conditions are computed (:func:`xlens.runs.executors.make_executor`); default: here, with
             ``model``.
         force: replace the results of another config in ``out`` (the content-keyed cache is kept).
     """

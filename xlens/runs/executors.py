@@ -1,7 +1,7 @@
 """Where a run's conditions are computed: in this process (``local``) or on a Ray cluster (``ray``).
 
 A condition's work is the same wherever it runs (:class:`ConditionEvaluator`): each task of the study measures it
-(:mod:`xlens.evaluation`) and returns its table rows and per-item scores. The runner (:mod:`xlens.experiment`) keeps
+(:mod:`xlens.evaluation`) and returns its table rows and per-item scores. The runner (:mod:`xlens.runs.study`) keeps
 each task's measurement of each condition as a content-keyed artefact, so a rerun (or a study with one more task)
 measures only what is missing, and computes the statistics from the item scores.
 

@@ -56,7 +56,7 @@ from xlens.experts.sets import ExpertScores
 from xlens.metrics.bootstrap import bootstrap_correlation
 from xlens.models.lens import LensModel
 from xlens.models.loading import load_model
-from xlens.runfolder import CACHE, read_manifest
+from xlens.runs.folder import CACHE, read_manifest
 
 if TYPE_CHECKING:
     from xlens.config import ExperimentConfig

@@ -21,7 +21,7 @@ from xlens.errors import ConfigError
 from xlens.experts.sets import SELECTIONS, find_experts
 from xlens.models import load_model
 from xlens.models.loading import model_shape, resolved_numerics
-from xlens.runfolder import RunFolder
+from xlens.runs.folder import RunFolder
 
 OUTPUTS = ("scores", "experts", "lape", "summary.json")
 

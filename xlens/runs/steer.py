@@ -26,7 +26,7 @@ from xlens.generation import check_generation, load_prompts
 from xlens.hooks import check_same_model
 from xlens.interventions import ExpertMethod, Intervention, InterventionSpec, SteeringVector, spec_class
 from xlens.models.lens import LensModel
-from xlens.results import RunResults
+from xlens.runs.results import RunResults
 
 if TYPE_CHECKING:
     from xlens.data.corpus import ParallelCorpus
