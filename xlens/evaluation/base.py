@@ -178,9 +178,7 @@ def embedding_key(
     pooling: str,
 ) -> str:
     """The content key of ``texts`` embedded under ``condition``: the one cache key of every embedding."""
-    config, splits = inputs.config, inputs.splits
-    runtime = config.runtime
-    needs = frozenset() if condition.is_baseline else condition.spec().needs
+    runtime = inputs.config.runtime
     return content_key(
         "embeddings",
         identity,
@@ -191,9 +189,18 @@ def embedding_key(
         runtime.max_length,
         runtime.batch_size,
         runtime.max_tokens,
+        condition_key(inputs, condition),
+    )
+
+
+def condition_key(inputs: Any, condition: Condition) -> tuple[Any, ...]:
+    """The part of every cache key that is the condition: its settings, and what it is built from (the run's
+    expert scores, the find split's sentences) where its method needs them."""
+    needs = frozenset() if condition.is_baseline else condition.spec().needs
+    return (
         condition.to_dict(),
         inputs.scores_key if "experts" in needs else None,
-        splits.find.fingerprint() if "corpus" in needs else None,
+        inputs.splits.find.fingerprint() if "corpus" in needs else None,
     )
 
 

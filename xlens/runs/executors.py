@@ -33,7 +33,7 @@ from xlens.artifacts import ArtifactStore
 from xlens.conditions import Condition
 from xlens.config import RETRIEVAL_SETTINGS, ExperimentConfig
 from xlens.errors import ConfigError, ExecutorError
-from xlens.evaluation.base import Task, TaskContext, TaskOutput
+from xlens.evaluation.base import Task, TaskContext, TaskOutput, condition_key
 from xlens.evaluation.registry import register_task, user_tasks
 from xlens.experts.sets import find_experts
 from xlens.interventions.registry import register, user_methods
@@ -77,7 +77,6 @@ def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition, task
     settings and data, the evaluation split and its settings for a task that reads them, and what the condition
     builds on."""
     config, splits = inputs.config, inputs.splits
-    needs = frozenset() if condition.is_baseline else condition.spec().needs
     settings = to_mapping(task.settings) if dataclasses.is_dataclass(task.settings) else task.settings
     evaluation = None
     if task.reads_eval_split:
@@ -103,9 +102,7 @@ def measured_key(inputs: EvalInputs, info: ModelInfo, condition: Condition, task
         config.runtime.max_length,
         config.runtime.batch_size,
         config.runtime.max_tokens,
-        condition.to_dict(),
-        inputs.scores_key if "experts" in needs else None,
-        splits.find.fingerprint() if "corpus" in needs else None,
+        condition_key(inputs, condition),
     )
 
 
