@@ -100,6 +100,29 @@ def test_two_ray_workers_give_the_local_tables(cluster: None, local: RunResults,
     assert len(list((tmp_path / "cache").glob("measured-*"))) == len(local.conditions)
 
 
+def test_a_plugin_task_and_a_builtin_one_on_ray_workers_give_the_local_tables(
+    cluster: None, local: RunResults, tmp_path: Path
+) -> None:
+    """The toy task (registered by this driver, as a user's plug-in is) travels to the workers by value, beside
+    mining: every table and the differences equal the local study's."""
+    import toy_task  # noqa: F401  (registers the plug-in task)
+
+    study = local.config.override(
+        {
+            "intervene.k": [4],
+            "intervene.method": ["force"],
+            "evaluate.tasks": ["norms", "mining"],
+            "evaluate.norms": {"scale": 2.0},
+            "evaluate.mining": {"gold": 3, "distractors": 1, "k": 2},
+        }
+    )
+    here = run_experiment(study, tmp_path / "local", progress=False)
+    there = run_experiment(study, tmp_path / "ray", executor=make_executor("ray", workers=2), progress=False)
+    assert_same_tables(here, there)
+    diffs: Any = there.differences
+    assert set(diffs["task"]) == {"norms", "mining"} and len(there.task_tables["norms"]) == 7 * 3
+
+
 def test_kept_embeddings_equal_the_local_ones(cluster: None, local: RunResults, tmp_path: Path) -> None:
     small = local.config.override({"intervene.k": [4], "intervene.method": ["force"]})
     results = run_experiment(small, tmp_path, executor=make_executor("ray", keep_embeddings=True), progress=False)
