@@ -186,6 +186,7 @@ def test_bench_study_shares_forward_passes_between_tasks(tmp_path: Path) -> None
             "languages": ["en", "es", "de"],
             "find": {"sentences": 12},
             "intervene": {"method": "force", "k": [4]},
+            "controls": {"random": False},
             "evaluate": {"sentences": 24, "layers": [2], "tasks": ["retrieval", "mining"],
                          "mining": {"gold": 6, "distractors": 2}},
             "stats": {"resamples": 50},

@@ -27,6 +27,7 @@ CONFIG = ExperimentConfig.from_dict(
         "languages": ["en", "es", "ja"],
         "find": {"sentences": 12},
         "intervene": {"k": [4, 16]},
+        "controls": {"random": False},  # the controlled headline is tested on the sweep's (tests/test_sweep.py)
         "evaluate": {"sentences": 10},
         "runtime": {"batch_size": 8},
     }
@@ -204,7 +205,15 @@ def test_headline_and_summary(run: tuple[Path, RunResults]) -> None:
     assert r["ratio"] == pytest.approx(ratios.max()) and r["after"] / r["before"] == pytest.approx(r["ratio"])
     text = results.summary()
     assert "baseline top-1 per pair" in text and "force spa_Latn k=16" in text
-    assert f"largest pair gain: +{g['gain']:.3f}, top-1 {g['before']:.3f} -> {g['after']:.3f}" in text
+    n = 6 * 3 * 6  # conditions x layers x ordered pairs
+    assert h["comparisons"] == n and not h["controlled"]
+    assert (
+        f"largest pair gain of {n} pair comparisons (a maximum, no interval): +{g['gain']:.3f}, "
+        f"top-1 {g['before']:.3f} -> {g['after']:.3f}"
+    ) in text
+    # No control ran: the summary leads with the changes against the baseline and says so.
+    assert text.index("no random control was run") < text.index("baseline top-1 per pair")
+    assert "vs random" not in spa["verdict"] and "no random control" in spa["verdict"]
     best = results.best_condition()
     assert best is not None and best.label == max(h["conditions"], key=lambda c: c["best_ratio"])["condition"]
 

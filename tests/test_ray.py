@@ -134,7 +134,11 @@ def test_kept_embeddings_equal_the_local_ones(cluster: None, local: RunResults, 
 def test_a_killed_worker_is_retried_and_the_table_is_unchanged(cluster: None, tmp_path: Path) -> None:
     marker = tmp_path / "killed"
     config = ExperimentConfig.from_dict(
-        {**BASE, "intervene": {"method": ["crash_once"], "k": [4], "marker": str(marker)}, "controls": {}}
+        {
+            **BASE,
+            "intervene": {"method": ["crash_once"], "k": [4], "marker": str(marker)},
+            "controls": {"random": False},
+        }
     )
     results = run_experiment(config, tmp_path / "ray", executor=make_executor("ray", workers=2), progress=False)
     assert marker.exists()  # a worker did die mid-task
@@ -151,7 +155,7 @@ def test_a_failing_condition_is_reported_the_rest_finish_and_a_rerun_skips_them(
     cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = ExperimentConfig.from_dict(
-        {**BASE, "intervene": {"method": ["force", "always_fails"], "k": [4]}, "controls": {}}
+        {**BASE, "intervene": {"method": ["force", "always_fails"], "k": [4]}, "controls": {"random": False}}
     )
     asked: list[list[str]] = []
     evaluate = RayExecutor.evaluate

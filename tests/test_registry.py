@@ -54,6 +54,7 @@ def test_the_toy_method_runs_through_run_experiment(tiny_gpt2: LensModel, tmp_pa
             "languages": ["en", "es"],
             "find": {"sentences": 10},
             "intervene": {"method": "negate", "scale": -3.0, "k": [6]},
+            "controls": {"random": False},
             "evaluate": {"sentences": 8},
         }
     )

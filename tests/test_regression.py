@@ -49,6 +49,7 @@ def nested_config(flat: dict) -> ExperimentConfig:
     spec = spec_class(intervene["method"])
     keep = {f.name for f in dataclasses.fields(spec)} | {"method"} | ({"k"} if spec.takes_k else set())
     data["intervene"] = {k: v for k, v in intervene.items() if k in keep}
+    data["controls"] = {"random": False}  # the references were made without controls (then the default)
     return ExperimentConfig.from_dict(data)
 
 

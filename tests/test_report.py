@@ -21,7 +21,7 @@ from xlens.embeddings import sentence_embeddings
 from xlens.errors import ResultsError
 from xlens.models import LensModel, loading
 from xlens.report import build_report, run_figures, write_figures, write_report
-from xlens.runs.results import RunResults, pair_change_lines
+from xlens.runs.results import RunResults, headline_lines, pair_change_lines
 from xlens.runs.study import run_experiment
 from xlens.viz.export import find_browser
 
@@ -85,7 +85,13 @@ def test_report_is_one_self_contained_page(report: Path, run_dir: Path) -> None:
     h = RunResults.load(run_dir).headline()
     for line in pair_change_lines(h):
         assert f"<p>{html.escape(line)}</p>" in page
-    assert "best pair improvement: x" in page and "largest pair gain: +" in page
+    assert "largest pair ratio of" in page and "largest pair gain of" in page
+    # The controlled verdicts lead the headline section; the largest pair comes after, as a detail.
+    section = page[page.index('<section id="headline">') :]
+    verdicts = [headline_lines(h)[0], *(e["verdict"] for e in h["conditions"] if "verdict" in e)]
+    for line in verdicts:
+        assert f"<p><b>{html.escape(line)}</b></p>" in section
+    assert section.index(html.escape(verdicts[-1])) < section.index("Details: the largest single-pair changes")
     assert "retrieval top1 per layer</summary>" in page and "sha256" in page
     assert page.count('class="xlens-token"') >= 3 * 5 * 10  # three cards x five sentences with token spans
 

@@ -24,6 +24,7 @@ SMALL = ExperimentConfig.from_dict(
         "languages": ["en", "es"],
         "find": {"sentences": 8},
         "intervene": {"k": [4]},
+        "controls": {"random": False},
         "evaluate": {"sentences": 8},
         "runtime": {"batch_size": 8},
     }

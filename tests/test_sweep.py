@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -393,6 +394,53 @@ def test_the_comparison_table_and_the_correlation(sweep: RunResults) -> None:
     ali = sweep.alignment
     one = ali[(ali["condition"] == main[0]) & (ali["layer"] == 2)]["centroid_cosine_distance"]
     assert len(one) == 3 and one.between(0, 2).all()
+
+
+def test_the_headline_is_each_conditions_change_against_as_many_random_units(sweep: RunResults) -> None:
+    """The headline of every intervention: its change against the baseline and against its random control (mean
+    over seeds) at the best and last layer, with the paired bootstrap intervals of the differences table, and a
+    verdict that follows the interval; the summary leads with them, the largest pair comes last."""
+    h = sweep.headline()
+    assert h["controlled"]
+    diffs: Any = sweep.differences
+    mean = diffs[(diffs["task"] == "retrieval") & (diffs["metric"] == "top1") & (diffs["src"] == "mean")]
+    mean = mean[mean["mode"] == "both"]
+    main = [e for e in h["conditions"] if e["control"] == "none"]
+    assert main and all("verdict" in e for e in main)
+    assert not any("verdict" in e for e in h["conditions"] if e["control"] != "none")
+    verdicts = set()
+    for entry in main:
+        for name in ("best", "last"):
+            layer = h[f"{name}_layer"]
+            mine = mean[(mean["condition"] == entry["condition"]) & (mean["layer"] == layer)].set_index("against")
+            vs_base, vs_random = mine.loc["baseline"], mine.loc["random"]
+            vs_base = vs_base[vs_base["subject"] == "condition"].iloc[0] if vs_base.ndim == 2 else vs_base
+            assert entry[f"change_{name}_layer"] == pytest.approx(vs_base["diff"])
+            assert (entry[f"change_{name}_layer_low"], entry[f"change_{name}_layer_high"]) == pytest.approx(
+                (vs_base["low"], vs_base["high"])
+            )
+            assert entry[f"vs_random_{name}_layer"] == pytest.approx(vs_random["diff"])
+            low, high = vs_random["low"], vs_random["high"]
+            assert (entry[f"vs_random_{name}_layer_low"], entry[f"vs_random_{name}_layer_high"]) == pytest.approx(
+                (low, high)
+            )
+            said = "beats" if low > 0 else "is beaten by" if high < 0 else "is not distinguishable from"
+            shown = (
+                f"layer {layer}: top-1 {entry[f'baseline_top1_{name}_layer']:.3f} -> {entry[f'top1_{name}_layer']:.3f}"
+            )
+            assert shown in entry["verdict"]
+            assert (
+                f"vs random units {entry[f'vs_random_{name}_layer']:+.3f} [{low:+.3f}, {high:+.3f}]: {said}"
+                in (entry["verdict"])
+            )
+            verdicts.add(said)
+    assert len(verdicts) >= 2  # the grid has conditions the interval separates from random and others it does not
+    text = sweep.summary()
+    first = text.splitlines()
+    assert first[0].startswith("retrieval top-1, mean over 6 ordered language pairs")
+    assert first[1 : 1 + len(main)] == [e["verdict"] for e in main]
+    assert "no random control" not in text
+    assert text.index("largest pair gain of") > text.index("baseline top-1 per pair")
 
 
 def test_the_best_condition_and_pair_are_never_controls(sweep: RunResults) -> None:

@@ -307,18 +307,18 @@ def expand_grid(grid: Mapping[str, Any]) -> tuple[InterventionSpec, ...]:
 class ControlsConfig:
     """Controls of every intervention, each a condition of its own (see :mod:`xlens.runs.study`).
 
-    ``random``: the same method on k units drawn uniformly from all units (the paper's control), with the same
-    statistic or factor, over ``seeds`` seeds; ``random_per_block``: as many random units in each block as the
-    experts have there; ``neutral``: methods with a ``value`` set the experts (and, with ``random``, the random
-    units too) to their median over all languages' sentences (``all_p50``) instead; ``mixed``: retrieval with the
-    queries embedded without the intervention against candidates embedded with it, and the reverse (no extra
-    forward passes).
+    ``random`` (on by default): the same method on k units drawn uniformly from all units (the paper's control),
+    with the same statistic or factor, over ``seeds`` seeds (1 by default); ``random_per_block``: as many random
+    units in each block as the experts have there; ``neutral``: methods with a ``value`` set the experts (and, with
+    ``random``, the random units too) to their median over all languages' sentences (``all_p50``) instead;
+    ``mixed``: retrieval with the queries embedded without the intervention against candidates embedded with it,
+    and the reverse (no extra forward passes).
     """
 
-    random: bool = False
+    random: bool = True  # on by default: no finding about experts without as many random units beside it
     random_per_block: bool = False
     neutral: bool = False
-    seeds: int = 3
+    seeds: int = 1
     mixed: bool = False
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from xlens._schema import flatten
 from xlens.errors import InputError, ResultsError
 from xlens.evaluation.registry import task_class
 from xlens.runs.folder import RunFolder
-from xlens.runs.results import RunResults, pair_change_lines
+from xlens.runs.results import RunResults, headline_lines, pair_change_lines
 from xlens.viz import alignment as va
 from xlens.viz import experts as vx
 from xlens.viz.export import PlotlyJs, figure_div, save_figures
@@ -134,7 +134,8 @@ def _pivot(table: pd.DataFrame, pair: list[str], value: str) -> pd.DataFrame:
 
 def _headline_html(results: RunResults) -> str:
     h = results.headline()
-    parts = [
+    parts = [f"<p><b>{html.escape(line)}</b></p>" for line in headline_lines(h)] if h["conditions"] else []
+    parts += [
         f"<p>Best layer (highest baseline mean top-1): <b>{h['best_layer']}</b>; last layer: "
         f"<b>{h['last_layer']}</b>.</p>",
         "<h3>Baseline mean top-1 by layer</h3>",
@@ -143,9 +144,13 @@ def _headline_html(results: RunResults) -> str:
         _table(pd.DataFrame(h["baseline_pairs"])),
     ]
     if h["conditions"]:
-        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k", "control"])
+        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k", "control", "verdict"],
+                                                   errors="ignore")  # fmt: skip
         parts += ["<h3>After intervention (means over pairs)</h3>", _table(shown)]
-    parts += [f"<p>{html.escape(line)}</p>" for line in pair_change_lines(h)]
+    details = pair_change_lines(h)
+    if details:
+        parts += ["<h3>Details: the largest single-pair changes</h3>"]
+        parts += [f"<p>{html.escape(line)}</p>" for line in details]
     return "\n".join(parts)
 
 

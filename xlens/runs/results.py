@@ -537,9 +537,12 @@ class RunResults:
 
 
 def headline(results: RunResults) -> dict[str, Any]:
-    """The numbers the paper reports: baseline top-1 per pair at the best and last layer, each condition's top-1
-    there, the best improvement ratio, and how cosine and CKA moved (means over language pairs); the best pair
-    ratio and gain among the interventions that are no control."""
+    """The run's headline, controlled: per intervention, the mean top-1 over language pairs at the best and the
+    last layer, baseline -> intervention, the change with its paired bootstrap interval, the difference from as
+    many random units (mean over seeds) with its interval, and a one-line ``verdict`` that says no more than those
+    intervals allow (``controlled`` False: no random control was run). Also the baseline per layer and pair, how
+    cosine and CKA moved, and as details the largest per-pair ratio and gain, each the largest of ``comparisons``
+    per-pair comparisons (no interval: a maximum, not a finding)."""
     # pandas' stubs type column access too loosely for this arithmetic: the frames are used untyped here.
     base: Any = results.table("retrieval")
     by_layer: Any = base.groupby("layer")["top1"].mean()
@@ -550,25 +553,25 @@ def headline(results: RunResults) -> dict[str, Any]:
         .rename(columns={best_layer: "baseline_best_layer", last_layer: "baseline_last_layer"})
     )
     align_base: Any = results.table("alignment")
+    compared = None  # results made by hand may hold no differences: then no interval and no verdict
+    if results.interventions and not results.differences.empty:
+        compared = results.comparison("top1", layers=[best_layer, last_layer])
     conditions, pairs_changed = [], []
     for condition in results.interventions:
         group: Any = results.table("retrieval", condition)
         entry = _condition_entry(results, condition, group, by_layer, (best_layer, last_layer), align_base)
+        if condition.control == "none" and compared is not None:
+            entry |= _controlled(compared[compared["condition"] == condition.label], best_layer, last_layer)
+            entry["verdict"] = _condition_verdict(entry, best_layer, last_layer)
         conditions.append(entry)
         if condition.control != "none":
             continue  # a control's lucky pair is no finding
         merged = group.merge(base, on=["layer", "src", "tgt"], suffixes=("", "_base"))
         pairs_changed += [
-            {
-                "condition": condition.label,
-                "layer": int(row.layer),
-                "src": row.src,
-                "tgt": row.tgt,
-                "before": float(row.top1_base),
-                "after": float(row.top1),
-            }
+            {"condition": condition.label, "layer": int(row.layer), "src": row.src, "tgt": row.tgt,
+             "before": float(row.top1_base), "after": float(row.top1)}
             for row in cast(Any, merged).itertuples()
-        ]
+        ]  # fmt: skip
     # Per-pair changes: the largest ratio (a near-zero baseline inflates it, so before/after come with it) and the
     # largest absolute gain in top-1.
     with_ratio = [{**p, "ratio": p["after"] / p["before"]} for p in pairs_changed if p["before"] > 0]
@@ -576,14 +579,59 @@ def headline(results: RunResults) -> dict[str, Any]:
     return {
         "best_layer": best_layer,
         "last_layer": last_layer,
+        "confidence": results.config.stats.confidence,
+        "controlled": any("vs_random_best_layer" in entry for entry in conditions),
         "baseline_mean_top1_by_layer": {int(k): float(v) for k, v in by_layer.items()},
         "baseline_pairs": pairs.reset_index().to_dict(orient="records"),
         "conditions": conditions,
+        "comparisons": len(pairs_changed),
         "best_pair_ratio": max(with_ratio, key=lambda p: p["ratio"], default=None),
         "best_pair_gain": None
         if best_gain is None
         else {**best_gain, "gain": best_gain["after"] - best_gain["before"]},
     }
+
+
+def _controlled(rows: Any, best_layer: int, last_layer: int) -> dict[str, Any]:
+    """A condition's change against the baseline and against its random control at the best and last layer,
+    with their paired bootstrap intervals, from :meth:`RunResults.comparison` rows."""
+    out: dict[str, Any] = {}
+    for name, layer in (("best", best_layer), ("last", last_layer)):
+        row = rows[rows["layer"] == layer].iloc[0]
+        out[f"baseline_top1_{name}_layer"] = float(row["baseline"])
+        for side, column in (("change", "vs_baseline"), ("vs_random", "vs_random")):
+            if f"diff_{column}" in row.index:
+                out[f"{side}_{name}_layer"] = float(row[f"diff_{column}"])
+                out[f"{side}_{name}_layer_low"] = float(row[f"low_{column}"])
+                out[f"{side}_{name}_layer_high"] = float(row[f"high_{column}"])
+        if "random_mean" in row.index:
+            out[f"random_top1_{name}_layer"] = float(row["random_mean"])
+    return out
+
+
+def _condition_verdict(entry: dict[str, Any], best_layer: int, last_layer: int) -> str:
+    """One line: at the best and the last layer, top-1 before -> after with the change's interval, and the
+    difference from as many random units with its interval and what it allows one to say."""
+    parts = []
+    layers = [("best", best_layer)] if best_layer == last_layer else [("best", best_layer), ("last", last_layer)]
+    for name, layer in layers:
+        at = f"{name}_layer"
+        text = (
+            f"layer {layer}: top-1 {entry[f'baseline_top1_{at}']:.3f} -> {entry[f'top1_{at}']:.3f}, "
+            f"{_signed(entry, f'change_{at}')}"
+        )
+        if f"vs_random_{at}" in entry:
+            low, high = entry[f"vs_random_{at}_low"], entry[f"vs_random_{at}_high"]
+            said = "beats" if low > 0 else "is beaten by" if high < 0 else "is not distinguishable from"
+            text += f"; vs random units {_signed(entry, f'vs_random_{at}')}: {said} as many random units"
+        else:
+            text += "; no random control"
+        parts.append(text)
+    return f"{entry['condition']}: " + " | ".join(parts)
+
+
+def _signed(entry: dict[str, Any], key: str) -> str:
+    return f"{entry[key]:+.3f} [{entry[f'{key}_low']:+.3f}, {entry[f'{key}_high']:+.3f}]"
 
 
 def _condition_entry(
@@ -612,23 +660,42 @@ def _condition_entry(
 
 
 def pair_change_lines(h: dict[str, Any]) -> list[str]:
-    """The best per-pair ratio and the largest per-pair gain of a :func:`headline`, one line each, with the
-    top-1 before and after (none without interventions)."""
+    """The largest per-pair ratio and gain of a :func:`headline`, one line each with the top-1 before and after,
+    each labelled as the largest of the run's per-pair comparisons (none without interventions)."""
     lines = []
-    for title, key in (("best pair improvement", "best_pair_ratio"), ("largest pair gain", "best_pair_gain")):
+    for title, key in (("ratio", "best_pair_ratio"), ("gain", "best_pair_gain")):
         if b := h[key]:
             change = f"x{b['ratio']:.2f}" if key == "best_pair_ratio" else f"+{b['gain']:.3f}"
             lines.append(
-                f"{title}: {change}, top-1 {b['before']:.3f} -> {b['after']:.3f} ({b['src']}->{b['tgt']}, "
-                f"layer {b['layer']}, {b['condition']})"
+                f"largest pair {title} of {h['comparisons']} pair comparisons (a maximum, no interval): {change}, "
+                f"top-1 {b['before']:.3f} -> {b['after']:.3f} ({b['src']}->{b['tgt']}, layer {b['layer']}, "
+                f"{b['condition']})"
             )
     return lines
 
 
-def summarize(results: RunResults) -> str:
-    """A plain-text report of :func:`headline` for the terminal."""
-    h = headline(results)
+def headline_lines(h: dict[str, Any]) -> list[str]:
+    """What the headline says first: per intervention, its verdict line; and whether a random control ran."""
+    pairs = len(h["baseline_pairs"])
     lines = [
+        f"retrieval top-1, mean over {pairs} ordered language pairs; change vs baseline and vs as many random units "
+        f"with {h['confidence']:.0%} paired bootstrap intervals over query sentences:"
+    ]
+    verdicts = [entry["verdict"] for entry in h["conditions"] if "verdict" in entry]
+    if h["conditions"] and not verdicts:
+        return ["these results hold no paired bootstrap comparisons: no interval and no verdict can be given"]
+    lines += verdicts
+    if not h["controlled"] and h["conditions"]:
+        lines.append("no random control was run: changes are against the baseline only ([controls] random = true)")
+    return lines
+
+
+def summarize(results: RunResults) -> str:
+    """A plain-text report of :func:`headline` for the terminal: the controlled verdicts first, then the
+    baseline, the conditions' means, and the largest per-pair changes as details."""
+    h = headline(results)
+    lines = [*headline_lines(h), ""] if h["conditions"] else []
+    lines += [
         "baseline mean top-1 by layer: "
         + " ".join(f"L{k}:{v:.3f}" for k, v in h["baseline_mean_top1_by_layer"].items()),
         f"best layer {h['best_layer']}, last layer {h['last_layer']}",
@@ -638,7 +705,8 @@ def summarize(results: RunResults) -> str:
     ]
     if h["conditions"]:
         lines += ["", "after intervention (mean over pairs):"]
-        shown = pd.DataFrame(h["conditions"]).drop(columns=["intervention", "expert_lang", "k", "control"])
+        shown = pd.DataFrame(h["conditions"])[["condition", "top1_best_layer", "top1_last_layer", "best_ratio",
+                                               "best_ratio_layer"]]  # fmt: skip
         lines.append(shown.to_string(index=False, float_format="%.3f"))
     changes = pair_change_lines(h)
     if changes:
