@@ -25,8 +25,8 @@ from xlens.artifacts import ArtifactStore
 from xlens.errors import InputError, InputIndexError, InputTypeError
 from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader, block_of
 
-Pooling = Literal["mean", "max", "last", "median", "active", "weighted"]
-POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active", "weighted")
+Pooling = Literal["mean", "max", "last", "median", "active", "gate_active", "weighted"]
+POOLINGS: tuple[str, ...] = ("mean", "max", "last", "median", "active", "gate_active", "weighted")
 UnitSpec = str | Sequence[str] | Callable[[str], bool]
 
 
@@ -266,7 +266,8 @@ def pool(
 
     ``mean``, ``max``, ``last`` (last real token), ``median`` (numpy's), ``active`` (number of tokens with
     activation > 0, for LAPE), ``weighted`` (position-weighted mean with weights 1..n: later tokens have seen more
-    context; Muennighoff 2022).
+    context; Muennighoff 2022). (``gate_active`` is ``active`` of another hook's activations: see
+    :func:`collect_responses`.)
     """
     m = mask.unsqueeze(-1)
     lengths = mask.sum(dim=1)
@@ -286,7 +287,7 @@ def pool(
         lo = ((lengths - 1) // 2).view(-1, 1, 1).expand(-1, 1, acts.shape[-1])
         hi = (lengths // 2).view(-1, 1, 1).expand(-1, 1, acts.shape[-1])
         return (ordered.gather(1, lo) + ordered.gather(1, hi)).squeeze(1) / 2
-    if pooling == "active":
+    if pooling in ("active", "gate_active"):
         return ((acts > 0) & m).sum(dim=1).to(acts.dtype)
     raise InputError(f"unknown pooling {pooling!r}; use one of {POOLINGS}")
 
@@ -312,7 +313,9 @@ def collect_responses(
     Args:
         units: see :func:`resolve_units` (default: every MLP neuron).
         pooling: one pooling or several collected in the same forward passes (``mean``, ``max``, ``last``,
-            ``median``, ``active`` = number of tokens with activation > 0, for LAPE).
+            ``median``, ``active`` = number of tokens with activation > 0, ``gate_active`` = for MLP neurons, the
+            number of tokens on which LAPE's reference counts them active: ``act_fn(gate_proj(x)) > 0`` on gated
+            MLPs (read at the gate hook), the neuron's activation > 0 elsewhere).
         max_length: truncate sentences to this many tokens (None: no limit).
         dtype: storage dtype of the result (float32 or float16 to halve memory on big models).
         offload: a folder; the result tensors are then memory-mapped files there (``<pooling>.bin``), written
@@ -332,9 +335,10 @@ def collect_responses(
         p: _storage(n, index.n_units, dtype, None if offload is None else Path(offload) / f"{p}.bin") for p in poolings
     }
     token_counts = torch.empty(n, dtype=torch.long)
+    gates = _gate_readers(model, index, poolings, out)
     model.forward(
         texts,
-        _pooling_readers(index, poolings, out, token_counts),
+        [*_pooling_readers(index, poolings, out, token_counts, counted=set(gates)), *gates.values()],
         batch_size=batch_size,
         max_tokens=max_tokens,
         max_length=max_length,
@@ -360,22 +364,54 @@ def _pooling_readers(
     poolings: list[str],
     out: dict[str, Float[Tensor, "sentence unit"]],
     token_counts: Int[Tensor, " sentence"],
+    counted: set[str],
 ) -> list[tuple[str, Reader]]:
     """One reader per hook that pools its activations into the hook's columns of ``out`` (and, at the first hook,
-    stores each sentence's token count)."""
+    stores each sentence's token count); ``gate_active`` only for hooks not ``counted`` at their gate."""
 
-    def pooler(start: int, width: int) -> Reader:
+    def pooler(start: int, width: int, mine: list[str]) -> Reader:
         def read(act: Tensor, batch: ForwardBatch) -> None:
             flat = act.reshape(act.shape[0], act.shape[1], -1).float()  # pooled in float32 whatever the dtype
             mask = batch.mask_on(act.device)
-            for p in poolings:
+            for p in mine:
                 batch.store(out[p], pool(flat, mask, p), slice(start, start + width))
             if start == 0:
                 batch.store(token_counts, batch.lengths)
 
         return read
 
-    return [(h, pooler(o, w)) for h, o, w in zip(index.hooks, index.offsets, index.widths, strict=True)]
+    return [
+        (h, pooler(o, w, [p for p in poolings if p != "gate_active" or h not in counted]))
+        for h, o, w in zip(index.hooks, index.offsets, index.widths, strict=True)
+    ]
+
+
+def _gate_readers(
+    model: LensModel, index: UnitIndex, poolings: list[str], out: dict[str, Float[Tensor, "sentence unit"]]
+) -> dict[str, tuple[str, Reader]]:
+    """For ``gate_active`` on gated MLPs, by neuron hook: a reader at the block's gate hook that counts the tokens
+    with ``act_fn(gate) > 0`` into the neurons' columns (LAPE's reference count). Neurons of MLPs without a gate
+    count ``gate_active`` as ``active``, at their own hook."""
+    if "gate_active" not in poolings:
+        return {}
+    blocks = {model.mlp_hook(b): b for b in range(model.n_layers)}
+    others = [h for h in index.hooks if h not in blocks]
+    if others:
+        raise InputError(f"the gate_active pooling counts MLP neurons only; these units are not: {others[:3]}")
+    gates = {h: gate for h in index.hooks if (gate := model.gate_hook(blocks[h])) is not None}
+    act_fn = model.gate_activation() if gates else None
+
+    def reader(start: int, width: int) -> Reader:
+        def read(act: Tensor, batch: ForwardBatch) -> None:
+            assert act_fn is not None
+            active = act_fn(act) > 0  # in the model's dtype, as the reference computes it
+            counts = (active & batch.mask_on(act.device).unsqueeze(-1)).sum(dim=1).float()
+            batch.store(out["gate_active"], counts, slice(start, start + width))
+
+        return read
+
+    columns = dict(zip(index.hooks, zip(index.offsets, index.widths, strict=True), strict=True))
+    return {h: (gate, reader(*columns[h])) for h, gate in gates.items()}
 
 
 def _responses_meta(

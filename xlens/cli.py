@@ -192,6 +192,9 @@ def experts(
     ] = None,
     lape: Annotated[bool, typer.Option(help="also rank LAPE language-specific units (writes OUT/lape/<lang>)")] = False,
     lape_top_rate: Annotated[float, typer.Option(help="share of all units LAPE keeps")] = 0.01,
+    lape_counts: Annotated[
+        str, typer.Option(help="gate: active = act_fn(gate) > 0, as the LAPE reference; post: the neuron > 0")
+    ] = "gate",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     force: ForceOpt = False,
@@ -216,6 +219,7 @@ def experts(
         negatives=tuple(_langs(negatives)) if negatives else None,
         lape=lape,
         lape_top_rate=lape_top_rate,
+        lape_counts=lape_counts,
         device=device,
         dtype=dtype,
         force=force,

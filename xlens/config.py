@@ -231,6 +231,15 @@ class InterveneConfig:
         rates = self.lape_top_rates
         return rates[0] if rates else None
 
+    @property
+    def lape_counts(self) -> str:
+        """What makes a unit active for the run's LAPE ranking (``"gate"``, the reference's, unless its LAPE
+        methods say ``counts = "post"``); a run ranks once, so its LAPE methods must agree."""
+        found = sorted({spec.params()["counts"] for spec in self.specs if "counts" in spec.params()})
+        if len(found) > 1:
+            raise ConfigError(f"intervene.counts = {found}: a run ranks its units by LAPE once, with one definition")
+        return found[0] if found else "gate"
+
     def ks(self, spec: InterventionSpec) -> list[int | None]:
         """The k values ``spec`` runs with (``[None]`` for a method without k)."""
         return list(self.k_values) if spec.takes_k else [None]
@@ -665,6 +674,7 @@ class ExperimentConfig:
         rates = self.intervene.lape_top_rates
         if len(rates) > 1:
             raise ConfigError(f"intervene.top_rate = {rates}: a run ranks its units by LAPE once, with one top_rate")
+        _ = self.intervene.lape_counts  # one definition of "active" per run
         wanted = {
             "controls.random": (controls.random, lambda spec: "random" in spec.controls),
             "controls.random_per_block": (controls.random_per_block, lambda spec: "random-per-block" in spec.controls),

@@ -5,7 +5,10 @@ A unit is language-specific when it fires (activation > 0) often on few language
 over languages, normalised into a distribution, have low entropy. Selection follows the reference code
 (RUCAIBox/Language-Specific-Neurons, ``identify.py``):
 
-1. ``p[l, u]`` = active tokens of language ``l`` / tokens of language ``l``.
+1. ``p[l, u]`` = active tokens of language ``l`` / tokens of language ``l``. Active, as in the reference, means
+   ``act_fn(gate_proj(x)) > 0`` on gated MLPs (Gemma, Llama, Aya/Cohere) and the MLP activation > 0 on the others
+   (``counts = "gate"``, the default); ``counts = "post"`` counts the neuron ``act_fn(gate) * up > 0`` instead, a
+   different definition on gated MLPs (recorded with the ranking, so results of the two never mix).
 2. Discard units with no ``p`` above the filter threshold (the ``filter_quantile`` order statistic of all ``p``).
 3. Keep ``round(top_rate * n_units)`` units with the lowest entropy among the rest: ``top_rate`` is a fraction of
    *all* units, as in the reference code (fewer are kept if fewer pass the filter).
@@ -19,12 +22,17 @@ quantiles, and comparisons are strict (``p > threshold``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from xlens.errors import ExpertInputError
+
+# When a unit counts as active on a token: "gate", the reference's definition (``act_fn(gate_proj(x)) > 0`` on gated
+# MLPs, the MLP activation > 0 elsewhere); "post", the MLP neuron (on gated MLPs ``act_fn(gate) * up``) > 0.
+LAPE_COUNTS = {"gate": "gate_active", "post": "active"}  # the definition -> the pooling that counts it
 
 
 @dataclass
@@ -49,6 +57,7 @@ class LapeResult:
     filter_threshold: float
     activation_threshold: float
     top_rate: float = 0.01
+    counts: str = "gate"  # what "active" meant: see LAPE_COUNTS
 
     def units_ranked(self, lang_index: int) -> Int[Tensor, " k"]:
         """The units of language ``lang_index``, lowest entropy first (ties: lower unit index first)."""
@@ -63,11 +72,12 @@ class LapeResult:
             "assignment": self.assignment,
         }
 
-    def settings(self) -> dict[str, float]:
+    def settings(self) -> dict[str, Any]:
         return {
             "filter_threshold": self.filter_threshold,
             "activation_threshold": self.activation_threshold,
             "top_rate": self.top_rate,
+            "counts": self.counts,
         }
 
     def units_for(self, lang_index: int) -> Int[Tensor, " k"]:

@@ -17,7 +17,7 @@ from xlens._io import read_pair, reading, write_pair
 from xlens.activations import Responses, UnitIndex, collect_corpus_responses
 from xlens.data.languages import resolve_language
 from xlens.errors import ExpertInputError
-from xlens.experts.lape import LapeResult, lape
+from xlens.experts.lape import LAPE_COUNTS, LapeResult, lape
 from xlens.experts.scoring import one_vs_rest, unit_statistics
 from xlens.hooks import check_same_model
 from xlens.models.lens import LensModel
@@ -170,18 +170,25 @@ class ExpertScores:
         top_rate: float = 0.01,
         filter_quantile: float = 0.95,
         activation_quantile: float = 0.95,
+        counts: str = "gate",
     ) -> ExpertScores:
         """These scores with the LAPE ranking of their units (Tang et al. 2024, see :func:`xlens.experts.lape.lape`),
-        computed from ``responses`` collected with the ``active`` pooling on the same units and sentences."""
+        computed from ``responses`` collected on the same units and sentences with the pooling that counts
+        ``counts`` (``gate_active`` for ``"gate"``, the reference's definition; ``active`` for ``"post"``)."""
         from dataclasses import replace
 
-        if "active" not in responses.pooled:
-            raise ExpertInputError("LAPE needs responses collected with pooling including 'active'")
+        if counts not in LAPE_COUNTS:
+            raise ExpertInputError(f"LAPE counts {counts!r}: use one of {sorted(LAPE_COUNTS)}")
+        pooling = LAPE_COUNTS[counts]
+        if pooling not in responses.pooled:
+            raise ExpertInputError(
+                f"LAPE with counts = {counts!r} needs responses collected with the {pooling!r} pooling"
+            )
         if responses.units != self.units or responses.languages != self.languages:
             raise ExpertInputError("responses and scores differ in units or languages: collect them together")
         assert responses.lang_ids is not None
         result = lape(
-            responses["active"],
+            responses[pooling],
             responses.token_counts,
             responses.lang_ids,
             len(self.languages),
@@ -189,14 +196,20 @@ class ExpertScores:
             filter_quantile=filter_quantile,
             activation_quantile=activation_quantile,
         )
-        return replace(self, lape=result)
+        return replace(self, lape=replace(result, counts=counts))
 
-    def lape_set(self, language: str, top_rate: float | None = None) -> ExpertSet:
-        """The LAPE units of ``language``, lowest entropy first (``head(k)`` takes the k most specific)."""
+    def lape_set(self, language: str, top_rate: float | None = None, counts: str | None = None) -> ExpertSet:
+        """The LAPE units of ``language``, lowest entropy first (``head(k)`` takes the k most specific); with
+        ``top_rate`` or ``counts``, checked to be those the ranking was made with."""
         if self.lape is None:
             raise ExpertInputError(
                 "these scores carry no LAPE ranking: compute it with scores.with_lape(responses), from responses "
-                "collected with the 'active' pooling (xlens experts --lape)"
+                "collected with the 'gate_active' pooling (xlens experts --lape)"
+            )
+        if counts is not None and counts != self.lape.counts:
+            raise ExpertInputError(
+                f"the scores' LAPE ranking counts a unit active by {self.lape.counts!r}, not {counts!r}: recompute it "
+                f"with with_lape(responses, counts={counts!r}) (the two definitions differ on gated MLPs)"
             )
         if top_rate is not None and top_rate != self.lape.top_rate:
             raise ExpertInputError(
@@ -260,7 +273,8 @@ class ExpertScores:
             lape = None
             if "lape" in header:
                 parts = {k.removeprefix("lape."): v for k, v in tensors.items() if k.startswith("lape.")}
-                lape = LapeResult(**parts, **header["lape"])  # type: ignore[arg-type]
+                # Rankings saved before the counts were recorded counted the neuron ("post").
+                lape = LapeResult(**parts, **{"counts": "post", **header["lape"]})  # type: ignore[arg-type]
             return cls(
                 ap=tensors["ap"],
                 auroc=tensors["auroc"],
@@ -518,17 +532,20 @@ def find_experts(
     pooling: str = "mean",
     negatives: Sequence[str] | None = None,
     lape_top_rate: float | None = None,
+    lape_counts: str = "gate",
     cache: str | os.PathLike[str] | None = None,
     **collect_kwargs: Any,
 ) -> ExpertScores:
     """Collect pooled responses on ``corpus`` and score every unit for every language (one vs the rest, or
     against ``negatives``: see :meth:`ExpertScores.from_responses`); with ``lape_top_rate``, also rank the units
-    by LAPE (:meth:`ExpertScores.with_lape`). ``collect_kwargs`` go to
+    by LAPE (:meth:`ExpertScores.with_lape`, active as ``lape_counts`` says). ``collect_kwargs`` go to
     :func:`xlens.activations.collect_corpus_responses` (``batch_size``, ``max_length``, ``progress``, ...); with
     ``cache``, the responses are cached there."""
-    poolings = [pooling] if lape_top_rate is None else [pooling, "active"]
+    if lape_counts not in LAPE_COUNTS:
+        raise ExpertInputError(f"lape_counts = {lape_counts!r}: use one of {sorted(LAPE_COUNTS)}")
+    poolings = [pooling] if lape_top_rate is None else [pooling, LAPE_COUNTS[lape_counts]]
     responses = collect_corpus_responses(
         model, corpus, languages, cache=cache, units=units, pooling=poolings, **collect_kwargs
     )
     scores = ExpertScores.from_responses(responses, pooling=pooling, negatives=negatives)
-    return scores if lape_top_rate is None else scores.with_lape(responses, top_rate=lape_top_rate)
+    return scores if lape_top_rate is None else scores.with_lape(responses, top_rate=lape_top_rate, counts=lape_counts)

@@ -10,7 +10,8 @@ unchanged. Per block ``b`` it offers
 - ``blocks.{b}.hook_out`` (alias ``blocks.{b}.hook_resid_post``): the hidden states leaving block ``b``;
 - ``blocks.{b}.mlp.out.hook_in`` (alias ``blocks.{b}.mlp.hook_post``): the MLP neurons, the input of the down
   projection, ``[batch, pos, d_mlp]``;
-- ``blocks.{b}.mlp.out.hook_out``: the output of the down projection.
+- ``blocks.{b}.mlp.out.hook_out``: the output of the down projection;
+- ``blocks.{b}.mlp.gate.hook_out``: on gated MLPs, the output of the gate projection (before its activation).
 
 Modules are found by :data:`DEFAULT_MODULE_PATHS` (regular expressions over module paths); ``module_paths=``
 overrides them for a model whose layout they miss.
@@ -42,10 +43,12 @@ HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
 #   model.layers, GPT-2/Bloom/Falcon transformer.h, MPT transformer.blocks, GPT-NeoX gpt_neox.layers,
 #   OPT model.decoder.layers, BioGPT biogpt.layers);
 # - "down_proj": the MLP's down projection, a path inside a block (Llama-likes and MPT mlp/ffn.down_proj, GPT-2
-#   mlp.c_proj, Bloom/Falcon/GPT-NeoX/Persimmon mlp.dense_4h_to_h, GPT-J mlp.fc_out, Phi mlp.fc2, OPT/BioGPT fc2).
+#   mlp.c_proj, Bloom/Falcon/GPT-NeoX/Persimmon mlp.dense_4h_to_h, GPT-J mlp.fc_out, Phi mlp.fc2, OPT/BioGPT fc2);
+# - "gate_proj": on gated MLPs, the gate projection inside a block (Llama-likes mlp.gate_proj); optional.
 DEFAULT_MODULE_PATHS: dict[str, str] = {
     "blocks": r"(?:.+\.)?(?:layers|h|blocks)",
     "down_proj": r"(?:mlp|ffn|feed_forward)\.(?:down_proj|c_proj|dense_4h_to_h|fc_out|fc2|w2)|fc2",
+    "gate_proj": r"(?:mlp|feed_forward)\.gate_proj",
 }
 
 
@@ -224,6 +227,11 @@ class HFBridge:
             ):
                 point = HookPoint(f"blocks.{b}.{names[0]}", attach)
                 self.hook_dict.update({f"blocks.{b}.{name}": point for name in names})
+            gates = [m for path, m in block.named_modules() if path and patterns["gate_proj"].fullmatch(path)]
+            if len(gates) == 1:
+                self.hook_dict[f"blocks.{b}.mlp.gate.hook_out"] = HookPoint(
+                    f"blocks.{b}.mlp.gate.hook_out", _output_point(gates[0])
+                )
         self.cfg = HFConfig(
             n_layers=len(blocks),
             d_model=shape_from_config(model.config).d_model,

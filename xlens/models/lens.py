@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformers.activations import ACT2FN
 
 from xlens._display import html_card
 from xlens.errors import InputError, InputTypeError
@@ -238,6 +239,21 @@ class LensModel:
     def mlp_hook(self, block: int) -> str:
         """Hook of block ``block``'s MLP neurons (the input of the down projection), ``[batch, pos, d_mlp]``."""
         return f"blocks.{block}.mlp.hook_post"
+
+    def gate_hook(self, block: int) -> str | None:
+        """Hook of block ``block``'s MLP gate projection output, ``gate_proj(x)`` (before its activation function),
+        on gated MLPs (Gemma, Llama, Cohere/Aya); None where the MLP has no gate (GPT-2, Bloom)."""
+        name = f"blocks.{block}.mlp.gate.hook_out"
+        return name if name in self.bridge.hook_dict else None
+
+    def gate_activation(self) -> Callable[[Tensor], Tensor]:
+        """The activation function of the MLP gate, ``act_fn`` in ``act_fn(gate_proj(x)) * up_proj(x)``, as the
+        Hugging Face model builds it from its config (``hidden_activation``, else ``hidden_act``)."""
+        config = self.bridge.original_model.config
+        name = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+        if name is None:
+            raise InputError(f"{self.name}'s config names no MLP activation (hidden_activation or hidden_act)")
+        return ACT2FN[name]
 
     def resid_hook(self, block: int) -> str:
         """Hook of the residual stream after block ``block``, ``[batch, pos, d_model]``."""

@@ -159,6 +159,7 @@ def find_scores(model: LensModel, config: ExperimentConfig, splits: Any, cache: 
         pooling=find.pooling,
         negatives=find.negatives,
         lape_top_rate=config.intervene.lape_top_rate,
+        lape_counts=config.intervene.lape_counts,
         cache=cache,
         batch_size=config.runtime.batch_size,
         max_tokens=config.runtime.max_tokens,

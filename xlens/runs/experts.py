@@ -18,6 +18,7 @@ from xlens.config import check_units_and_pooling
 from xlens.data.languages import resolve_language
 from xlens.data.loaders import load_corpus
 from xlens.errors import ConfigError
+from xlens.experts.lape import LAPE_COUNTS
 from xlens.experts.sets import SELECTIONS, find_experts
 from xlens.models import load_model
 from xlens.models.loading import model_shape, resolved_numerics
@@ -45,6 +46,7 @@ class ExpertsJob:
     negatives: tuple[str, ...] | None = None
     lape: bool = False
     lape_top_rate: float = 0.01
+    lape_counts: str = "gate"
     device: str | None = None
     dtype: str | None = None
     force: bool = False
@@ -66,6 +68,8 @@ class ExpertsJob:
         check_units_and_pooling(self.units, self.pooling, "--units", "--pooling")
         if not 0 < self.lape_top_rate <= 1:
             raise ConfigError(f"--lape-top-rate {self.lape_top_rate}: must lie in (0, 1]")
+        if self.lape_counts not in LAPE_COUNTS:
+            raise ConfigError(f"--lape-counts {self.lape_counts!r}: must be one of {', '.join(sorted(LAPE_COUNTS))}")
         if self.per_lang < 0 or self.k < 1 or self.batch_size < 1:
             raise ConfigError("--per-lang must be >= 0, --k and --batch-size >= 1")
         languages = [resolve_language(code).flores for code in self.langs]
@@ -96,6 +100,7 @@ class ExpertsJob:
             pooling=self.pooling,
             negatives=list(self.negatives) if self.negatives else None,
             lape_top_rate=self.lape_top_rate if self.lape else None,
+            lape_counts=self.lape_counts,
             cache=folder.artifacts.root,
             batch_size=self.batch_size,
         )

@@ -118,9 +118,9 @@ def folder_owner(
 def kept_scores(store: Any, config: ExperimentConfig, scores: Any) -> tuple[Any, str]:
     """Expert scores kept as a run folder artefact, keyed by the responses they came from and the scoring
     settings; returns the kept scores and their key."""
-    key = content_key(
-        "scores", scores.meta["cache_key"], config.find.pooling, config.find.negatives, config.intervene.lape_top_rate
-    )
+    rate = config.intervene.lape_top_rate
+    lape = None if rate is None else (rate, config.intervene.lape_counts)
+    key = content_key("scores", scores.meta["cache_key"], config.find.pooling, config.find.negatives, lape)
     return store.folder("scores", key, lambda: scores, ExpertScores.save, ExpertScores.load), key
 
 

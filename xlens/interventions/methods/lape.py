@@ -9,6 +9,7 @@ import torch
 
 from xlens.data.languages import flores_code
 from xlens.errors import ConfigError, InterventionError
+from xlens.experts.lape import LAPE_COUNTS
 from xlens.experts.sets import ExpertScores, ExpertSet
 from xlens.hooks.intervention import Intervention
 from xlens.interventions.registry import register
@@ -24,18 +25,25 @@ if TYPE_CHECKING:
 class Lape(ExpertMethod):
     """Zero the language's ``k`` lowest-entropy LAPE units (Tang et al. 2024's deactivation).
 
-    ``top_rate`` is the share of all units LAPE keeps as language-specific (the paper: 1%); the ranking comes with
-    the scores (:meth:`xlens.ExpertScores.with_lape`) or with a LAPE expert set, lowest entropy first.
+    ``top_rate`` is the share of all units LAPE keeps as language-specific (the paper: 1%); ``counts`` what makes
+    a unit active on a token (``"gate"``: ``act_fn(gate_proj(x)) > 0`` on gated MLPs, as the reference code counts;
+    ``"post"``: the neuron ``act_fn(gate) * up > 0``; the same on MLPs without a gate). The ranking comes with the
+    scores (:meth:`xlens.ExpertScores.with_lape`) or with a LAPE expert set, lowest entropy first. Deactivating
+    a unit sets its neuron to 0, which is the reference's zeroing of ``act_fn(gate)`` at that unit (their product
+    with ``up_proj(x)`` is the neuron).
     """
 
     name: ClassVar[str] = "lape"
     needs: ClassVar[frozenset[str]] = frozenset({"experts", "lape"})
     top_rate: float = 0.01
+    counts: str = "gate"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.top_rate <= 1:
             raise ConfigError(f"intervene.top_rate = {self.top_rate}: must lie in (0, 1]")
+        if self.counts not in LAPE_COUNTS:
+            raise ConfigError(f"intervene.counts = {self.counts!r}: use one of {sorted(LAPE_COUNTS)}")
 
     def max_k(self, shape: ModelShape | None, units: str) -> tuple[int, str] | None:
         limit = super().max_k(shape, units)
@@ -48,7 +56,7 @@ class Lape(ExpertMethod):
         if isinstance(source, ExpertScores):
             if language is None:
                 raise InterventionError("lape on ExpertScores needs language=")
-            ranked = source.lape_set(language, top_rate=self.top_rate)
+            ranked = source.lape_set(language, top_rate=self.top_rate, counts=self.counts)
         elif isinstance(source, ExpertSet):
             if source.method != "lape" or source.entropy is None:
                 raise InterventionError(
@@ -58,6 +66,12 @@ class Lape(ExpertMethod):
                         if source.method == "lape"
                         else ""
                     )
+                )
+            made = source.meta.get("lape", {}).get("counts", "post")  # sets saved before counts were recorded
+            if made != self.counts:
+                raise InterventionError(
+                    f"the LAPE set counts a unit active by {made!r}, not {self.counts!r}: run `xlens experts --lape "
+                    f"--lape-counts {self.counts}` again, or give counts = {made!r}"
                 )
             ranked = source
         else:
