@@ -157,7 +157,7 @@ def test_the_definition_is_kept_with_the_ranking_and_never_mixed(tmp_path: Path,
     only = post.lape_set("es")
     with pytest.raises(InterventionError, match="counts a unit active by 'post', not 'gate'"):
         xlens.Lape(top_rate=0.2).build(only, "es", 4, model=model)
-    with pytest.raises(ConfigError, match="intervene.counts = 'gates'"):
+    with pytest.raises(ConfigError, match=r"intervene\.counts = 'gates'"):
         xlens.Lape(counts="gates")
     with pytest.raises(ConfigError, match=r"intervene.counts = \['gate', 'post'\]: a run ranks its units by LAPE once"):
         ExperimentConfig.from_dict({"intervene": {"method": ["lape"], "counts": ["gate", "post"], "top_rate": 0.2}})
