@@ -179,7 +179,7 @@ def test_lape_sets_find_planted_units() -> None:
     active = torch.full((90, 10), 3.0)  # every unit active on 30% of tokens in every language...
     for lang, unit in ((0, 7), (1, 8), (2, 9)):
         active[:, unit] = torch.where(lang_ids == lang, 9.0, 0.0)  # ...but units 7, 8, 9 only in one language
-    res.pooled["active"] = active
+    res.pooled["gate_active"] = active  # the reference's counts (on these synthetic units, any counts)
     res.token_counts = tokens
     scores = ExpertScores.from_responses(res)
     ranked = scores.with_lape(res, top_rate=0.3, filter_quantile=0.5, activation_quantile=0.5)
@@ -191,8 +191,10 @@ def test_lape_sets_find_planted_units() -> None:
     assert sets["spa_Latn"].entropy.tolist() == pytest.approx([float(ranked.lape.entropy[8])])  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="no LAPE ranking"):
         scores.lape_set("es")
-    del res.pooled["active"]
-    with pytest.raises(ValueError, match="'active'"):
+    with pytest.raises(ValueError, match="counts = 'post' needs responses collected with the 'active' pooling"):
+        scores.with_lape(res, counts="post")
+    del res.pooled["gate_active"]
+    with pytest.raises(ValueError, match="'gate_active'"):
         scores.with_lape(res)
 
 
@@ -200,12 +202,13 @@ def test_lape_ranking_and_sets_survive_saving(tmp_path: Path) -> None:
     res = synthetic_responses(per_lang=30)
     res.pooled["active"] = (res["mean"] > 0).float() * 5
     res.token_counts = torch.full((90,), 10)
-    ranked = ExpertScores.from_responses(res).with_lape(res, top_rate=0.5, filter_quantile=0.2)
+    ranked = ExpertScores.from_responses(res).with_lape(res, top_rate=0.5, filter_quantile=0.2, counts="post")
     ranked.save(tmp_path / "scores")
     back = ExpertScores.load(tmp_path / "scores")
     assert back.lape is not None and ranked.lape is not None
     torch.testing.assert_close(back.lape.entropy, ranked.lape.entropy, equal_nan=True)
     assert back.lape.top_rate == 0.5 and torch.equal(back.lape.assignment, ranked.lape.assignment)
+    assert back.lape.counts == "post"  # the definition travels with the ranking
     for lang in ranked.languages:
         expert_set = ranked.lape_set(lang)
         entropy = expert_set.entropy

@@ -151,7 +151,7 @@ def test_run_steer_lape_zeroes_the_k_lowest_entropy_units(
     """`xlens steer --method lape --k 4` used to zero the 4 earliest-index LAPE units (the saved set was in unit
     order and had no entropy); it must zero the 4 lowest-entropy ones, as `xlens run` does."""
     responses = collect_corpus_responses(
-        tiny_gpt2, load_builtin(["en", "es", "de"]).head(12), pooling=["mean", "active"], progress=False
+        tiny_gpt2, load_builtin(["en", "es", "de"]).head(12), pooling=["mean", "gate_active"], progress=False
     )
     ranked = ExpertScores.from_responses(responses).with_lape(responses, top_rate=0.3)
     assert ranked.lape is not None

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
-from xlens.errors import ArtifactError, XlensError
+from xlens.errors import ArtifactError, RunFolderError, XlensError
 
 _TEMP = re.compile(r"^\.(?:.+\.tmp-(?P<pid>\d+)|tmp-.+-(?P<dir_pid>\d+)-[^-]+)$")
 
@@ -29,6 +29,25 @@ def content_key(*parts: Any) -> str:
     """A short hex key of JSON-able ``parts``: the one function every cache key in xlens is made with."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def own_path(root: Path, name: str | os.PathLike[str]) -> Path:
+    """``root / name``, for a name xlens gives its own files in a folder it owns (a run folder, a cache): a relative
+    path that stays inside ``root`` (no ``..``, not absolute) and whose parts under ``root`` are real files and
+    folders, never symbolic links. A folder may come from someone else, and its links could point anywhere: xlens
+    writes, locks, replaces, deletes and reads its own names only, and never through a link."""
+    relative = Path(name)
+    if relative.is_absolute() or not relative.parts or any(part in ("..", ".") for part in relative.parts):
+        raise RunFolderError(f"{str(name)!r} is not a name inside {root}: xlens only touches its own files there")
+    path = root
+    for part in relative.parts:
+        path = path / part
+        if path.is_symlink():
+            raise RunFolderError(
+                f"{path} is a symbolic link: xlens does not follow links inside a folder it owns (one from someone "
+                "else may point anywhere); remove the link, or use another folder"
+            )
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -95,17 +114,20 @@ def remove_stale_temporaries(folder: Path, *, all_writers: bool = False) -> list
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    for path in folder.rglob(".*"):
-        match = _TEMP.match(path.name)
-        if match is None:
-            continue
-        pid = int(match.group("pid") or match.group("dir_pid"))
-        if (all_writers or not _alive(pid)) and (path.exists() or path.is_symlink()):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
+    for parent, dirs, files in os.walk(folder):  # links to folders are listed, never entered
+        for name in [*dirs, *files]:
+            match = _TEMP.match(name)
+            if match is None:
+                continue
+            path = Path(parent) / name
+            pid = int(match.group("pid") or match.group("dir_pid"))
+            if all_writers or not _alive(pid):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)  # a file, or a link (removed, not followed)
+                removed.append(path)
+        dirs[:] = [d for d in dirs if _TEMP.match(d) is None]
     return removed
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from torch import Tensor
 
-from xlens._io import atomic_folder, load_tensors, save_tensors
+from xlens._io import atomic_folder, load_tensors, own_path, save_tensors
 from xlens.errors import ArtifactError
 
 T = TypeVar("T")
@@ -33,7 +33,7 @@ class ArtifactStore:
         self.root = Path(root)
 
     def path(self, kind: str, key: str) -> Path:
-        return self.root / f"{kind}-{key}"
+        return own_path(self.root, f"{kind}-{key}")
 
     def folder(
         self,

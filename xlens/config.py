@@ -92,8 +92,9 @@ _MOVED = {
 
 def check_units_and_pooling(units: str, pooling: str, units_field: str, pooling_field: str) -> None:
     """The unit spec and the pooling experts are scored on (``units_field`` etc. name them in errors)."""
-    if pooling not in POOLINGS or pooling == "active":
-        allowed = ", ".join(p for p in POOLINGS if p != "active")
+    counts = ("active", "gate_active")  # token counts, LAPE's input: not a response to score experts on
+    if pooling not in POOLINGS or pooling in counts:
+        allowed = ", ".join(p for p in POOLINGS if p not in counts)
         raise ConfigError(f"{pooling_field} = {pooling!r}: must be one of {allowed}")
     if units not in ("mlp", "linear", "resid") and not units.startswith("re:"):
         raise ConfigError(f"{units_field} = {units!r}: must be mlp, linear, resid or re:REGEX over hook names")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlens._io import write_json
+from xlens._io import own_path, write_json
 from xlens.config import check_units_and_pooling
 from xlens.data.languages import resolve_language
 from xlens.data.loaders import load_corpus
@@ -106,20 +106,20 @@ class ExpertsJob:
         )
 
     def _write(self, folder: Any, data: Any, scores: Any) -> str:
-        scores.save(folder.path / "scores")
+        scores.save(own_path(folder.path, "scores"))
         sets = {
             lang: scores.select(lang, self.k, method=self.select, threshold=self.threshold)  # type: ignore[arg-type]
             for lang in scores.languages
         }
         for lang, expert_set in sets.items():
-            expert_set.save(folder.path / "experts" / lang)
+            expert_set.save(own_path(folder.path, f"experts/{lang}"))
         lape_sets = scores.lape_sets() if self.lape else {}
         for lang, lape_set in lape_sets.items():
-            lape_set.save(folder.path / "lape" / lang)
+            lape_set.save(own_path(folder.path, f"lape/{lang}"))
         summary = scores.summary()
         per_block = {lang: s.counts_per_block() for lang, s in sets.items()}
         write_json(
-            folder.path / "summary.json",
+            own_path(folder.path, "summary.json"),
             {
                 "model": scores.model,
                 "settings": self.record(),

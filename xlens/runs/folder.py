@@ -7,6 +7,9 @@
   holder. The lock goes with the process, so a killed run never leaves the folder locked.
 - ``cache/`` holds content-keyed artefacts (:class:`xlens.artifacts.ArtifactStore`).
 - Temporaries left by killed writers are removed when the folder is opened.
+
+A run folder may come from someone else: xlens touches only its own names in it, never through a symbolic link
+(:func:`xlens._io.own_path`), whatever ``run.json`` says (see ``SECURITY.md``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from xlens._io import atomic_write, content_key, read_json, remove_stale_temporaries, sha256_file, write_json
+from xlens._io import (
+    atomic_write,
+    content_key,
+    own_path,
+    read_json,
+    remove_stale_temporaries,
+    sha256_file,
+    write_json,
+)
 from xlens._schema import flatten
 from xlens.artifacts import ArtifactStore
 from xlens.errors import ArtifactError, RunFolderError
@@ -50,7 +61,7 @@ class RunFolder:
 
     @property
     def artifacts(self) -> ArtifactStore:
-        return ArtifactStore(self.path / CACHE)
+        return ArtifactStore(own_path(self.path, CACHE))
 
     @classmethod
     @contextlib.contextmanager
@@ -85,7 +96,10 @@ class RunFolder:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a link planted as the lock file is refused, not truncated through
+            fd = os.open(own_path(self.path, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise RunFolderError(f"cannot lock {self.path / LOCK} ({err}): remove it, or use another folder") from err
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,7 +119,7 @@ class RunFolder:
             os.close(fd)
 
     def _claim(self, config: dict[str, Any], force: bool) -> None:
-        owner = self.path / OWNER
+        owner = own_path(self.path, OWNER)
         record = {
             "kind": self.kind,
             "fingerprint": content_key(self.kind, config),
@@ -141,12 +155,8 @@ class RunFolder:
                     "(force=True) to replace them"
                 )
         # Replacing: the previous owner's outputs go, whatever kind of run it was; the content-keyed cache stays.
-        for name in {*saved.get("outputs", []), *self.outputs, OWNER}:
-            target = self.path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+        for name in sorted({*_names(saved.get("outputs", []), owner), *self.outputs, OWNER}):
+            _remove(self.path, name)
         write_json(owner, record)
 
     def commit(self, manifest: str, payload: dict[str, Any], tables: Mapping[str, Any]) -> None:
@@ -154,17 +164,39 @@ class RunFolder:
         a reader can tell tables that do not belong to the manifest (a kill between the writes)."""
         files = {}
         for name, frame in tables.items():
-            target = self.path / f"{name}.parquet"
+            target = own_path(self.path, f"{name}.parquet")
             atomic_write(target, lambda p, f=frame: f.to_parquet(p, index=False))
             files[name] = {"file": target.name, "sha256": sha256_file(target)}
-        write_json(self.path / manifest, {**payload, "tables": files})
+        write_json(own_path(self.path, manifest), {**payload, "tables": files})
+
+
+def _names(outputs: Any, owner: Path) -> list[str]:
+    """The output names a run folder's owner record lists, each a plain name inside the folder (the record may
+    come from someone else)."""
+    names = outputs if isinstance(outputs, list) else [outputs]
+    bad = [n for n in names if not isinstance(n, str) or Path(n).name != n or n in ("", ".", "..", CACHE, LOCK)]
+    if bad:
+        raise RunFolderError(
+            f"{owner} lists outputs {bad[:3]} that are not xlens's names inside the folder (a tampered record?): "
+            "xlens removes nothing for it; use another folder"
+        )
+    return names
+
+
+def _remove(folder: Path, name: str) -> None:
+    """Remove ``folder/name`` (a link is removed, never followed)."""
+    target = folder / name
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
 
 
 def read_manifest(path: Path, manifest: str) -> dict[str, Any]:
     """A run folder's manifest, with its tables checked against the hashes it records."""
-    data = read_json(path / manifest)
+    data = read_json(own_path(path, manifest))
     for name, entry in data.get("tables", {}).items():
-        file = path / entry["file"]
+        file = own_path(path, entry["file"])
         if not file.is_file() or sha256_file(file) != entry["sha256"]:
             raise ArtifactError(
                 f"{file} does not match {path / manifest} (an interrupted write?): run the same command again to "

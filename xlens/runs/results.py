@@ -44,7 +44,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xlens._display import html_card, short_list
-from xlens._io import load_tensors
+from xlens._io import load_tensors, own_path
 from xlens.activations import Responses, corpus_texts
 from xlens.artifacts import ArtifactStore
 from xlens.conditions import Condition, controls_of
@@ -278,9 +278,9 @@ class RunResults:
     def embeddings(self, condition: Condition | str | None = None) -> Float[Tensor, "sentence layer d_model"] | None:
         """The cached evaluation embeddings of one condition (None: the baseline), or None if not on disk."""
         file = self.embedding_files.get(self.condition(condition))
-        if file is None or self.folder is None or not (self.folder / file).is_file():
+        if file is None or self.folder is None or not own_path(self.folder, file).is_file():
             return None
-        return load_tensors(self.folder / file)["embeddings"]
+        return load_tensors(own_path(self.folder, file))["embeddings"]
 
     def headline(self) -> dict[str, Any]:
         """The numbers the paper reports (see :func:`headline`)."""
@@ -462,9 +462,9 @@ class RunResults:
 
     @cached_property
     def scores(self) -> ExpertScores | None:
-        if self.folder is None or self.scores_folder is None or not (self.folder / self.scores_folder).is_dir():
+        if self.folder is None or self.scores_folder is None or not own_path(self.folder, self.scores_folder).is_dir():
             return None
-        return ExpertScores.load(self.folder / self.scores_folder)
+        return ExpertScores.load(own_path(self.folder, self.scores_folder))
 
     @cached_property
     def responses(self) -> Any:
@@ -472,7 +472,7 @@ class RunResults:
         key = (self.scores.meta if self.scores is not None else {}).get("cache_key")
         if self.folder is None or not key:
             return None
-        path = ArtifactStore(self.folder / CACHE).path("responses", key)
+        path = ArtifactStore(own_path(self.folder, CACHE)).path("responses", key)
         return Responses.load(path) if path.is_dir() else None
 
     @cached_property
