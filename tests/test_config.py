@@ -141,6 +141,20 @@ def test_bad_settings_name_the_field_the_value_and_what_is_allowed(data: dict, m
         ExperimentConfig.from_dict(data)
 
 
+def test_a_yaml_key_given_twice_is_refused_as_toml_refuses_it(tmp_path: Path) -> None:
+    """YAML would keep the last value silently; TOML refuses a duplicate key: both are one error naming it."""
+    (tmp_path / "twice.yaml").write_text("seed: 1\nfind:\n  sentences: 10\n  sentences: 20\n")
+    with pytest.raises(
+        ConfigError, match=r"twice.yaml is not valid YAML: .*key 'sentences' is given twice \(lines 3 and 4\)"
+    ):
+        ExperimentConfig.load(tmp_path / "twice.yaml")
+    (tmp_path / "twice.toml").write_text("seed = 1\nseed = 2\n")
+    with pytest.raises(ConfigError, match=r"twice.toml is not valid TOML"):
+        ExperimentConfig.load(tmp_path / "twice.toml")
+    (tmp_path / "once.yaml").write_text("seed: 1\nfind:\n  sentences: 10\nevaluate:\n  sentences: 10\n")
+    assert ExperimentConfig.load(tmp_path / "once.yaml").find.sentences == 10  # the same key in two mappings
+
+
 def test_a_broken_file_is_one_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("find: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML"):

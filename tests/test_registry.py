@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,46 @@ def test_the_toy_method_runs_through_steer(scores: ExpertScores, tmp_path: Path)
     assert report["runs"][0]["intervention"] == Negate(scale=-0.5).build(scores, "es", 3).describe()
     bad = runner.invoke(app, ["--plugin", "no_such_module_here", "info"])
     assert bad.exit_code == 2 and "--plugin no_such_module_here" in bad.output
+
+
+PLUGINS = {
+    "plugin_missing_dependency": "import no_such_dependency_here\n",
+    "plugin_that_raises": "raise RuntimeError('the plugin is broken')\n",
+    "plugin_taking_force": (
+        "from dataclasses import dataclass\nfrom typing import ClassVar\nimport xlens\n"
+        "@xlens.register\n@dataclass(frozen=True)\nclass Mine(xlens.ExpertMethod):\n"
+        "    name: ClassVar[str] = 'force'\n    def on(self, experts): ...\n"
+    ),
+    "plugin_taking_a_task": (
+        "import xlens\nfrom xlens.evaluation.retrieval import RetrievalTask\n"
+        "@xlens.register_task\nclass Mine(RetrievalTask):\n    name = 'retrieval'\n"
+    ),
+    "plugin_with_a_k_field": (
+        "from dataclasses import dataclass\nfrom typing import ClassVar\nimport xlens\n"
+        "@xlens.register\n@dataclass(frozen=True)\nclass Mine(xlens.ExpertMethod):\n"
+        "    name: ClassVar[str] = 'mine_with_k'\n    k: int = 3\n    def on(self, experts): ...\n"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        ("plugin_not_on_the_path", r"no module 'plugin_not_on_the_path' on the import path.*PYTHONPATH=\."),
+        ("plugin_missing_dependency", r"imports 'no_such_dependency_here', which is not installed"),
+        ("plugin_that_raises", r"raised RuntimeError when imported: the plugin is broken"),
+        ("plugin_taking_force", r"intervention method 'force' is already registered by xlens\.interventions"),
+        ("plugin_taking_a_task", r"task 'retrieval' is"),
+        ("plugin_with_a_k_field", r"declares the setting\(s\) \['k'\], which \[intervene\] reserves"),
+    ],
+)
+def test_a_plugin_that_fails_is_one_error_line_saying_where(
+    module: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, code in PLUGINS.items():
+        (tmp_path / f"{name}.py").write_text(code, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    done = runner.invoke(app, ["--plugin", module, "info"])
+    assert done.exit_code == 2, done.output
+    assert re.search(f"error: --plugin {module}.*{message}", done.output.replace("\n", " ")), done.output
+    assert "Traceback" not in done.output

@@ -57,10 +57,27 @@ def main(
 ) -> None:
     """Find language experts, intervene on them, measure cross-lingual alignment and retrieval."""
     for module in plugin or []:
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            _fail(ValueError(f"--plugin {module}: {err}"))
+        _import_plugin(module)
+
+
+def _import_plugin(module: str) -> None:
+    """Import a plugin module; what goes wrong is one ``error:`` line that says where the fault is."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name is not None and (module == err.name or module.startswith(f"{err.name}.")):
+            _fail(
+                InputError(
+                    f"--plugin {module}: no module {err.name!r} on the import path. A plugin must be importable: "
+                    "for a module in the current folder run with PYTHONPATH=. (the xlens command does not look "
+                    "there), or install it"
+                )
+            )
+        _fail(InputError(f"--plugin {module} imports {err.name!r}, which is not installed"))
+    except XlensError as err:  # a registration the registry refused (a taken name, a reserved setting)
+        _fail(InputError(f"--plugin {module}: {err}"))
+    except Exception as err:  # the plugin's own code failed while being imported
+        _fail(InputError(f"--plugin {module} raised {type(err).__name__} when imported: {err}"))
 
 
 def _fail(err: BaseException) -> None:

@@ -48,6 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+import yaml
+
 from xlens._io import atomic_write
 from xlens._schema import conforms, field_types, from_mapping, to_mapping
 from xlens.activations import POOLINGS
@@ -727,14 +730,12 @@ class ExperimentConfig:
             if p.suffix == ".toml":
                 data = tomllib.loads(p.read_text(encoding="utf-8"))
             elif p.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+                data = yaml.load(p.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
             else:
                 raise ConfigError(f"config must be .toml, .yaml or .yml, got {p.name}")
         except ConfigError:
             raise
-        except (tomllib.TOMLDecodeError, ValueError, yaml_error()) as err:
+        except (tomllib.TOMLDecodeError, ValueError, yaml.YAMLError) as err:
             raise ConfigError(f"{p} is not valid {p.suffix.lstrip('.').upper()}: {err}") from err
         try:
             return cls.from_dict(data, base=p.resolve().parent)
@@ -745,12 +746,8 @@ class ExperimentConfig:
         """Write the config as TOML or YAML (by the file's suffix), atomically."""
         p = Path(path)
         if p.suffix == ".toml":
-            import tomli_w
-
             text = tomli_w.dumps(self.to_dict())
         elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
             text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
         else:
             raise ConfigError(f"config must be .toml, .yaml or .yml, got {p.name}")
@@ -828,10 +825,24 @@ def _codes(name: str, given: list[str], at_least: int) -> list[str]:
     return codes
 
 
-def yaml_error() -> type[Exception]:
-    import yaml
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (TOML refuses it; YAML would keep the last)."""
 
-    return yaml.YAMLError
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, str | int | float | bool) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}): keep one", key_node.start_mark
+            )
+        seen[key] = line
+    return loader.construct_mapping(node, deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def _drop_none(data: Any) -> Any:

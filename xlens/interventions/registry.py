@@ -4,6 +4,7 @@ method: the built-in ones register themselves when :mod:`xlens.interventions` im
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -13,6 +14,9 @@ from xlens.interventions.spec import InterventionSpec
 _REGISTRY: dict[str, type[InterventionSpec]] = {}
 SpecClass = TypeVar("SpecClass", bound="type[InterventionSpec]")
 RESERVED_NAMES = ("none", "baseline")
+# Keys of [intervene] that belong to the run (k, languages, method) or to every method (control, seed, where, tag):
+# a method's own field may not take them.
+RESERVED_FIELDS = ("method", "k", "languages", "control", "seed", "where", "tag")
 
 
 def register(cls: SpecClass) -> SpecClass:
@@ -20,6 +24,12 @@ def register(cls: SpecClass) -> SpecClass:
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name.isidentifier() or name in RESERVED_NAMES:
         raise InputError(f"{cls.__name__}.name must be an identifier other than {RESERVED_NAMES}, got {name!r}")
+    own = [field for field in inspect.get_annotations(cls) if field in RESERVED_FIELDS]
+    if own and cls.__module__ != "xlens.interventions.spec":
+        raise InputError(
+            f"{cls.__name__} declares the setting(s) {own}, which [intervene] reserves for the run or every method "
+            f"({', '.join(RESERVED_FIELDS)}): rename them"
+        )
     current = _REGISTRY.get(name)
     # The same class imported again (a reloaded module) may register again; another class may not take the name.
     if current is not None and (current.__module__, current.__qualname__) != (cls.__module__, cls.__qualname__):
