@@ -1,12 +1,15 @@
 import hashlib
 import re
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xlens.data.corpus import CorpusError, ParallelCorpus, duplicate_rows
+from xlens.config import ExperimentConfig
+from xlens.data.corpus import CorpusError, ParallelCorpus, duplicate_rows, sentence_key
 from xlens.data.languages import UnknownLanguageError
+from xlens.data.splits import load_splits
 
 
 def make(n: int = 10, langs: tuple[str, ...] = ("eng_Latn", "spa_Latn", "deu_Latn")) -> ParallelCorpus:
@@ -137,6 +140,69 @@ def test_duplicate_rows_matches_brute_force(rows: list[tuple[str, str]]):
     corpus = ParallelCorpus(sentences, dedupe=True)  # must construct: no repeat survives
     assert corpus.dropped_ids == dropped
     assert len(corpus) + len(dropped) == len(rows)
+
+
+FORMS = ("NFC", "NFD", "NFKC", "NFKD")
+# Text with accents, scripts and compatibility characters (ligatures, full-width forms) and inner whitespace.
+TEXTS = st.text(
+    alphabet=st.sampled_from("aeiou éèñüßçÅﬁ　ＡＢ１２日本語カタカナ한국어 \t\u00a0") | st.characters(codec="utf-8"),
+    min_size=1,
+    max_size=40,
+).filter(lambda t: sentence_key(t) != "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=TEXTS,
+    form=st.sampled_from(FORMS),
+    other=st.sampled_from(FORMS),
+    gap=st.sampled_from([" ", "  ", "\t", "\u00a0", "\n"]),
+)
+def test_a_sentence_in_any_normalisation_form_and_spacing_is_the_same_sentence(
+    text: str, form: str, other: str, gap: str
+) -> None:
+    a = unicodedata.normalize(form, text)
+    b = gap + unicodedata.normalize(other, text).replace(" ", gap) + gap
+    assert sentence_key(a) == sentence_key(b)
+    # De-duplication and disjointness use it: the second spelling repeats the first.
+    assert duplicate_rows({"en": [a, "other", b], "es": ["x", "y", "z"]}) == [2]
+    assert ParallelCorpus({"en": [a, "c"], "es": ["d", "e"]}).overlapping_rows(
+        ParallelCorpus({"en": [b], "es": ["f"]})
+    ) == [0]
+
+
+def test_two_spellings_of_one_sentence_are_a_repeat_and_never_split_apart() -> None:
+    composed, decomposed = "Él está aquí.", unicodedata.normalize("NFD", "Él está aquí.")
+    assert composed != decomposed
+    with pytest.raises(CorpusError, match="repeats line 1"):
+        ParallelCorpus({"es": [composed, decomposed], "en": ["He is here.", "He is here, too."]})
+    kept = ParallelCorpus({"es": [composed, decomposed], "en": ["a", "b"]}, dedupe=True)
+    assert len(kept) == 1 and kept.dropped_ids == [1]
+    # Find and evaluation from two corpora: a sentence in the find corpus, in another form and spacing, is removed
+    # from the evaluation corpus; the provenance says what "the same" meant.
+
+
+def test_the_evaluation_split_leaves_out_the_find_splits_sentences_in_any_spelling(tmp_path) -> None:
+    find = ["Ｈｅｌｌｏ  world", "The dog barks.", "It rains.", "We run."]
+    evaluate = ["Hello world", "The cat sleeps.", "She reads.", "He sings.", "They swim."]
+    for name, rows in (("find", find), ("eval", evaluate)):
+        text = "en\tes\n" + "".join(f"{row}\t{name} {i}\n" for i, row in enumerate(rows))
+        (tmp_path / f"{name}.tsv").write_text(text, encoding="utf-8")
+    config = ExperimentConfig.from_dict(
+        {
+            "languages": ["en", "es"],
+            "find": {"corpus": f"tsv:{tmp_path / 'find.tsv'}", "sentences": 4},
+            "evaluate": {"corpus": f"tsv:{tmp_path / 'eval.tsv'}", "sentences": 4},
+        }
+    )
+    splits = load_splits(config)
+    assert "Hello world" not in splits.eval["en"] and len(splits.eval) == 4
+    assert splits.provenance() | {"how": None} == {
+        "how": None,
+        "eval_rows_removed_for_overlap": 1,
+        "overlapping_rows": 0,
+        "same_sentence": "NFKC, whitespace collapsed",
+    }
 
 
 # ---- access --------------------------------------------------------------------------------------

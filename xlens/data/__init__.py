@@ -1,6 +1,6 @@
 """Parallel corpora and language codes: load N-way aligned sentences keyed by FLORES-200 code."""
 
-from xlens.data.corpus import OnDuplicate, ParallelCorpus, duplicate_rows
+from xlens.data.corpus import SAME_SENTENCE, OnDuplicate, ParallelCorpus, duplicate_rows, sentence_key
 from xlens.data.languages import Language, all_languages, flores_code, resolve_language
 from xlens.data.loaders import (
     CORPUS_SPEC_FORMS,
@@ -19,6 +19,7 @@ from xlens.errors import CorpusError, HubError, UnknownLanguageError
 
 __all__ = [
     "CORPUS_SPEC_FORMS",
+    "SAME_SENTENCE",
     "CorpusError",
     "HubError",
     "Language",
@@ -42,5 +43,6 @@ __all__ = [
     "mining_set",
     "resolve_language",
     "resolve_spec_paths",
+    "sentence_key",
     "write_bucc",
 ]

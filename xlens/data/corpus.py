@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -15,12 +16,22 @@ from xlens.errors import CorpusError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CorpusError", "OnDuplicate", "ParallelCorpus", "duplicate_rows"]
+__all__ = ["SAME_SENTENCE", "CorpusError", "OnDuplicate", "ParallelCorpus", "duplicate_rows", "sentence_key"]
 
 OnDuplicate = Literal["error", "drop"]
 _V = TypeVar("_V")
 
 _MAX_LISTED = 5  # problems quoted in one error message; the rest are counted
+
+
+SAME_SENTENCE = "NFKC, whitespace collapsed"  # what sentence_key makes equal: recorded in the provenance
+
+
+def sentence_key(text: str) -> str:
+    """What makes two sentences the same sentence, for de-duplication and for find/evaluation disjointness: equal
+    after Unicode NFKC normalisation (composed and decomposed accents, full- and half-width forms, ligatures) with
+    every run of whitespace collapsed to one space and none at the ends."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 def duplicate_rows(sentences: Mapping[str, Sequence[str]]) -> list[int]:
@@ -33,11 +44,11 @@ def duplicate_rows(sentences: Mapping[str, Sequence[str]]) -> list[int]:
     n = min((len(s) for s in sentences.values()), default=0)
     dropped: list[int] = []
     for i in range(n):
-        if any(sents[i] in seen[lang] for lang, sents in sentences.items()):
+        if any(sentence_key(sents[i]) in seen[lang] for lang, sents in sentences.items()):
             dropped.append(i)
             continue
         for lang, sents in sentences.items():
-            seen[lang].add(sents[i])
+            seen[lang].add(sentence_key(sents[i]))
     return dropped
 
 
@@ -153,13 +164,14 @@ class ParallelCorpus:
         for lang, sents in self.sentences.items():
             first: dict[str, int] = {}
             for i, s in enumerate(sents):
-                if s in first:
+                key = sentence_key(s)
+                if key in first:
                     problems.append(
                         f"{lang} ({self.sources[lang]}) line {self.ids[i] + 1} repeats line "
-                        f"{self.ids[first[s]] + 1}: {_quote(s)}"
+                        f"{self.ids[first[key]] + 1}: {_quote(s)}"
                     )
                 else:
-                    first[s] = i
+                    first[key] = i
         if problems:
             raise CorpusError(
                 f"corpus {self.name!r} has {len(problems)} repeated sentence(s): {_listing(problems)}. "
@@ -283,9 +295,9 @@ class ParallelCorpus:
         return digest.hexdigest()
 
     def sentence_hashes(self) -> dict[str, list[str]]:
-        """Per language, a hash of each sentence (whitespace-normalised): content to compare corpora by."""
+        """Per language, a hash of each sentence's :func:`sentence_key`: content to compare corpora by."""
         return {
-            lang: [hashlib.sha256(" ".join(s.split()).encode("utf-8")).hexdigest()[:20] for s in sents]
+            lang: [hashlib.sha256(sentence_key(s).encode("utf-8")).hexdigest()[:20] for s in sents]
             for lang, sents in self.sentences.items()
         }
 

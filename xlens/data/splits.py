@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from xlens.data.corpus import SAME_SENTENCE
 from xlens.data.loaders import load_corpus
 from xlens.errors import ConfigError
 
@@ -50,6 +51,7 @@ class Splits:
             "how": self.how,
             "eval_rows_removed_for_overlap": self.eval_rows_removed,
             "overlapping_rows": len(self.eval.overlapping_rows(self.find)),
+            "same_sentence": SAME_SENTENCE,
         }
 
 

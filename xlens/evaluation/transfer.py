@@ -26,6 +26,7 @@ from torch import Tensor
 
 from xlens.conditions import Condition
 from xlens.config import ExperimentConfig, TransferConfig
+from xlens.data.corpus import sentence_key
 from xlens.data.languages import flores_code
 from xlens.data.sib200 import Sib200, load_sib200, sib200_languages
 from xlens.data.splits import Splits
@@ -204,14 +205,14 @@ def find_overlap(plan: TransferPlan) -> dict[str, int]:
     """Per split, the SIB-200 rows used whose sentence (in a language both have) is among the find split's, where
     the experts were found (SIB-200's sentences are FLORES-200's, so a FLORES find corpus overlaps them)."""
     find = plan.splits.find
-    seen = {lang: set(find[lang]) for lang in plan.languages if lang in find.languages}
+    seen = {lang: {sentence_key(s) for s in find[lang]} for lang in plan.languages if lang in find.languages}
     out = {}
     for split, rows in plan.rows.items():
         hits = set()
         for lang, sentences in seen.items():
             if plan.data.has(lang, split):
                 texts = plan.data.texts(lang, split)
-                hits |= {i for i in rows if texts[i] in sentences}
+                hits |= {i for i in rows if sentence_key(texts[i]) in sentences}
         out[split] = len(hits)
     return out
 
