@@ -219,3 +219,41 @@ def test_every_mistake_surfaces_before_a_model_is_loaded(
         run_experiment(config, tmp_path, progress=False)
     assert no_model == []
     assert not (tmp_path / "run.json").exists()  # nor was the folder claimed
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[stats]\nconfidence = nan\n", "stats.confidence = nan"),
+        ('[intervene]\nmethod = "damp"\nalpha = inf\n', "intervene.alpha = inf"),
+        ('[intervene]\nmethod = "diffmean"\nalpha = [1.0, -inf]\n', "intervene.alpha = -inf"),
+        (
+            '[evaluate.transfer]\ncorpus = "sib200:x"\nc_values = [0.1, nan]\n',
+            r"evaluate.transfer.c_values = \[0.1, nan\]",
+        ),
+        ('[intervene]\ntop_rate = nan\nmethod = "lape"\n', "intervene.top_rate = nan"),
+    ],
+)
+def test_a_number_that_is_nan_or_infinite_is_refused_where_it_is_given(text: str, where: str, tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"{where}: must be a finite number"):
+        ExperimentConfig.load(tmp_path / "c.toml")
+    yaml_text = text.replace("nan", ".nan").replace("-inf", "-.inf").replace(" inf", " .inf")
+    assert "nan" in text or "inf" in text
+    (tmp_path / "c.yaml").write_text(_toml_to_yaml(yaml_text), encoding="utf-8")
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        ExperimentConfig.load(tmp_path / "c.yaml")
+
+
+def _toml_to_yaml(text: str) -> str:
+    """The few TOML lines above as YAML: [a.b] tables as nested mappings, key = value as key: value."""
+    out, indent = [], ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            parts = line.strip("[]").split(".")
+            out += [f"{'  ' * i}{part}:" for i, part in enumerate(parts)]
+            indent = "  " * len(parts)
+        else:
+            key, value = line.split(" = ", 1)
+            out.append(f"{indent}{key}: {value}")
+    return "\n".join(out) + "\n"

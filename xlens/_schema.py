@@ -4,6 +4,7 @@ field, the value and what is allowed, raised before anything expensive starts.""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -96,8 +97,19 @@ def from_mapping(cls: type[T], data: Any, section: str, *, note: str = "", given
         tp = hints[name]
         if not conforms(value, tp):
             raise ConfigError(f"{section}.{name} = {value!r} ({type(value).__name__}): must be {describe_type(tp)}")
+        if _non_finite(value):
+            raise ConfigError(f"{section}.{name} = {value!r}: must be a finite number (not nan or inf)")
         kwargs[name] = _normalise(value, tp)
     return cls(**kwargs, **given)
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a setting is or holds nan or +-inf (TOML and YAML both spell them)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 def to_mapping(obj: Any) -> dict[str, Any]:
