@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -17,9 +18,10 @@ from xlens.data.splits import load_splits
 from xlens.errors import ConfigError
 from xlens.metrics.alignment import linear_cka
 from xlens.metrics.retrieval import retrieval
+from xlens.models import LensModel
 from xlens.runs import results as results_module
 from xlens.runs.results import RunResults
-from xlens.runs.study import run_experiment
+from xlens.runs.study import TruncationWarning, run_experiment
 
 CONFIG = ExperimentConfig.from_dict(
     {
@@ -266,3 +268,23 @@ def test_shipped_configs_load_their_corpora_from_anywhere(
     # Each split holds the languages its section asks for, in the config's order.
     assert list(splits.find.languages) == config.find_languages
     assert list(splits.eval.languages) == config.eval_languages
+
+
+def test_truncation_is_stated_in_the_results_and_warned_once(tmp_path: Path, tiny_gpt2: LensModel) -> None:
+    config = CONFIG.override({"intervene.k": [4], "runtime.max_length": 12})
+    with pytest.warns(TruncationWarning) as caught:
+        results = run_experiment(config, tmp_path / "cut", model=tiny_gpt2, progress=False)
+    assert len([w for w in caught if issubclass(w.category, TruncationWarning)]) == 1
+    recorded = results.provenance["truncation"]
+    splits = load_splits(config)
+    for name, part in (("find", splits.find), ("eval", splits.eval)):
+        for lang in part.languages:
+            lengths = [len(tiny_gpt2.tokenize([s]).tokens[0]) for s in part[lang]]  # one sentence, untruncated
+            assert recorded[name][lang] == {"cut": sum(n > 12 for n in lengths), "longest": max(lengths)}
+    assert recorded["max_length"] == 12 and any(e["cut"] for e in recorded["eval"].values())
+    assert str(max(e["longest"] for e in recorded["eval"].values())) in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncationWarning)
+        whole = run_experiment(config.override({"runtime.max_length": 256}), tmp_path / "whole", model=tiny_gpt2,
+                               progress=False)  # fmt: skip
+    assert all(e["cut"] == 0 for e in whole.provenance["truncation"]["eval"].values())

@@ -344,6 +344,10 @@ class LensModel:
 
     # --- tokenization and the forward engine ----------------------------------------------------------------
 
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text has (BOS included where the model prepends one), before any truncation."""
+        return [len(ids) for ids in self._token_ids(texts)]
+
     def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of every text with the model's BOS convention, not truncated."""
         if isinstance(texts, str):

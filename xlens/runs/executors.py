@@ -197,6 +197,9 @@ class LocalExecutor:
         for task in tasks.values():
             task.check_model(self.loaded())
 
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        return self.loaded().token_lengths(texts)
+
     def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
         return find_scores(self.loaded(), config, splits, cache, progress)
 
@@ -235,6 +238,9 @@ class _Worker:
     def check(self, tasks: dict[str, Task]) -> None:
         for task in tasks.values():
             task.check_model(self.model)
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        return self.model.token_lengths(texts)
 
     def experts(self, config: ExperimentConfig, splits: Any) -> Any:
         return find_scores(self.model, config, splits, None if self.store is None else self.store.root, False)
@@ -322,6 +328,11 @@ class RayExecutor:
         import ray
 
         ray.get(self.actors[0].check.remote(tasks))
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        import ray
+
+        return ray.get(self.actors[0].token_lengths.remote(texts))
 
     def experts(self, config: ExperimentConfig, splits: Any, cache: Path, progress: bool) -> Any:
         import ray

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
@@ -198,6 +199,7 @@ class Experiment:
         self.layer_ids: list[int] = []
         self.embedding_files: dict[Condition, str] = {}
         self.tasks: dict[str, Task] = {}
+        self.truncation: dict[str, Any] = {}
 
     def run(self) -> RunResults:
         started = time.perf_counter()
@@ -209,6 +211,7 @@ class Experiment:
                 self.store = run.artifacts
                 info = self.executor.start(self.config, self.out)
                 self.executor.check(tasks)
+                self.truncation = truncation(self.executor, splits, self.config)
                 self.layer_ids = list(self.config.evaluate.layers or info.embedding_layers)
                 scores = self.timed("experts_s", self.experts, splits)
                 conditions = grid_conditions(self.config)
@@ -360,6 +363,7 @@ class Experiment:
             "splits": splits.provenance(),
             "versions": package_versions([p for task in self.tasks.values() for p in task.packages]),
             "tasks": {name: found for name, task in self.tasks.items() if (found := task.provenance())},
+            "truncation": self.truncation,
             "machine": {"platform": platform.platform(), "device": info.device, "threads": info.threads},
             "executor": self.executor.describe(),
             "seed": self.config.seed,
@@ -379,6 +383,31 @@ class Experiment:
             folder=self.out,
             _model=getattr(self.executor, "model", None),
         )
+
+
+class TruncationWarning(UserWarning):
+    """Sentences longer than ``runtime.max_length`` are cut to it."""
+
+
+def truncation(executor: Any, splits: Splits, config: ExperimentConfig) -> dict[str, Any]:
+    """Per split and language, how many sentences ``runtime.max_length`` cuts and the longest one's tokens; one
+    warning when any is cut (the results record it either way)."""
+    limit = config.runtime.max_length
+    out: dict[str, Any] = {"max_length": limit}
+    for name, part in (("find", splits.find), ("eval", splits.eval)):
+        lengths = {lang: executor.token_lengths(list(part[lang])) for lang in part.languages}
+        out[name] = {lang: {"cut": sum(n > limit for n in ns), "longest": max(ns)} for lang, ns in lengths.items()}
+    cut = sum(entry["cut"] for name in ("find", "eval") for entry in out[name].values())
+    if cut:
+        longest = max(entry["longest"] for name in ("find", "eval") for entry in out[name].values())
+        warnings.warn(
+            f"{cut} sentence(s) are longer than runtime.max_length = {limit} tokens and are cut to it (the longest "
+            f"has {longest}); results['provenance']['truncation'] says where. Raise runtime.max_length to keep "
+            "them whole",
+            TruncationWarning,
+            stacklevel=2,
+        )
+    return out
 
 
 def _missing() -> Any:
