@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from xlens._io import content_key
 from xlens._schema import from_mapping
 from xlens.activations import corpus_texts
+from xlens.artifacts import CorruptArtifactWarning
 from xlens.comparisons import Counts, centroid_correlation, condition_differences
 from xlens.conditions import Condition
 from xlens.config import RETRIEVAL_SETTINGS, TASK_SETTINGS, ExperimentConfig
@@ -261,7 +263,7 @@ class Experiment:
         }
         todo = []
         for c in conditions:
-            missing = tuple(name for name in keys if not self.store.path("measured", keys[name][c]).is_dir())
+            missing = tuple(name for name in keys if not self.measured(keys[name][c]))
             if missing:
                 todo.append((c, missing))
         failed: dict[Condition, BaseException] = {}
@@ -286,6 +288,20 @@ class Experiment:
                 f"and a rerun computes only these):\n{lines}"
             )
         return keys
+
+    def measured(self, key: str) -> bool:
+        """Whether the measurement ``key`` is in the cache and reads back whole; a damaged one is removed (and so
+        measured again), with a warning."""
+        path = self.store.path("measured", key)
+        if not path.is_dir():
+            return False
+        try:
+            TaskOutput.load(path)
+        except ArtifactError as err:
+            warnings.warn(f"recomputing a corrupted cache entry: {err}", CorruptArtifactWarning, stacklevel=2)
+            shutil.rmtree(path)
+            return False
+        return True
 
     def output(self, key: str) -> TaskOutput:
         return self.store.folder("measured", key, _missing, TaskOutput.save, TaskOutput.load)
