@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import xlens
 from xlens.embeddings import sentence_embeddings
+from xlens.errors import NonFiniteError
 from xlens.models import LensModel
 
 TEXTS = ["A short one.", "Una frase bastante más larga que la primera, con comas.", "短い文です。", "Mittel lang."]
@@ -71,3 +73,17 @@ def test_bad_input(tiny_gpt2: LensModel) -> None:
         sentence_embeddings(tiny_gpt2, TEXTS, pooling="max", progress=False)
     with pytest.raises(TypeError, match="not a single string"):
         sentence_embeddings(tiny_gpt2, "text", progress=False)  # type: ignore[arg-type]
+
+
+def test_non_finite_hidden_states_name_the_hook_the_dtype_and_the_fix(tiny_gpt2: LensModel) -> None:
+    texts = ["a short sentence", "another one"]
+    blow_up = ("blocks.0.hook_resid_post", lambda act, hook: act * float("inf"))
+    with pytest.raises(
+        NonFiniteError, match=r"nan or infinite at blocks\.0\.hook_resid_post \(embedding layer 1\) in float32: an "
+    ):
+        sentence_embeddings(tiny_gpt2, texts, interventions=[blow_up], progress=False)
+    half = xlens.load_model("tiny-gpt2", dtype="float16", device="cpu")
+    overflow = ("blocks.0.hook_resid_post", lambda act, hook: act * 1e9)  # beyond float16's 65504
+    with pytest.raises(NonFiniteError, match=r"in float16: float16 overflows .* float32 or bfloat16"):
+        sentence_embeddings(half, texts, layers=[1], interventions=[overflow], progress=False)
+    assert torch.isfinite(sentence_embeddings(tiny_gpt2, texts, progress=False)).all()

@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from xlens.activations import pool
-from xlens.errors import InputError, InputTypeError
+from xlens.errors import InputError, InputTypeError, NonFiniteError
 from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader
 
 EmbeddingPooling = Literal["mean", "last", "weighted"]
@@ -58,13 +58,16 @@ def sentence_embeddings(
         raise InputError(f"layers {bad or chosen} out of range: embedding layers are 0..{model.n_layers}")
     out = torch.empty((len(texts), len(chosen), model.d_model), dtype=torch.float32)
 
-    def reader(slot: int) -> Reader:
+    def reader(slot: int, layer: int) -> Reader:
         def read(act: Tensor, batch: ForwardBatch) -> None:
-            batch.store(out, pool(act.float(), batch.mask_on(act.device), pooling), slot)
+            pooled = pool(act.float(), batch.mask_on(act.device), pooling)
+            if not bool(torch.isfinite(pooled).all()):
+                raise _non_finite(model, layer, act, interventions)
+            batch.store(out, pooled, slot)
 
         return read
 
-    readers = [(model.embedding_hook(layer), reader(slot)) for slot, layer in enumerate(chosen)]
+    readers = [(model.embedding_hook(layer), reader(slot, layer)) for slot, layer in enumerate(chosen)]
     model.forward(
         texts,
         readers,
@@ -76,3 +79,19 @@ def sentence_embeddings(
         desc=desc,
     )
     return out
+
+
+def _non_finite(model: LensModel, layer: int, act: Tensor, interventions: Sequence[Any]) -> NonFiniteError:
+    """The error for hidden states that are nan or infinite at ``layer``, with what to change."""
+    bad = int((~torch.isfinite(act)).sum())
+    fix = (
+        "float16 overflows in this model's residual stream: run in float32 or bfloat16 (runtime.dtype)"
+        if act.dtype == torch.float16
+        else "an intervention may have made them so (a large value or alpha)"
+        if interventions
+        else "check the model's weights"
+    )
+    return NonFiniteError(
+        f"{bad} hidden-state values are nan or infinite at {model.embedding_hook(layer)} (embedding layer {layer}) "
+        f"in {str(act.dtype).removeprefix('torch.')}: {fix}"
+    )

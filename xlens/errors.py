@@ -110,3 +110,7 @@ class ConditionsFailedError(XlensError, RuntimeError):
 
 class MissingDependencyError(XlensError, ImportError):
     """An optional dependency a command needs is not installed; the message names the ``pip install`` to run."""
+
+
+class NonFiniteError(XlensError, ArithmeticError):
+    """Activations that became nan or infinite (float16 overflow, an intervention that blew up)."""
