@@ -265,3 +265,11 @@ def _toml_to_yaml(text: str) -> str:
             key, value = line.split(" = ", 1)
             out.append(f"{indent}{key}: {value}")
     return "\n".join(out) + "\n"
+
+
+def test_too_few_evaluation_sentences_for_retrieval_are_refused_before_anything_loads() -> None:
+    with pytest.raises(ConfigError, match=r"evaluate.sentences = 3: the retrieval task needs at least 4 sentences"):
+        ExperimentConfig.from_dict({"evaluate": {"sentences": 3}})
+    assert ExperimentConfig.from_dict({"evaluate": {"sentences": 4}}).evaluate.sentences == 4
+    fidelity = ExperimentConfig.from_dict({"evaluate": {"sentences": 3, "tasks": ["fidelity"]}})
+    assert fidelity.evaluate.sentences == 3  # generation needs no CKA

@@ -103,6 +103,9 @@ def check_units_and_pooling(units: str, pooling: str, units_field: str, pooling_
         raise ConfigError(f"{units_field} = {units!r}: must be mlp, linear, resid or re:REGEX over hook names")
 
 
+MIN_RETRIEVAL_SENTENCES = 4  # debiased CKA's minimum
+
+
 def _at_least(section: str, name: str, value: int, low: int) -> None:
     if value < low:
         raise ConfigError(f"{section}.{name} = {value}: must be >= {low}")
@@ -556,6 +559,11 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _at_least("evaluate", "sentences", self.sentences, 2)
+        if "retrieval" in self.tasks and self.sentences < MIN_RETRIEVAL_SENTENCES:
+            raise ConfigError(
+                f"evaluate.sentences = {self.sentences}: the retrieval task needs at least {MIN_RETRIEVAL_SENTENCES} "
+                "sentences per language (debiased CKA is defined from 4)"
+            )
         if self.pooling not in EMBEDDING_POOLINGS:
             raise ConfigError(f"evaluate.pooling = {self.pooling!r}: must be one of {', '.join(EMBEDDING_POOLINGS)}")
         if self.retrieval not in RETRIEVAL_METHODS:

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from xlens.activations import corpus_texts
 from xlens.conditions import Condition
-from xlens.config import RETRIEVAL_KNN
+from xlens.config import MIN_RETRIEVAL_SENTENCES, RETRIEVAL_KNN
 from xlens.data.pivot import PivotPairs, load_pivot_pairs
 from xlens.errors import ConfigError
 from xlens.evaluation.base import ItemScores, Task, TaskContext, TaskOutput, hits_and_reciprocal, language_frame
@@ -175,6 +175,11 @@ class RetrievalTask(Task):
     summary: ClassVar[dict[str, Any]] = {"mode": "both", "src": "mean", "tgt": "mean"}
 
     def prepare(self, config: Any, splits: Any) -> None:
+        if len(splits.eval) < MIN_RETRIEVAL_SENTENCES:
+            raise ConfigError(
+                f"the evaluation split holds {len(splits.eval)} sentences per language (after leaving out those the "
+                f"find split has): the retrieval task needs at least {MIN_RETRIEVAL_SENTENCES}; use a larger corpus"
+            )
         self.pairs: PivotPairs | None = None
         folder = config.evaluate.pivot_pairs
         if folder is not None:
