@@ -98,7 +98,11 @@ def test_left_padded_last_logits_agree(both: tuple[LensModel, LensModel]) -> Non
 
 def test_down_projection_output_matches_the_bridge(both: tuple[LensModel, LensModel]) -> None:
     bridge, hf = both
-    names = [f"blocks.{b}.mlp.out.hook_out" for b in range(hf.n_layers)]
+    # The gate projection too, on gated MLPs, as the bridge has it (LAPE counts it as its reference does).
+    gated = bridge.gate_hook(0) is not None
+    assert (hf.gate_hook(0) is not None) == gated
+    parts = ("gate", "out") if gated else ("out",)
+    names = [f"blocks.{b}.mlp.{part}.hook_out" for b in range(hf.n_layers) for part in parts]
     assert hf.linear_hooks() == names
     tokens = hf.tokenize(TEXTS[:1]).tokens
     with torch.inference_mode():
@@ -236,7 +240,9 @@ def test_default_module_paths_find_common_layouts(model_type: str) -> None:
         model = AutoModelForCausalLM.from_config(config)
     hf = HFBridge(model, byte_tokenizer(prepend_bos=True))
     assert (hf.cfg.n_layers, hf.cfg.d_mlp) == (3, LAYOUTS[model_type](config))
-    assert len(hf.hook_dict) == 3 * 7
+    gated = any(path.endswith("mlp.gate_proj") for path, _ in model.named_modules())
+    assert len(hf.hook_dict) == 3 * (7 + gated)
+    assert (hf.hook_dict.get("blocks.2.mlp.gate.hook_out") is not None) == gated
 
 
 def test_a_mixture_of_experts_is_named_not_guessed() -> None:
