@@ -560,3 +560,37 @@ def test_bad_interventions_get_one_clear_error(tiny_gpt2: LensModel) -> None:
         logits(tiny_gpt2)
     with pytest.raises(InterventionError, match="expected an Intervention"):
         apply(tiny_gpt2, "force").__enter__()  # type: ignore[arg-type]
+
+
+def _ml_aura_alpha(auroc: torch.Tensor, intervention: str, num_experts: int | None, damp_alpha: float = 0.5) -> Any:
+    """apple/ml-aura, scripts/learn_aura.py, restated: the threshold (0.5 for aura; for det0/damp the AUROC of
+    the (num_experts + 1)-th unit of the model, sorted), then alpha per unit above it."""
+    if intervention == "aura":
+        threshold = 0.5
+    else:
+        threshold = float(torch.sort(auroc, descending=True).values[num_experts]) if num_experts else 0.5
+    alpha = torch.ones_like(auroc, dtype=torch.float32)
+    mask = auroc > threshold
+    alpha[mask] = {"aura": 1 - 2 * (auroc[mask] - 0.5), "damp": damp_alpha, "det0": 0.0}[intervention]
+    return alpha
+
+
+@pytest.mark.parametrize(("method", "k"), [("aura", None), ("det0", 12), ("damp", 12)])
+def test_aura_det0_and_damp_are_ml_auras_factors_when_ranked_by_auroc(
+    method: str, k: int | None, gpt2_scores: ExpertScores
+) -> None:
+    """On the same AUROC scores: xlens's factors (ranking by AUROC, as ml-aura does; xlens ranks by AP unless
+    rank_by = "auroc") against the reference's alpha for every unit of the model."""
+    auroc = gpt2_scores.auroc[gpt2_scores.lang_index("es")]
+    if k is not None:  # a k whose boundary is no tie: there both select the same units (ties are broken apart)
+        ranked = torch.sort(auroc, descending=True).values
+        k = next(n for n in range(k, len(ranked)) if ranked[n - 1] > ranked[n])
+    expected = _ml_aura_alpha(auroc, method, k)
+    spec = {"aura": Aura(), "det0": Det0(rank_by="auroc"), "damp": Damp(rank_by="auroc")}[method]
+    built = spec.build(gpt2_scores, "es", k=k)
+    assert isinstance(built, ScaleUnits)
+    got = torch.ones_like(auroc)
+    for unit, factor in _per_unit(gpt2_scores.units, built.units, built.factors).items():
+        got[unit] = factor
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert int((expected != 1).sum()) == (k or int((auroc > 0.5).sum()))
