@@ -31,7 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from xlens.errors import InputError, ModelLoadError
-from xlens.models.shape import shape_from_config
+from xlens.models.shape import shape_from_config, takes_mask_positions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -210,8 +210,6 @@ class HFBridge:
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: Any, module_paths: Mapping[str, str] | None = None) -> None:
-        from transformer_lens.utilities.position_ids import accepts_mask_derived_position_ids
-
         patterns = module_patterns(module_paths)
         self.original_model = model
         self.tokenizer = tokenizer
@@ -245,7 +243,7 @@ class HFBridge:
         self._takes = {name for name in ("use_cache", "logits_to_keep") if takes_any or name in parameters}
         # Positions from the mask for left-padded rows, where TransformerBridge derives them too (HF's default
         # arange would shift every real token of the row); models that derive them themselves are left alone.
-        self._derive_positions = accepts_mask_derived_position_ids(model)
+        self._derive_positions = takes_mask_positions(model)
 
     @classmethod
     def from_pretrained(

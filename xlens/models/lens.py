@@ -30,6 +30,7 @@ from transformers.activations import ACT2FN
 from xlens._display import html_card
 from xlens.errors import InputError, InputTypeError
 from xlens.hooks import Hook, Intervention, apply, check_same_model, token_positions
+from xlens.models.shape import takes_mask_positions
 
 Padding = Literal["right", "left"]
 # Padded tokens per batch: enough to keep a GPU busy, bounded memory on any model size. Logits are
@@ -496,7 +497,6 @@ class LensModel:
 
     def kv_cache(self) -> KVCache:
         """An empty KV cache for :meth:`decode` (one per batch being generated)."""
-        from transformer_lens.utilities.position_ids import accepts_mask_derived_position_ids
         from transformers import DynamicCache
 
         model = self.bridge.original_model
@@ -508,7 +508,7 @@ class LensModel:
             DynamicCache(config=model.config),
             # transformers 5.x calls it ``cache``, earlier versions ``past_key_values``.
             keyword="cache" if "cache" in parameters else "past_key_values",
-            positions=accepts_mask_derived_position_ids(model),
+            positions=takes_mask_positions(model),
             logits_to_keep=takes_any or "logits_to_keep" in parameters,
         )
 

@@ -3,10 +3,12 @@ default device; nothing here loads weights."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from xlens.errors import InputError, ModelLoadError
 
@@ -77,3 +79,29 @@ def shape_from_config(config: Any) -> ModelShape:
     architectures = getattr(config, "architectures", None) or [type(config).__name__.removesuffix("Config")]
     context = first("max_position_embeddings", "n_positions", "seq_length")
     return ModelShape(str(architectures[0]), n_layers, d_model, d_mlp, context)
+
+
+def takes_mask_positions(model: nn.Module) -> bool:
+    """Whether a Hugging Face model should be given positions derived from the attention mask (``cumsum - 1``),
+    so that a left-padded row's tokens sit at ``0..n-1`` as they do alone: it takes ``position_ids``, and derives
+    neither 3-D (mRoPE) nor fairseq-style (``padding_idx``-offset) positions of its own.
+
+    TransformerLens' check also leaves out models whose positional embedding takes the mask, trusting them to
+    derive positions themselves; some do not (transformers 5's BioGPT computes an ``arange`` in the model and
+    hands it to that embedding, so a left-padded row's logits depend on its batch). Their learned embeddings add
+    their own offset to 0-based positions, so xlens passes the positions to them too.
+    """
+    parameters = inspect.signature(model.forward).parameters
+    if "position_ids" not in parameters and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    ):
+        return False
+    for module in (model, getattr(model, "model", None), getattr(model, "language_model", None)):
+        if module is not None and hasattr(module, "get_rope_index"):
+            return False
+    config = getattr(model, "config", None)
+    for candidate in (config, getattr(config, "text_config", None)):
+        scaling = getattr(candidate, "rope_scaling", None)
+        if isinstance(scaling, dict) and "mrope_section" in scaling:
+            return False
+    return not any(callable(getattr(m, "create_position_ids_from_input_ids", None)) for m in model.modules())
