@@ -63,7 +63,12 @@ def test_schema_and_row_counts(run: tuple[Path, RunResults]) -> None:
     assert (ret["top5"] >= ret["top1"]).all()
     prov = results.provenance
     assert prov["model"]["name"] == "tiny-gpt2" and prov["numerics"] == {"dtype": "float32", "device": "cpu"}
-    assert prov["splits"] == {"how": "split", "eval_rows_removed_for_overlap": 0, "overlapping_rows": 0}
+    assert prov["splits"] == {
+        "how": "split",
+        "eval_rows_removed_for_overlap": 0,
+        "overlapping_rows": 0,
+        "same_sentence": "NFKC, whitespace collapsed",
+    }
     assert prov["eval_corpus"]["sentences"] == 10
     assert all("sha256" in v for v in prov["find_corpus"]["files"].values())
     assert [c.label for c in results.conditions][:3] == ["baseline", "force eng_Latn k=4", "force eng_Latn k=16"]
@@ -137,6 +142,7 @@ def test_disjointness_is_decided_on_content_not_on_spec_strings(tmp_path: Path) 
         "how": "separate",
         "eval_rows_removed_for_overlap": 5,
         "overlapping_rows": 0,
+        "same_sentence": "NFKC, whitespace collapsed",
     }
 
 

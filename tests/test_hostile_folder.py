@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from xlens._io import own_path, remove_stale_temporaries
+from xlens._io import own_path, remove_stale_temporaries, write_json
 from xlens.cli import app
 from xlens.config import ExperimentConfig
-from xlens.errors import RunFolderError
+from xlens.errors import ArtifactError, RunFolderError
 from xlens.models import LensModel
+from xlens.report import write_report
 from xlens.runs.folder import RunFolder
 from xlens.runs.results import RunResults
 from xlens.runs.study import run_experiment
@@ -164,3 +165,34 @@ def test_the_cli_names_a_hostile_folder_in_one_error_line(tmp_path: Path, victim
     assert done.exit_code == 2 and "symbolic link" in done.output and "Traceback" not in done.output
     _intact(victim)
     assert os.path.islink(out / "cache")
+
+
+def test_a_header_naming_tensors_outside_is_refused(tmp_path: Path, tiny_gpt2: LensModel) -> None:
+    out = tmp_path / "run"
+    results = _run(out, tiny_gpt2)
+    assert results.scores_folder is not None
+    header = out / results.scores_folder / "scores.json"
+    data = json.loads(header.read_text(encoding="utf-8"))
+    for bad in ("../../../victim.safetensors", "/etc/hostname", "other.safetensors"):
+        data["tensors"] = bad
+        header.write_text(json.dumps(data), encoding="utf-8")
+        with pytest.raises(ArtifactError, match="not a file write_pair writes"):
+            _ = RunResults.load(out).scores
+
+
+def test_a_link_planted_at_a_temporary_name_is_not_written_through(tmp_path: Path, victim: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / f".results.json.tmp-{os.getpid()}").symlink_to(victim / "precious.txt")
+    write_json(folder / "results.json", {"a": 1})
+    assert json.loads((folder / "results.json").read_text(encoding="utf-8")) == {"a": 1}
+    _intact(victim)
+
+
+def test_a_link_at_the_reports_name_is_refused(tmp_path: Path, victim: Path, tiny_gpt2: LensModel) -> None:
+    out = tmp_path / "run"
+    results = _run(out, tiny_gpt2)
+    (out / "report.html").symlink_to(victim / "precious.txt")
+    with pytest.raises(RunFolderError, match="symbolic link"):
+        write_report(results, cards=False)
+    _intact(victim)

@@ -171,3 +171,24 @@ def test_the_experts_command_names_a_bad_definition(tmp_path: Path) -> None:
     )
     assert done.exit_code == 2 and "--lape-counts 'neuron': must be one of gate, post" in done.output
     assert not (tmp_path / "e").exists()
+
+
+def test_a_gated_mlp_without_its_gate_hook_is_named_not_counted_by_its_neurons(corpus: Any) -> None:
+    hidden = xlens.load_model("tiny-gemma3", backend="hf", module_paths={"gate_proj": "no_such_module"})
+    assert hidden.gated_mlp and hidden.gate_hook(0) is None
+    with pytest.raises(xlens.XlensError, match=r"gated MLPs but no hook on their gate projection.*module_paths"):
+        collect_responses(hidden, list(corpus["en"]), pooling="gate_active", progress=False)
+    counted = collect_responses(hidden, list(corpus["en"]), pooling="active", progress=False)  # "post" still works
+    assert counted["active"].sum() > 0
+
+
+def test_gate_counts_on_units_that_are_not_mlp_neurons_are_refused_before_the_model(tmp_path: Path) -> None:
+    config = {"model": "tiny-gemma3", "find": {"units": "resid"}, "intervene": {"method": "lape", "k": [1]}}
+    with pytest.raises(ConfigError, match=r"counts = 'gate' counts MLP neurons by their gate, but .* 'resid'"):
+        ExperimentConfig.from_dict(config).check_model(xlens.model_shape("tiny-gemma3"))
+    post = {**config, "intervene": {"method": "lape", "k": [1], "counts": "post"}}
+    ExperimentConfig.from_dict(post).check_model(xlens.model_shape("tiny-gemma3"))
+    done = CliRunner().invoke(
+        app, ["experts", "--out", str(tmp_path / "e"), "--model", "tiny-gemma3", "--lape", "--units", "resid"]
+    )
+    assert done.exit_code == 2 and "--lape-counts post" in done.output and not (tmp_path / "e").exists()

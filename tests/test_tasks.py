@@ -380,3 +380,17 @@ def test_a_task_column_may_not_take_a_conditions_name_and_where_names_its_mistak
 
         config = _config(tasks=["mining"], mining={"languages": ["en", "es"]})
         MiningTask(config.evaluate.mining).prepare(config, load_splits(config))
+
+
+def test_a_study_without_retrieval_summarises_its_tasks_everywhere(tiny_gpt2: LensModel, tmp_path: Path) -> None:
+    """No retrieval, so no headline: the summary, the notebook card and the CLI give the tasks' comparisons."""
+    results = run_experiment(_config(tasks=["norms"]), tmp_path / "run", model=tiny_gpt2, progress=False)
+    assert results.summary() == results.study_summary() and "norms · norm" in results.summary()
+    assert results.best_condition() is None and "norms · norm" in results._repr_html_()
+    with pytest.raises(ResultsError, match="measured no retrieval"):
+        results.headline()
+    path = _config(tasks=["norms"]).save(tmp_path / "c.toml")
+    done = CliRunner().invoke(app, ["--plugin", "toy_task", "run", str(path), "--out", str(tmp_path / "cli"),
+                                    "--model", "tiny-gpt2"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "norms · norm" in done.output

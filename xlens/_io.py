@@ -62,6 +62,7 @@ def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp)`` on a temporary sibling of ``target``, then move it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # whatever sits at our temporary's name (a planted link) goes, unfollowed
     try:
         write(tmp)
         os.replace(tmp, target)
@@ -172,6 +173,7 @@ def write_pair(folder: Path, stem: str, tensors: dict[str, Tensor], header: dict
 
     folder.mkdir(parents=True, exist_ok=True)
     staged = folder / f".{stem}.staged.tmp-{os.getpid()}"
+    staged.unlink(missing_ok=True)
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(staged))
         name = f"{stem}-{sha256_file(staged)[:16]}.safetensors"
@@ -187,14 +189,19 @@ def write_pair(folder: Path, stem: str, tensors: dict[str, Tensor], header: dict
 def read_pair(folder: Path, stem: str, kind: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The tensors and header :func:`write_pair` saved; ArtifactError names the file when one is missing, broken
     or of another kind."""
-    meta = folder / f"{stem}.json"
+    meta = own_path(folder, f"{stem}.json")
     if not meta.is_file():
         raise ArtifactError(f"no {kind} in {folder}: expected {meta.name}")
     header = read_json(meta)
-    if header.get("kind") != kind:
-        raise ArtifactError(f"{meta} holds a {header.get('kind')!r}, not a {kind}")
-    # Files written before the header named its tensors used one fixed name.
-    return load_tensors(folder / header.get("tensors", f"{stem}.safetensors")), header
+    if not isinstance(header, dict) or header.get("kind") != kind:
+        found = header.get("kind") if isinstance(header, dict) else type(header).__name__
+        raise ArtifactError(f"{meta} holds a {found!r}, not a {kind}")
+    # Files written before the header named its tensors used one fixed name; the name is checked to be one of
+    # write_pair's, so that a header from someone else cannot point the read anywhere else.
+    name = header.get("tensors", f"{stem}.safetensors")
+    if not isinstance(name, str) or re.fullmatch(rf"{re.escape(stem)}(?:-[0-9a-f]{{16}})?\.safetensors", name) is None:
+        raise ArtifactError(f"{meta} names tensors {name!r}, not a file write_pair writes; delete it and rerun")
+    return load_tensors(own_path(folder, name)), header
 
 
 @contextlib.contextmanager

@@ -399,6 +399,12 @@ def _gate_readers(
     if others:
         raise InputError(f"the gate_active pooling counts MLP neurons only; these units are not: {others[:3]}")
     gates = {h: gate for h in index.hooks if (gate := model.gate_hook(blocks[h])) is not None}
+    if model.gated_mlp and len(gates) < len(index.hooks):
+        raise InputError(
+            f"{model.name} has gated MLPs but no hook on their gate projection, which the gate_active count reads: "
+            "give the hf backend module_paths={'gate_proj': REGEX} (its path inside a block), or count the "
+            "neuron instead (LAPE counts = 'post')"
+        )
     act_fn = model.gate_activation() if gates else None
 
     def reader(start: int, width: int) -> Reader:

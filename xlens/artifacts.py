@@ -45,6 +45,9 @@ class ArtifactStore:
     ) -> T:
         """The artefact ``kind``/``key``: loaded when present and readable, else computed, saved and returned."""
         path = self.path(kind, key)
+        if path.exists() and not path.is_dir():  # our name, taken by a file (a link was refused above)
+            warnings.warn(f"recomputing a cache entry that is a file: {path}", CorruptArtifactWarning, stacklevel=2)
+            path.unlink()
         if path.is_dir():
             try:
                 return load(path)
@@ -63,7 +66,7 @@ class ArtifactStore:
             key,
             compute,
             lambda value, folder: save_tensors(folder / "tensors.safetensors", value),
-            lambda folder: load_tensors(folder / "tensors.safetensors"),
+            lambda folder: load_tensors(own_path(folder, "tensors.safetensors")),
         )
 
     def keep(self, kind: str, key: str, tensors: dict[str, Tensor]) -> Path:

@@ -288,7 +288,7 @@ def run(
     }
     results = run_experiment(cfg.override(changes), out, force=force)
     typer.echo(results.summary())
-    if figures:
+    if figures and "retrieval" in results.config.evaluate.tasks:  # the report draws the retrieval task's figures
         from xlens.report import write_report
 
         typer.echo(f"report: {write_report(results)}")

@@ -242,7 +242,7 @@ class InterveneConfig:
     def lape_counts(self) -> str:
         """What makes a unit active for the run's LAPE ranking (``"gate"``, the reference's, unless its LAPE
         methods say ``counts = "post"``); a run ranks once, so its LAPE methods must agree."""
-        found = sorted({spec.params()["counts"] for spec in self.specs if "counts" in spec.params()})
+        found = sorted({str(spec.params()["counts"]) for spec in self.specs if "lape" in spec.needs})
         if len(found) > 1:
             raise ConfigError(f"intervene.counts = {found}: a run ranks its units by LAPE once, with one definition")
         return found[0] if found else "gate"

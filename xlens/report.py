@@ -18,7 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from xlens._io import atomic_write
+from xlens._io import atomic_write, own_path
 from xlens._schema import flatten
 from xlens.errors import InputError, ResultsError
 from xlens.evaluation.registry import task_class
@@ -301,11 +301,14 @@ def write_report(
         )
     if out is None and results.folder is None:
         raise InputError("these results have no run folder: pass out= for the report")
-    target = Path(out) if out is not None else Path(str(results.folder)) / "report.html"
+    folder = Path(str(results.folder))
+    target = Path(out) if out is not None else folder / "report.html"
+    inside = results.folder is not None and target.parent.absolute() == folder.absolute()
+    if inside:
+        own_path(folder, target.name)  # a link planted at the report's name is refused, not written through
     page = build_report(results, cards=cards)
-    inside = results.folder is not None and target.resolve().parent == Path(results.folder).resolve()
     # Writing into the run folder holds its lock: no other run may be replacing the folder meanwhile.
-    with RunFolder.writing(Path(str(results.folder))) if inside else contextlib.nullcontext():
+    with RunFolder.writing(folder) if inside else contextlib.nullcontext():
         atomic_write(target, lambda p: p.write_text(page, encoding="utf-8"))
     return target
 

@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xlens._io import content_key, load_tensors, read_json, reading, save_tensors, write_json
+from xlens._io import content_key, load_tensors, own_path, read_json, reading, save_tensors, write_json
 from xlens.artifacts import ArtifactStore
 from xlens.conditions import Condition
 from xlens.embeddings import sentence_embeddings
@@ -68,8 +68,8 @@ class TaskOutput:
     @classmethod
     def load(cls, folder: Path) -> TaskOutput:
         with reading(folder / "measured.json"):
-            data = read_json(folder / "measured.json")
-            tensors = load_tensors(folder / "items.safetensors") if data["groups"] else {}
+            data = read_json(own_path(folder, "measured.json"))
+            tensors = load_tensors(own_path(folder, "items.safetensors")) if data["groups"] else {}
             blocks = []
             for b, groups in enumerate(data["groups"]):
                 scores = {key.split("/", 1)[1]: v for key, v in tensors.items() if key.split("/", 1)[0] == str(b)}

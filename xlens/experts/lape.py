@@ -151,11 +151,13 @@ def lape(
     top_rate: float = 0.01,
     filter_quantile: float = 0.95,
     activation_quantile: float = 0.95,
+    counts: str = "gate",
 ) -> LapeResult:
     """Select language-specific units by activation probability entropy (see the module docstring).
 
     Args:
         active_counts: per sentence and unit, the number of the sentence's tokens with activation > 0.
+        counts: what those counts counted (see :data:`LAPE_COUNTS`), recorded with the result.
         token_counts: tokens per sentence.
         lang_ids: language of each sentence, in ``[0, n_langs)``.
         top_rate: fraction of all units to keep (paper: 1%).
@@ -191,7 +193,11 @@ def lape(
     selected = order[:n_keep]
     assignment = torch.zeros_like(probability, dtype=torch.bool)
     assignment[:, selected] = probability[:, selected] > activation_threshold
-    return LapeResult(probability, entropy, selected, assignment, filter_threshold, activation_threshold, top_rate)
+    if counts not in LAPE_COUNTS:
+        raise ExpertInputError(f"LAPE counts {counts!r}: use one of {sorted(LAPE_COUNTS)}")
+    return LapeResult(
+        probability, entropy, selected, assignment, filter_threshold, activation_threshold, top_rate, counts
+    )
 
 
 def _order_statistic(values: Tensor, quantile: float) -> float:

@@ -195,8 +195,9 @@ class ExpertScores:
             top_rate=top_rate,
             filter_quantile=filter_quantile,
             activation_quantile=activation_quantile,
+            counts=counts,
         )
-        return replace(self, lape=replace(result, counts=counts))
+        return replace(self, lape=result)
 
     def lape_set(self, language: str, top_rate: float | None = None, counts: str | None = None) -> ExpertSet:
         """The LAPE units of ``language``, lowest entropy first (``head(k)`` takes the k most specific); with

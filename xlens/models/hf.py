@@ -52,6 +52,11 @@ DEFAULT_MODULE_PATHS: dict[str, str] = {
 }
 
 
+# A module of a gated MLP, whatever its layout names the gate: Llama-likes' gate/up projections, fused gate_up
+# (Phi-3), SwiGLU w1/w3 (InternLM2, Mixtral's experts).
+_GATED = re.compile(r"(?:.+\.)?(?:mlp|feed_forward|ffn)\.(?:gate_proj|up_proj|gate_up_proj|w1|w3)")
+
+
 class HookPoint:
     """One place activations pass through. Functions added to it run in the order added, each seeing the previous
     one's output (a returned tensor replaces the activation, None keeps it). The torch hook that feeds it is
@@ -135,6 +140,7 @@ class HFConfig:
     architecture: str
     device: str
     default_prepend_bos: bool
+    gated_mlp: bool = False  # act_fn(gate(x)) * up(x), with or without the gate's hook point
 
 
 def module_patterns(module_paths: Mapping[str, str] | None = None) -> dict[str, re.Pattern[str]]:
@@ -237,6 +243,7 @@ class HFBridge:
             architecture=type(model).__name__,
             device=str(_weight(model.get_input_embeddings()).device),
             default_prepend_bos=_prepends_bos(tokenizer),
+            gated_mlp=any(_GATED.fullmatch(path) for path, _ in blocks[0].named_modules()),
         )
         parameters = inspect.signature(model.forward).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())

@@ -247,10 +247,16 @@ class LensModel:
         name = f"blocks.{block}.mlp.gate.hook_out"
         return name if name in self.bridge.hook_dict else None
 
+    @property
+    def gated_mlp(self) -> bool:
+        """Whether the MLP is gated, ``act_fn(gate_proj(x)) * up_proj(x)`` (Gemma, Llama, Aya/Cohere)."""
+        return bool(getattr(self.cfg, "gated_mlp", False))
+
     def gate_activation(self) -> Callable[[Tensor], Tensor]:
         """The activation function of the MLP gate, ``act_fn`` in ``act_fn(gate_proj(x)) * up_proj(x)``, as the
         Hugging Face model builds it from its config (``hidden_activation``, else ``hidden_act``)."""
         config = self.bridge.original_model.config
+        config = getattr(config, "text_config", None) or config  # multimodal configs hold the text model's
         name = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
         if name is None:
             raise InputError(f"{self.name}'s config names no MLP activation (hidden_activation or hidden_act)")

@@ -70,6 +70,11 @@ class ExpertsJob:
             raise ConfigError(f"--lape-top-rate {self.lape_top_rate}: must lie in (0, 1]")
         if self.lape_counts not in LAPE_COUNTS:
             raise ConfigError(f"--lape-counts {self.lape_counts!r}: must be one of {', '.join(sorted(LAPE_COUNTS))}")
+        if self.lape and self.lape_counts == "gate" and self.units != "mlp":
+            raise ConfigError(
+                f"--lape counts MLP neurons by their gate (--lape-counts gate), but --units is {self.units!r}: use "
+                "--units mlp, or --lape-counts post"
+            )
         if self.per_lang < 0 or self.k < 1 or self.batch_size < 1:
             raise ConfigError("--per-lang must be >= 0, --k and --batch-size >= 1")
         languages = [resolve_language(code).flores for code in self.langs]

@@ -130,7 +130,10 @@ class RunFolder:
         if owner.is_file():
             try:
                 saved = read_json(owner)
+                if not isinstance(saved, dict):
+                    raise ArtifactError(f"{owner} holds a {type(saved).__name__}, not an owner record")
             except ArtifactError as err:
+                saved = {}
                 if not force:
                     raise RunFolderError(f"{err}; pass --force (force=True) to claim the folder anew") from err
             if saved.get("kind") == self.kind and saved.get("fingerprint") == record["fingerprint"]:

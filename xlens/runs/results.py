@@ -30,6 +30,7 @@ belongs to (:mod:`xlens.conditions`).
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -287,12 +288,15 @@ class RunResults:
         return headline(self)
 
     def summary(self) -> str:
-        """A plain-text report of the headline for the terminal."""
-        return summarize(self)
+        """A plain-text report of the headline for the terminal (a study without retrieval: its
+        :meth:`study_summary`)."""
+        return summarize(self) if "retrieval" in self.config.evaluate.tasks else self.study_summary()
 
     def best_condition(self) -> Condition | None:
         """The intervention (no control) with the highest best-layer improvement ratio of mean top-1 (None:
-        baseline only)."""
+        baseline only, or no retrieval measured)."""
+        if self.retrieval.empty:
+            return None
         entries = [e for e in self.headline()["conditions"] if e["control"] == "none"]
         if not entries:
             return None
@@ -519,6 +523,10 @@ class RunResults:
         )
 
     def _repr_html_(self) -> str:
+        if self.retrieval.empty:  # a study of other tasks: its summary
+            facts = {"model": self.config.model, "tasks": ", ".join(self.config.evaluate.tasks),
+                     "conditions": f"baseline + {len(self.interventions)}", "folder": self.folder or "–"}  # fmt: skip
+            return html_card("RunResults", facts, f"<pre>{html.escape(self.study_summary())}</pre>")
         h = self.headline()
         base = h["baseline_mean_top1_by_layer"]
         facts = {
@@ -543,6 +551,8 @@ def headline(results: RunResults) -> dict[str, Any]:
     intervals allow (``controlled`` False: no random control was run). Also the baseline per layer and pair, how
     cosine and CKA moved, and as details the largest per-pair ratio and gain, each the largest of ``comparisons``
     per-pair comparisons (no interval: a maximum, not a finding)."""
+    if results.retrieval.empty:
+        raise ResultsError("this study measured no retrieval, which the headline reads: see results.study_summary()")
     # pandas' stubs type column access too loosely for this arithmetic: the frames are used untyped here.
     base: Any = results.table("retrieval")
     by_layer: Any = base.groupby("layer")["top1"].mean()
@@ -560,9 +570,12 @@ def headline(results: RunResults) -> dict[str, Any]:
     for condition in results.interventions:
         group: Any = results.table("retrieval", condition)
         entry = _condition_entry(results, condition, group, by_layer, (best_layer, last_layer), align_base)
-        if condition.control == "none" and compared is not None:
-            entry |= _controlled(compared[compared["condition"] == condition.label], best_layer, last_layer)
-            entry["verdict"] = _condition_verdict(entry, best_layer, last_layer)
+        controlled = {}
+        if condition.control == "none" and compared is not None and "condition" in compared.columns:
+            controlled = _controlled(compared[compared["condition"] == condition.label], best_layer, last_layer)
+        if controlled:
+            entry |= controlled
+            entry["verdict"] = _condition_verdict(entry, best_layer, last_layer, results.config.controls.seeds)
         conditions.append(entry)
         if condition.control != "none":
             continue  # a control's lucky pair is no finding
@@ -593,26 +606,35 @@ def headline(results: RunResults) -> dict[str, Any]:
 
 
 def _controlled(rows: Any, best_layer: int, last_layer: int) -> dict[str, Any]:
-    """A condition's change against the baseline and against its random control at the best and last layer,
-    with their paired bootstrap intervals, from :meth:`RunResults.comparison` rows."""
+    """A condition's change against the baseline and against its random control (uniform, else matched per
+    block) at the best and last layer, with their paired bootstrap intervals, from :meth:`RunResults.comparison`
+    rows; empty where the comparison lacks the condition at those layers."""
     out: dict[str, Any] = {}
     for name, layer in (("best", best_layer), ("last", last_layer)):
-        row = rows[rows["layer"] == layer].iloc[0]
+        at = rows[rows["layer"] == layer]
+        if at.empty:
+            return {}
+        row = at.iloc[0]
+        kind = next((k for k in ("random", "random-per-block") if f"diff_vs_{k}" in row.index), None)
         out[f"baseline_top1_{name}_layer"] = float(row["baseline"])
-        for side, column in (("change", "vs_baseline"), ("vs_random", "vs_random")):
+        for side, column in (("change", "vs_baseline"), ("vs_random", f"vs_{kind}")):
             if f"diff_{column}" in row.index:
                 out[f"{side}_{name}_layer"] = float(row[f"diff_{column}"])
                 out[f"{side}_{name}_layer_low"] = float(row[f"low_{column}"])
                 out[f"{side}_{name}_layer_high"] = float(row[f"high_{column}"])
-        if "random_mean" in row.index:
-            out[f"random_top1_{name}_layer"] = float(row["random_mean"])
+        if kind is not None:
+            out["control_kind"] = kind
+            out[f"random_top1_{name}_layer"] = float(row[f"{kind}_mean"])
     return out
 
 
-def _condition_verdict(entry: dict[str, Any], best_layer: int, last_layer: int) -> str:
+def _condition_verdict(entry: dict[str, Any], best_layer: int, last_layer: int, seeds: int) -> str:
     """One line: at the best and the last layer, top-1 before -> after with the change's interval, and the
-    difference from as many random units with its interval and what it allows one to say."""
+    difference from as many random units (``seeds`` draws; the interval resamples sentences, not draws) with its
+    interval and what it allows one to say."""
     parts = []
+    units = "random units" if entry.get("control_kind") == "random" else "random units matched per block"
+    draws = f"{seeds} draw{'s' if seeds > 1 else ''}"
     layers = [("best", best_layer)] if best_layer == last_layer else [("best", best_layer), ("last", last_layer)]
     for name, layer in layers:
         at = f"{name}_layer"
@@ -623,7 +645,7 @@ def _condition_verdict(entry: dict[str, Any], best_layer: int, last_layer: int) 
         if f"vs_random_{at}" in entry:
             low, high = entry[f"vs_random_{at}_low"], entry[f"vs_random_{at}_high"]
             said = "beats" if low > 0 else "is beaten by" if high < 0 else "is not distinguishable from"
-            text += f"; vs random units {_signed(entry, f'vs_random_{at}')}: {said} as many random units"
+            text += f"; vs {units} ({draws}) {_signed(entry, f'vs_random_{at}')}: {said} as many {units}"
         else:
             text += "; no random control"
         parts.append(text)

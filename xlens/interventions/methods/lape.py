@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -44,6 +45,14 @@ class Lape(ExpertMethod):
             raise ConfigError(f"intervene.top_rate = {self.top_rate}: must lie in (0, 1]")
         if self.counts not in LAPE_COUNTS:
             raise ConfigError(f"intervene.counts = {self.counts!r}: use one of {sorted(LAPE_COUNTS)}")
+
+    def check(self, k: Sequence[int] | None, shape: ModelShape | None, units: str, languages: Sequence[str]) -> None:
+        super().check(k, shape, units, languages)
+        if self.counts == "gate" and units != "mlp":
+            raise ConfigError(
+                f"intervene.counts = 'gate' counts MLP neurons by their gate, but experts are found on {units!r} "
+                "units: find them on 'mlp' units, or give counts = 'post'"
+            )
 
     def max_k(self, shape: ModelShape | None, units: str) -> tuple[int, str] | None:
         limit = super().max_k(shape, units)
