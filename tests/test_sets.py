@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import average_precision_score
@@ -238,3 +239,22 @@ def test_scoring_against_chosen_negatives() -> None:
         ExpertScores.from_responses(res, negatives=["de"])
     with pytest.raises(ValueError, match="negatives is empty"):
         ExpertScores.from_responses(res, negatives=[])
+
+
+def _lang_neuron_limited(ap: np.ndarray, threshold: int) -> tuple[list[int], list[int]]:
+    """kojima-takeshi188/lang_neuron, scripts/make_limited_expert.py, restated: the top threshold/2 units by AP
+    (descending) and the bottom threshold/2 (ascending); its N ("threshold") is the two together."""
+    frame = pd.DataFrame({"unit": np.arange(len(ap)), "ap": ap})
+    top = frame.sort_values("ap", ascending=False).head(int(threshold / 2))
+    bottom = frame.sort_values("ap", ascending=True).head(int(threshold / 2))
+    return top["unit"].tolist(), bottom["unit"].tolist()
+
+
+def test_top_bottom_is_lang_neurons_selection_with_k_the_top_count(scores: ExpertScores) -> None:
+    ap = scores.ap[scores.lang_index("es")].numpy()
+    assert len(set(ap.tolist())) == len(ap)  # no ties: the reference's unstable sort is then well defined
+    top, bottom = _lang_neuron_limited(ap, 8)  # the reference's N = 8: 4 top and 4 bottom
+    chosen = scores.select("es", 4, method="top-bottom", bottom_k=4)  # xlens's k is the top count
+    units, sign = chosen.units.tolist(), chosen.sign.tolist()
+    assert [u for u, s in zip(units, sign, strict=True) if s == 1] == top
+    assert sorted(u for u, s in zip(units, sign, strict=True) if s == -1) == sorted(bottom)
