@@ -3,6 +3,7 @@ same run, with a warning naming it, and the results equal an undamaged run's."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from xlens.artifacts import CorruptArtifactWarning
 from xlens.config import ExperimentConfig
+from xlens.errors import DiskFullError
 from xlens.models import LensModel
 from xlens.runs.results import RunResults
 from xlens.runs.study import run_experiment
@@ -61,3 +63,26 @@ def test_a_damaged_entry_is_measured_again_in_the_same_run(
         again = run_experiment(CONFIG, out, model=tiny_gpt2, progress=False)
     for name, table in reference.tables().items():
         pd.testing.assert_frame_equal(again.tables()[name], table, check_exact=False, rtol=1e-6)
+
+
+def test_a_full_disk_stops_the_run_at_the_first_failure_naming_the_file(
+    tiny_gpt2: LensModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+    attempts: list[str] = []
+
+    def full(tensors: dict, path: str, *args: object, **kwargs: object) -> None:
+        if "embeddings-" in path:  # the experts' files fit; the first embeddings do not
+            attempts.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(
+        DiskFullError, match=r"no space left on the device while writing .*cache/.*embeddings-.*tensors"
+    ):
+        run_experiment(CONFIG, tmp_path / "run", model=tiny_gpt2, progress=False)
+    assert len(attempts) == 1  # not once per condition: the run stopped at the first
+    assert not (tmp_path / "run" / "results.json").exists()

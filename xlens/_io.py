@@ -66,6 +66,10 @@ def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
     try:
         write(tmp)
         os.replace(tmp, target)
+    except OSError as err:
+        if err.filename is None:  # a failed write (a full disk) says the file it was writing
+            raise OSError(err.errno, err.strerror or str(err), str(target)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -114,3 +114,7 @@ class MissingDependencyError(XlensError, ImportError):
 
 class NonFiniteError(XlensError, ArithmeticError):
     """Activations that became nan or infinite (float16 overflow, an intervention that blew up)."""
+
+
+class DiskFullError(XlensError, OSError):
+    """The disk (or the quota) ran out while xlens was writing: the run stops at the first such failure."""

@@ -15,6 +15,7 @@ are all this function.
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import shutil
@@ -41,6 +42,7 @@ from xlens.errors import (
     ArtifactError,
     ConditionsFailedError,
     ConfigError,
+    DiskFullError,
     ExpertInputError,
     InterventionError,
     ModelMismatchError,
@@ -274,13 +276,18 @@ class Experiment:
             for condition, outcome in self.executor.evaluate(inputs, todo, self.store, self.out, self.progress):
                 bar.update()
                 if isinstance(outcome, BaseException):
+                    _stop_if_disk_full(outcome, self.out)
                     failed[condition] = outcome
                     continue
                 for name, output in outcome.items():
                     for stage, seconds in output.seconds.items():
                         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
                     key = keys[name][condition]
-                    self.store.folder("measured", key, lambda o=output: o, TaskOutput.save, TaskOutput.load)
+                    try:
+                        self.store.folder("measured", key, lambda o=output: o, TaskOutput.save, TaskOutput.load)
+                    except OSError as err:
+                        _stop_if_disk_full(err, self.out)
+                        raise
         if failed:
             lines = "\n".join(f"  {c.label}: {type(e).__name__}: {e}" for c, e in failed.items())
             raise ConditionsFailedError(
@@ -399,6 +406,16 @@ class Experiment:
             folder=self.out,
             _model=getattr(self.executor, "model", None),
         )
+
+
+def _stop_if_disk_full(err: BaseException, out: Path) -> None:
+    """A full disk (or quota) ends the run at once, naming the file: every later write would fail the same way."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = err.filename or "the run folder"
+        raise DiskFullError(
+            f"no space left on the device while writing {where}: free some space (or write to another --out); "
+            f"what was measured so far is kept in {out}/cache and a rerun continues from there"
+        ) from err
 
 
 class TruncationWarning(UserWarning):
