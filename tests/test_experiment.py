@@ -294,3 +294,27 @@ def test_truncation_is_stated_in_the_results_and_warned_once(tmp_path: Path, tin
         whole = run_experiment(config.override({"runtime.max_length": 256}), tmp_path / "whole", model=tiny_gpt2,
                                progress=False)  # fmt: skip
     assert all(e["cut"] == 0 for e in whole.provenance["truncation"]["eval"].values())
+
+
+def test_an_intervention_that_collapses_the_space_is_flagged(tmp_path: Path, tiny_gpt2: LensModel) -> None:
+    """Every MLP unit forced to one huge value: every sentence lands near one point after block 0, which the
+    results flag; the spread is checked against a direct computation on the run's own embeddings."""
+    config = CONFIG.override(
+        {"intervene.k": [128], "intervene.value": 1e4, "languages": ["en", "es"], "controls.random": False}
+    )
+    results = run_experiment(config, tmp_path / "run", model=tiny_gpt2, progress=False)
+    found = results.collapsed()
+    label = results.interventions[0].label
+    assert set(found["condition"]) == {c.label for c in results.interventions}  # both languages' forcing
+    assert set(found[found["condition"] == label]["layer"]) == {1, 2}
+    emb = results.embeddings(results.interventions[0])
+    assert emb is not None
+    for layer in (1, 2):
+        e = emb[:, layer].double()
+        n = len(e) // 2  # two languages, sentences in config order
+        parts = [e[i * n : (i + 1) * n] for i in range(2)]
+        spread = [((p - e.mean(0)) ** 2).sum(-1).mean() / (p**2).sum(-1).mean() for p in parts]
+        row = found[(found["layer"] == layer) & (found["condition"] == label)].iloc[0]
+        assert row["spread"] == pytest.approx(float(sum(spread) / 2), rel=1e-6)
+    assert f"warning: {label} collapses the embedding space at layer(s) 1, 2" in results.summary()
+    assert results.collapsed(threshold=1e-12).empty  # not below any ratio at all: the flag follows the threshold

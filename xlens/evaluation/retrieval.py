@@ -11,7 +11,9 @@ Tables (the runner adds the condition's columns):
   the condition) or ``queries-baseline`` / ``candidates-baseline`` (one side without it);
 - ``alignment``: ``{layer, lang_a, lang_b, cosine_parallel, cosine_random, cosine_gap, cka, cka_debiased,
   centroid_distance, centroid_cosine_distance}``;
-- ``centroids``: ``{layer, lang, to_medoid, to_expert_lang}``;
+- ``centroids``: ``{layer, lang, to_medoid, to_expert_lang, spread}``; ``spread``: the language's sentences' mean
+  squared distance to the mean of every sentence, over their mean squared norm (scale-free; near 0 when every
+  sentence lands on one point: a collapsed space, :meth:`xlens.RunResults.collapsed`);
 - ``pivot``: ``{layer, src, tgt, sentences, top1, top5, mrr}``.
 
 Items: one per query sentence; groups ``{mode, layer, src, tgt}`` (``src = tgt = "mean"``: a sentence's score
@@ -94,11 +96,13 @@ def _layer_rows(
     }
     scores = {name: ret[name].tolist() for name in ("top1", "top5", "mrr")}
     to_medoid = medoid_distances(E)[0].tolist()
+    centred = E.double() - E.double().mean(dim=(0, 1))
+    spread = (centred.pow(2).sum(-1).mean(-1) / E.double().pow(2).sum(-1).mean(-1).clamp(min=1e-30)).tolist()
     n, out = len(languages), {"retrieval": [], "alignment": [], "centroids": []}
     for i in range(n):
         to_expert = None if expert is None else float(m["centroid_cosine_distance"][i][expert])
         out["centroids"].append({"layer": layer, "lang": languages[i], "to_medoid": float(to_medoid[i])}
-                                | {"to_expert_lang": to_expert})  # fmt: skip
+                                | {"to_expert_lang": to_expert, "spread": float(spread[i])})  # fmt: skip
         for j in range(n):
             if i == j:
                 continue
@@ -170,6 +174,7 @@ class RetrievalTask(Task):
     """See the module docstring; its settings are ``[evaluate]``'s own."""
 
     name = "retrieval"
+    version = 2  # 2: each language's spread in the centroids table
     tables = ("retrieval", "alignment", "centroids", "pivot")
     metrics = ("top1", "mrr")
     summary: ClassVar[dict[str, Any]] = {"mode": "both", "src": "mean", "tgt": "mean"}

@@ -19,7 +19,7 @@ belongs to (:mod:`xlens.conditions`).
     ``both``, or ``queries-baseline`` / ``candidates-baseline`` for mixed retrieval;
   - ``alignment``: ``{layer, lang_a, lang_b, cosine_parallel, cosine_random, cosine_gap, cka, cka_debiased,
     centroid_distance, centroid_cosine_distance}`` for every unordered pair (lang_a first in config order);
-  - ``centroids``: ``{layer, lang, to_medoid, to_expert_lang}``;
+  - ``centroids``: ``{layer, lang, to_medoid, to_expert_lang, spread}`` (``collapsed()`` reads the spread);
   - ``differences``: ``{task, subject, against, metric, <the task's group columns>, subject_mean, against_mean,
     diff, low, high, significant}``, the paired bootstrap over each task's items (retrieval: ``mode, layer, src,
     tgt``, ``src = tgt = "mean"`` the mean over pairs);
@@ -393,6 +393,22 @@ class RunResults:
             extra.append(more)
         return pd.concat([frame, pd.DataFrame(extra, index=frame.index)], axis=1)
 
+    def collapsed(self, threshold: float = 0.05) -> pd.DataFrame:
+        """The (condition, layer) where an intervention collapses the embedding space: the sentences' spread (see
+        the retrieval task's ``centroids``), averaged over languages, below ``threshold`` times the baseline's at
+        that layer; retrieval there is decided by what little spread is left. Columns ``condition, layer, spread,
+        baseline_spread, ratio``."""
+        columns = ["condition", "layer", "spread", "baseline_spread", "ratio"]
+        cents: Any = self.centroids
+        if cents.empty or "spread" not in cents.columns:
+            return pd.DataFrame(columns=columns)
+        mean = cents.groupby(["condition", "layer"], sort=False)["spread"].mean().reset_index()
+        base = mean[mean["condition"] == "baseline"].set_index("layer")["spread"]
+        mean = mean[mean["condition"] != "baseline"]
+        mean = mean.assign(baseline_spread=mean["layer"].map(base))
+        mean = mean.assign(ratio=mean["spread"] / mean["baseline_spread"])
+        return mean[mean["ratio"] < threshold][columns].reset_index(drop=True)
+
     def study_summary(self) -> str:
         """Per task and metric, every intervention against the baseline and against its controls, with paired
         bootstrap intervals and a verdict that says no more than the interval allows; where no control was run,
@@ -407,6 +423,7 @@ class RunResults:
                     blocks.append(f"{task} · {metric}\n{compact_comparison(table, self.config.stats.confidence)}")
         if not controlled:
             blocks.append("no random control was run: changes are against the baseline only ([controls] random)")
+        blocks += collapse_lines(self)
         return "\n\n".join(blocks)
 
     def validity(
@@ -712,11 +729,24 @@ def headline_lines(h: dict[str, Any]) -> list[str]:
     return lines
 
 
+def collapse_lines(results: RunResults) -> list[str]:
+    """One warning line per condition that collapses the embedding space somewhere (:meth:`RunResults.collapsed`)."""
+    found: Any = results.collapsed()
+    lines = []
+    for label, rows in found.groupby("condition", sort=False):
+        layers = ", ".join(str(int(x)) for x in rows["layer"])
+        lines.append(
+            f"warning: {label} collapses the embedding space at layer(s) {layers} (the sentences' spread is "
+            f"{float(rows['ratio'].min()):.3f} of the baseline's at least): retrieval there measures what is left"
+        )
+    return lines
+
+
 def summarize(results: RunResults) -> str:
     """A plain-text report of :func:`headline` for the terminal: the controlled verdicts first, then the
     baseline, the conditions' means, and the largest per-pair changes as details."""
     h = headline(results)
-    lines = [*headline_lines(h), ""] if h["conditions"] else []
+    lines = [*headline_lines(h), *collapse_lines(results), ""] if h["conditions"] else []
     lines += [
         "baseline mean top-1 by layer: "
         + " ".join(f"L{k}:{v:.3f}" for k, v in h["baseline_mean_top1_by_layer"].items()),
