@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import xlens
 from xlens.activations import (
     POOLINGS,
     Responses,
@@ -21,7 +22,7 @@ from xlens.activations import (
 )
 from xlens.artifacts import CorruptArtifactWarning
 from xlens.data.corpus import ParallelCorpus
-from xlens.errors import ArtifactError, InputError, InputIndexError
+from xlens.errors import ArtifactError, InputError, InputIndexError, NonFiniteError
 from xlens.models import LensModel
 
 TEXTS = [
@@ -255,3 +256,13 @@ def test_unit_labels_parse_back_to_their_units() -> None:
         index.parse("L0.4")
     with pytest.raises(InputIndexError, match=r"unit 13 out of range \[0, 13\)"):
         index.parse("13")
+
+
+def test_non_finite_activations_are_named_where_they_first_appear() -> None:
+    broken = xlens.load_model("tiny-gpt2", device="cpu")
+    with torch.no_grad():
+        for path, weight in broken.bridge.original_model.named_parameters():
+            if "h.1." in path and "c_fc" in path and path.endswith("weight"):
+                weight.fill_(float("inf"))
+    with pytest.raises(NonFiniteError, match=r"at blocks\.1\.mlp\.hook_post in float32: check the model's weights"):
+        collect_responses(broken, TEXTS[:2], progress=False)

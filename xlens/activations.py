@@ -22,7 +22,7 @@ from torch import Tensor
 from xlens._display import html_card, short_list
 from xlens._io import content_key, read_pair, reading, write_pair
 from xlens.artifacts import ArtifactStore
-from xlens.errors import InputError, InputIndexError, InputTypeError
+from xlens.errors import InputError, InputIndexError, InputTypeError, NonFiniteError
 from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader, block_of
 
 Pooling = Literal["mean", "max", "last", "median", "active", "gate_active", "weighted"]
@@ -369,10 +369,12 @@ def _pooling_readers(
     """One reader per hook that pools its activations into the hook's columns of ``out`` (and, at the first hook,
     stores each sentence's token count); ``gate_active`` only for hooks not ``counted`` at their gate."""
 
-    def pooler(start: int, width: int, mine: list[str]) -> Reader:
+    def pooler(hook: str, start: int, width: int, mine: list[str]) -> Reader:
         def read(act: Tensor, batch: ForwardBatch) -> None:
             flat = act.reshape(act.shape[0], act.shape[1], -1).float()  # pooled in float32 whatever the dtype
             mask = batch.mask_on(act.device)
+            if not bool(torch.isfinite(flat[mask]).all()):  # padding may hold anything; real tokens may not
+                raise non_finite_error(hook, act, False)
             for p in mine:
                 batch.store(out[p], pool(flat, mask, p), slice(start, start + width))
             if start == 0:
@@ -381,9 +383,24 @@ def _pooling_readers(
         return read
 
     return [
-        (h, pooler(o, w, [p for p in poolings if p != "gate_active" or h not in counted]))
+        (h, pooler(h, o, w, [p for p in poolings if p != "gate_active" or h not in counted]))
         for h, o, w in zip(index.hooks, index.offsets, index.widths, strict=True)
     ]
+
+
+def non_finite_error(where: str, act: Tensor, intervened: bool) -> NonFiniteError:
+    """The error for activations that are nan or infinite at ``where``, naming their dtype and what to change."""
+    bad = int((~torch.isfinite(act)).sum())
+    fix = (
+        "float16 overflows in this model: run in float32 or bfloat16 (runtime.dtype)"
+        if act.dtype == torch.float16
+        else "an intervention may have made them so (a large value or alpha)"
+        if intervened
+        else "check the model's weights"
+    )
+    return NonFiniteError(
+        f"{bad} activation values are nan or infinite at {where} in {str(act.dtype).removeprefix('torch.')}: {fix}"
+    )
 
 
 def _gate_readers(

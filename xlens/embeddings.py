@@ -14,8 +14,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xlens.activations import pool
-from xlens.errors import InputError, InputTypeError, NonFiniteError
+from xlens.activations import non_finite_error, pool
+from xlens.errors import InputError, InputTypeError
 from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader
 
 EmbeddingPooling = Literal["mean", "last", "weighted"]
@@ -62,7 +62,9 @@ def sentence_embeddings(
         def read(act: Tensor, batch: ForwardBatch) -> None:
             pooled = pool(act.float(), batch.mask_on(act.device), pooling)
             if not bool(torch.isfinite(pooled).all()):
-                raise _non_finite(model, layer, act, interventions)
+                raise non_finite_error(
+                    f"{model.embedding_hook(layer)} (embedding layer {layer})", act, bool(interventions)
+                )
             batch.store(out, pooled, slot)
 
         return read
@@ -79,19 +81,3 @@ def sentence_embeddings(
         desc=desc,
     )
     return out
-
-
-def _non_finite(model: LensModel, layer: int, act: Tensor, interventions: Sequence[Any]) -> NonFiniteError:
-    """The error for hidden states that are nan or infinite at ``layer``, with what to change."""
-    bad = int((~torch.isfinite(act)).sum())
-    fix = (
-        "float16 overflows in this model's residual stream: run in float32 or bfloat16 (runtime.dtype)"
-        if act.dtype == torch.float16
-        else "an intervention may have made them so (a large value or alpha)"
-        if interventions
-        else "check the model's weights"
-    )
-    return NonFiniteError(
-        f"{bad} hidden-state values are nan or infinite at {model.embedding_hook(layer)} (embedding layer {layer}) "
-        f"in {str(act.dtype).removeprefix('torch.')}: {fix}"
-    )
