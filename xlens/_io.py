@@ -140,10 +140,25 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
     """A safetensors file's tensors; a missing or corrupted file raises ArtifactError naming it and the fix."""
     from safetensors.torch import load_file
 
+    with _safetensors_errors(path):
+        return load_file(str(path))
+
+
+def check_tensors(path: Path) -> None:
+    """That a safetensors file reads back: its header, checked against the file's length (a file cut short,
+    emptied or overwritten fails), without loading the tensors; ArtifactError as :func:`load_tensors`."""
+    from safetensors import safe_open
+
+    with _safetensors_errors(path), safe_open(str(path), "pt") as f:
+        f.keys()
+
+
+@contextlib.contextmanager
+def _safetensors_errors(path: Path) -> Iterator[None]:
     if not path.is_file():
         raise ArtifactError(f"{path} does not exist")
     try:
-        return load_file(str(path))
+        yield
     except Exception as err:  # safetensors raises its own SafetensorError without the file name
         raise ArtifactError(
             f"{path} is corrupted ({type(err).__name__}: {err}); delete it and rerun to recompute it"

@@ -23,11 +23,20 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xlens._io import content_key, load_tensors, own_path, read_json, reading, save_tensors, write_json
+from xlens._io import (
+    check_tensors,
+    content_key,
+    load_tensors,
+    own_path,
+    read_json,
+    reading,
+    save_tensors,
+    write_json,
+)
 from xlens.artifacts import ArtifactStore
 from xlens.conditions import Condition
 from xlens.embeddings import sentence_embeddings
-from xlens.errors import InputError, ResultsError
+from xlens.errors import ArtifactError, InputError, ResultsError
 from xlens.models.lens import LensModel
 
 Rows = list[dict[str, Any]]
@@ -75,6 +84,17 @@ class TaskOutput:
                 scores = {key.split("/", 1)[1]: v for key, v in tensors.items() if key.split("/", 1)[0] == str(b)}
                 blocks.append(ItemScores(groups, scores))
             return cls(data["tables"], blocks)
+
+    @staticmethod
+    def check(folder: Path) -> None:
+        """That a saved output reads back (its record, and its tensors' header against the file's length) without
+        loading its tensors: ArtifactError where :meth:`load` would fail on a damaged file."""
+        with reading(folder / "measured.json"):
+            data = read_json(own_path(folder, "measured.json"))
+            if not isinstance(data["tables"], dict) or not isinstance(data["groups"], list):
+                raise ArtifactError(f"{folder / 'measured.json'} is not a measurement record")
+            if data["groups"]:
+                check_tensors(own_path(folder, "items.safetensors"))
 
 
 def plain(value: Any) -> Any:

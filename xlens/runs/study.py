@@ -297,13 +297,14 @@ class Experiment:
         return keys
 
     def measured(self, key: str) -> bool:
-        """Whether the measurement ``key`` is in the cache and reads back whole; a damaged one is removed (and so
-        measured again), with a warning."""
+        """Whether the measurement ``key`` is in the cache and reads back whole (checked without loading its
+        tensors, which the tables and statistics read later); a damaged one is removed (and so measured again),
+        with a warning."""
         path = self.store.path("measured", key)
         if not path.is_dir():
             return False
         try:
-            TaskOutput.load(path)
+            TaskOutput.check(path)
         except ArtifactError as err:
             warnings.warn(f"recomputing a corrupted cache entry: {err}", CorruptArtifactWarning, stacklevel=2)
             shutil.rmtree(path)
