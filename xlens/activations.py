@@ -373,7 +373,8 @@ def _pooling_readers(
         def read(act: Tensor, batch: ForwardBatch) -> None:
             flat = act.reshape(act.shape[0], act.shape[1], -1).float()  # pooled in float32 whatever the dtype
             mask = batch.mask_on(act.device)
-            if not bool(torch.isfinite(flat[mask]).all()):  # padding may hold anything; real tokens may not
+            # Padding may hold anything, real tokens may not; the masked copy is made only when something is off.
+            if not bool(torch.isfinite(flat).all()) and not bool(torch.isfinite(flat[mask]).all()):
                 raise non_finite_error(hook, act, False)
             for p in mine:
                 batch.store(out[p], pool(flat, mask, p), slice(start, start + width))

@@ -96,8 +96,9 @@ def _layer_rows(
     }
     scores = {name: ret[name].tolist() for name in ("top1", "top5", "mrr")}
     to_medoid = medoid_distances(E)[0].tolist()
-    centred = E.double() - E.double().mean(dim=(0, 1))
-    spread = (centred.pow(2).sum(-1).mean(-1) / E.double().pow(2).sum(-1).mean(-1).clamp(min=1e-30)).tolist()
+    wide = E.double()
+    centred = wide - wide.mean(dim=(0, 1))
+    spread = (centred.pow(2).sum(-1).mean(-1) / wide.pow(2).sum(-1).mean(-1).clamp(min=1e-30)).tolist()
     n, out = len(languages), {"retrieval": [], "alignment": [], "centroids": []}
     for i in range(n):
         to_expert = None if expert is None else float(m["centroid_cosine_distance"][i][expert])
