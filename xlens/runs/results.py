@@ -108,16 +108,24 @@ def _at_layers(values: Any, layers: list[int]) -> Any:
     return values[values["layer"].isna() | values["layer"].isin(layers)]
 
 
+def _with_interval(value: float, low: float, high: float) -> str:
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _side(low: float, high: float) -> int:
+    """Which side of 0 an interval lies on: 1 above, -1 below, 0 when it holds 0 (nothing more can be said)."""
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
 def _interval(row: Any, side: str) -> str:
-    return f"{row[f'diff_{side}']:+.3f} [{row[f'low_{side}']:+.3f}, {row[f'high_{side}']:+.3f}]"
+    return _with_interval(row[f"diff_{side}"], row[f"low_{side}"], row[f"high_{side}"])
 
 
 def _verdict(row: Any, kind: str) -> str:
-    if row[f"low_vs_{kind}"] > 0:
-        return f"above {kind}"
-    if row[f"high_vs_{kind}"] < 0:
-        return f"below {kind}"
-    return f"not distinguishable from {kind}"
+    said = {1: "above", -1: "below", 0: "not distinguishable from"}[
+        _side(row[f"low_vs_{kind}"], row[f"high_vs_{kind}"])
+    ]
+    return f"{said} {kind}"
 
 
 def compact_comparison(table: pd.DataFrame, confidence: float = 0.95) -> str:
@@ -661,7 +669,7 @@ def _condition_verdict(entry: dict[str, Any], best_layer: int, last_layer: int, 
         )
         if f"vs_random_{at}" in entry:
             low, high = entry[f"vs_random_{at}_low"], entry[f"vs_random_{at}_high"]
-            said = "beats" if low > 0 else "is beaten by" if high < 0 else "is not distinguishable from"
+            said = {1: "beats", -1: "is beaten by", 0: "is not distinguishable from"}[_side(low, high)]
             text += f"; vs {units} ({draws}) {_signed(entry, f'vs_random_{at}')}: {said} as many {units}"
         else:
             text += "; no random control"
@@ -670,7 +678,7 @@ def _condition_verdict(entry: dict[str, Any], best_layer: int, last_layer: int, 
 
 
 def _signed(entry: dict[str, Any], key: str) -> str:
-    return f"{entry[key]:+.3f} [{entry[f'{key}_low']:+.3f}, {entry[f'{key}_high']:+.3f}]"
+    return _with_interval(entry[key], entry[f"{key}_low"], entry[f"{key}_high"])
 
 
 def _condition_entry(
