@@ -227,10 +227,11 @@ class InterveneConfig:
     @property
     def lape_top_rates(self) -> list[float]:
         """The LAPE top rates the grid's methods rank units with (a run allows one)."""
-        specs = self.specs
-        return sorted(
-            {spec.params()["top_rate"] for spec in specs if "lape" in spec.needs and "top_rate" in spec.params()}
-        )
+        return self._lape_settings("top_rate")
+
+    def _lape_settings(self, name: str) -> list[Any]:
+        """The distinct values of setting ``name`` among the grid's methods that rank units by LAPE."""
+        return sorted({spec.params()[name] for spec in self.specs if "lape" in spec.needs and name in spec.params()})
 
     @property
     def lape_top_rate(self) -> float | None:
@@ -242,7 +243,7 @@ class InterveneConfig:
     def lape_counts(self) -> str:
         """What makes a unit active for the run's LAPE ranking (``"gate"``, the reference's, unless its LAPE
         methods say ``counts = "post"``); a run ranks once, so its LAPE methods must agree."""
-        found = sorted({str(spec.params()["counts"]) for spec in self.specs if "lape" in spec.needs})
+        found = self._lape_settings("counts")
         if len(found) > 1:
             raise ConfigError(f"intervene.counts = {found}: a run ranks its units by LAPE once, with one definition")
         return found[0] if found else "gate"
