@@ -24,7 +24,7 @@ from test_lape import _reference_selection  # noqa: E402
 from test_lape_reference import _reference_counts  # noqa: E402
 
 import xlens  # noqa: E402
-from xlens._io import write_json  # noqa: E402
+from xlens._io import produced_by, write_json  # noqa: E402
 from xlens.activations import collect_responses  # noqa: E402
 from xlens.experts.lape import lape  # noqa: E402
 
@@ -61,6 +61,7 @@ def main() -> None:
     _, per_lang = _reference_selection(prob, args.top_rate, 0.95, 0.95)
     report = {
         "command": f"python scripts/lape_reference_check.py --json {args.json} --sentences {args.sentences}",
+        "commit": produced_by()["commit"],
         "model": model.identity(),
         "sentences_per_language": args.sentences,
         "top_rate": args.top_rate,

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from xlens._io import write_json
+from xlens._io import produced_by, write_json
 from xlens.evaluation import task_class
 from xlens.runs.results import RunResults
 
@@ -26,10 +25,9 @@ def _records(frame: Any) -> list[dict[str, Any]]:
 
 def summary(folder: Path, command: str, validity: list[str] | None) -> dict[str, Any]:
     results = RunResults.load(folder)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     out: dict[str, Any] = {
+        **produced_by(),
         "command": command,
-        "commit": commit,
         "config": results.config.to_dict(),
         "machine": results.provenance["machine"],
         "timings": results.provenance["timings"],

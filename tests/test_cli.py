@@ -188,3 +188,13 @@ def test_steer_checks_everything_before_loading_the_model(tmp_path: Path, monkey
     refused = runner.invoke(app, [*base, "--k", "0,4", "--json", str(existing)])
     assert refused.exit_code == 2 and "steer.json exists: pass --force" in refused.output
     assert loads == [] and existing.read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("command", "text"),
+    [(["sweep", "--help"], "[intervene] settings"), (["bench", "study", "--help"], "[evaluate] tasks")],
+)
+def test_help_keeps_config_section_names_in_brackets(command: list[str], text: str) -> None:
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0
+    assert text in " ".join(result.output.split())

@@ -57,13 +57,13 @@ def test_a_model_over_a_device_map_computes_what_it_computes_in_one_piece(arch: 
 @pytest.mark.cuda
 @pytest.mark.parametrize("arch", ["bloom", "cohere", "gpt2"])
 @pytest.mark.parametrize("backend", ["bridge", "hf"])
-def test_a_model_split_over_the_gpu_and_the_cpu_computes_what_it_computes_on_the_cpu(arch: str, backend: str) -> None:
-    """Blocks alternately on the GPU and the CPU (the embeddings and head on the GPU): embeddings, responses and
-    a forced intervention equal the model's in one piece on the CPU, to float32 rounding."""
+def test_a_model_over_a_gpu_device_map_computes_what_it_computes_on_the_cpu(arch: str, backend: str) -> None:
+    """Every module on its own map entry, blocks alternately on the first two GPUs (one GPU: all on it):
+    embeddings, responses and a forced intervention equal the model's in one piece on the CPU, to float32
+    rounding. TransformerLens refuses maps that mix a GPU with the CPU (tested below)."""
     whole = load_model(f"tiny-{arch}", device="cpu", backend=backend)
-    spread = load_model(
-        f"tiny-{arch}", device_map=block_map(whole, ("cuda:0", "cpu"), "cuda:0"), dtype="float32", backend=backend
-    )
+    gpus = tuple(f"cuda:{i}" for i in range(min(2, torch.cuda.device_count())))
+    spread = load_model(f"tiny-{arch}", device_map=block_map(whole, gpus, "cuda:0"), dtype="float32", backend=backend)
     assert spread.device.type == "cuda"
     for interventions in ([], [force_on(whole)]):
         want = sentence_embeddings(whole, TEXTS, interventions=interventions, progress=False)
@@ -86,5 +86,7 @@ def test_auto_map_with_room_loads_and_a_map_that_cannot_work_is_refused() -> Non
     gpus = torch.cuda.device_count()
     with pytest.raises(ModelLoadError, match=rf"device_map\[''\] = 'cuda:{gpus}': this machine has"):
         load_model("tiny-gpt2", device_map={"": f"cuda:{gpus}"})
+    with pytest.raises(ModelLoadError, match="both on a GPU and on cpu: TransformerLens does not run such mixed maps"):
+        load_model("tiny-gpt2", device_map={"transformer.h": 0, "transformer.wte": "cpu"})
     with pytest.raises(ModelLoadError, match="max_memory key 99"):
         load_model("tiny-gpt2", device_map="auto", max_memory={99: "1GiB"})

@@ -12,9 +12,13 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,20 @@ def content_key(*parts: Any) -> str:
     """A short hex key of JSON-able ``parts``: the one function every cache key in xlens is made with."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def produced_by(commit: str | None = None) -> dict[str, str]:
+    """The command line and the git commit that write a result file, so that the docs can name both. Outside a git
+    checkout the commit is the installed xlens version."""
+    if commit is None:
+        try:
+            head = subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=Path(__file__).parent
+            )
+            commit = head.stdout.strip() if head.returncode == 0 else None
+        except OSError:
+            commit = None
+    return {"command": shlex.join(["xlens", *sys.argv[1:]]), "commit": commit or f"xlens {metadata.version('xlens')}"}
 
 
 def own_path(root: Path, name: str | os.PathLike[str]) -> Path:

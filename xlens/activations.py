@@ -54,6 +54,7 @@ class UnitIndex:
 
     @property
     def n_units(self) -> int:
+        """The number of units over all hooks."""
         return sum(self.widths)
 
     def __len__(self) -> int:
@@ -61,6 +62,7 @@ class UnitIndex:
 
     @property
     def offsets(self) -> list[int]:
+        """Where each hook's units start in the flat unit numbering."""
         out, total = [], 0
         for w in self.widths:
             out.append(total)
@@ -68,9 +70,11 @@ class UnitIndex:
         return out
 
     def hook_ids(self) -> Int[Tensor, " unit"]:
+        """For each unit in the flat numbering, the index of its hook in ``hooks``."""
         return torch.repeat_interleave(torch.arange(len(self.hooks)), torch.tensor(self.widths))
 
     def positions(self) -> Int[Tensor, " unit"]:
+        """For each unit in the flat numbering, its position within its hook's width."""
         return torch.cat([torch.arange(w) for w in self.widths])
 
     def blocks(self) -> Int[Tensor, " unit"]:
@@ -134,10 +138,12 @@ class UnitIndex:
         return self.unit(hooks[0], position)
 
     def to_dict(self) -> dict[str, Any]:
+        """The index as JSON-able data (see :meth:`from_dict`)."""
         return {"hooks": list(self.hooks), "widths": list(self.widths)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UnitIndex:
+        """The index that :meth:`to_dict` wrote."""
         return cls(tuple(data["hooks"]), tuple(int(w) for w in data["widths"]))
 
 
@@ -169,9 +175,11 @@ class Responses:
 
     @property
     def n_sentences(self) -> int:
+        """How many sentences the responses were pooled over."""
         return int(self.token_counts.shape[0])
 
     def labels_for(self, language: str) -> Bool[Tensor, " sentence"]:
+        """Which sentences are in ``language`` (a boolean mask); an error if the responses carry no language labels."""
         if self.lang_ids is None:
             raise InputError("these responses carry no language labels; collect them from a corpus")
         return self.lang_ids == self.languages.index(language)
@@ -195,6 +203,7 @@ class Responses:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Responses:
+        """Responses that :meth:`save` wrote, checked for damage and read only inside ``path``."""
         tensors, header = read_pair(Path(path), "responses", "xlens.Responses")
         with reading(Path(path)):
             pooled = {k.removeprefix("pooled."): v for k, v in tensors.items() if k.startswith("pooled.")}
@@ -327,7 +336,7 @@ def collect_responses(
         raise InputError("no sentences to collect responses on")
     poolings = check_poolings(pooling)
     hooks = resolve_units(model, units)
-    widths = model.hook_widths(hooks)  # one probing pass for every hook
+    widths = model.hook_widths(hooks)  # from the config; a probing pass only for hooks it does not size
     index = UnitIndex(tuple(hooks), tuple(widths[h] for h in hooks))
     n = len(texts)
     ids = _checked_lang_ids(lang_ids, n)

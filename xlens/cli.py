@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
 
-from xlens._io import write_json
+from xlens._io import produced_by, write_json
 from xlens.errors import InputError, XlensError
 from xlens.interventions.registry import methods
 
 if TYPE_CHECKING:
     from xlens.config import ExperimentConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write JSON (run them on your own GPUs too).")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None)
+bench_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Benchmarks that write JSON (run them on your own GPUs too)."
+)
 app.add_typer(bench_app, name="bench")
 
 ModelOpt = Annotated[
@@ -394,7 +396,7 @@ def steer(
     report = plan.run(load_model(model or None, device=device, dtype=dtype))
     typer.echo(format_steer(report))
     if json_out is not None:
-        write_json(json_out, report)
+        write_json(json_out, produced_by() | report)
         typer.echo(f"wrote {json_out}")
 
 
@@ -558,7 +560,7 @@ def choose_k(
     )
     report = plan.run(load_model(model or None, device=device, dtype=dtype))
     _echo_choice(report)
-    write_json(json_out, report)
+    write_json(json_out, produced_by() | report)
     typer.echo(f"wrote {json_out}")
     if figure is not None:
         typer.echo(f"wrote {save_figure(choose_k_figure(report), figure)}")
@@ -606,7 +608,7 @@ def bench_experts(
     _new_file(json_out, force)
     languages = _langs(langs)
     report = run_bench(model or None, corpus, languages, per_lang, sklearn_units, batch_size, device, dtype)
-    write_json(json_out, report)
+    write_json(json_out, produced_by() | report)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -638,7 +640,7 @@ def bench_retrieval(
         dtype=dtype,
         force=force,
     )
-    write_json(json_out, report)
+    write_json(json_out, produced_by() | report)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -669,7 +671,7 @@ def bench_gpu(
     if unknown or not chosen:
         raise InputError(f"--shapes {shapes!r}: choose from {', '.join(THROUGHPUT_SHAPES)}")
     report = run_bench(chosen, sentences, units, batch_size, max_tokens, device=device, dtype=dtype)
-    write_json(json_out, report)
+    write_json(json_out, produced_by() | report)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -698,7 +700,7 @@ def bench_generate(
     if shots < 0:
         raise InputError(f"--shots must be >= 0, got {shots}")
     report = run_bench(model or None, prompts, new_tokens, batch_size, shots, device, dtype)
-    write_json(json_out, report)
+    write_json(json_out, produced_by() | report)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -721,7 +723,7 @@ def bench_sweep(
 
     _new_file(json_out, force)
     report = run_bench(languages, layers, interventions, seeds, sentences, resamples)
-    write_json(json_out, report)
+    write_json(json_out, produced_by() | report)
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -741,7 +743,7 @@ def bench_study(
     _new_file(json_out, force)
     cfg = ExperimentConfig.load(config).override(_settings(settings))
     report = run_bench(cfg, list(cfg.evaluate.tasks))
-    write_json(json_out, report)
+    write_json(json_out, produced_by() | report)
     typer.echo(json.dumps({k: report[k] for k in ("together", "apart_total", "wall_ratio")}, indent=2))
 
 

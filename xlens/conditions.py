@@ -44,15 +44,18 @@ class Condition:
 
     @classmethod
     def baseline(cls) -> Condition:
+        """The condition without an intervention."""
         return cls()
 
     @classmethod
     def of(cls, spec: InterventionSpec, language: str, k: int | None) -> Condition:
+        """The condition of ``spec`` on ``language``'s experts at ``k`` (``None`` for methods without k)."""
         params = tuple(sorted((n, _frozen(v)) for n, v in spec.params().items()))
         return cls(spec.name, language, k, params, spec.label())
 
     @property
     def is_baseline(self) -> bool:
+        """Whether this is the baseline (no intervention)."""
         return self.method == "none"
 
     def spec(self) -> InterventionSpec:
@@ -63,12 +66,14 @@ class Condition:
 
     @property
     def label(self) -> str:
+        """The condition's name in tables and figures, e.g. ``force spa_Latn k=200``."""
         if self.is_baseline:
             return "baseline"
         return f"{self.tag or self.method} {self.language}" + ("" if self.k is None else f" k={self.k}")
 
     @property
     def control(self) -> str:
+        """The control this condition is (``random``, ``random-per-block``), or ``none``."""
         return str(dict(self.params).get("control", "none"))
 
     def controlled(self) -> Condition:
@@ -91,6 +96,7 @@ class Condition:
         return {**self.keys(), **settings}
 
     def to_dict(self) -> dict[str, Any]:
+        """The condition as JSON-able data (see :meth:`from_dict`)."""
         return {
             "method": self.method,
             "language": self.language,
@@ -101,6 +107,7 @@ class Condition:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Condition:
+        """The condition that :meth:`to_dict` wrote."""
         params = tuple(sorted((n, _frozen(v)) for n, v in data.get("params", {}).items()))
         return cls(data["method"], data.get("language"), data.get("k"), params, data.get("tag", ""))
 

@@ -1,4 +1,4 @@
-"""An interactive neuron inspector for Jupyter (JupyterLab and the classic notebook): ipywidgets + plotly.
+"""An interactive neuron inspector for Jupyter (JupyterLab and Notebook 7): ipywidgets + plotly.
 
 Pick a language, a block and a unit from the dropdowns, click a cell of the best-AP heatmap (block x language),
 type a unit id (``L12.1834``), or step through the language's experts with the previous/next buttons, and the

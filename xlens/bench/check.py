@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from xlens._io import write_json
+from xlens._io import produced_by, write_json
 from xlens.activations import Responses, collect_corpus_responses, corpus_texts
 from xlens.bench.common import machine, sync
 from xlens.bench.generate import TARGET_SPEEDUP_MIN, generation_speed
@@ -560,7 +560,7 @@ def run_check(
         "complete": False,
         "mode": "cpu" if settings.cpu else "cuda",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit,
+        **produced_by(commit),
         "settings": asdict(settings),
         "machine": machine(),
         "tolerances": {"per_dtype": TOLERANCES, "scoring_atol": SCORING_ATOL, "study_atol": STUDY_ATOL},

@@ -69,6 +69,7 @@ class TaskOutput:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
+        """Write the rows and per-item scores into ``folder`` (atomically, file by file)."""
         tensors = {f"{b}/{m}": v.contiguous() for b, block in enumerate(self.items) for m, v in block.scores.items()}
         save_tensors(folder / "items.safetensors", tensors)
         groups = [block.groups for block in self.items]
@@ -76,6 +77,7 @@ class TaskOutput:
 
     @classmethod
     def load(cls, folder: Path) -> TaskOutput:
+        """The output that :meth:`save` wrote into ``folder``, read only inside it."""
         with reading(folder / "measured.json"):
             data = read_json(own_path(folder, "measured.json"))
             tensors = load_tensors(own_path(folder, "items.safetensors")) if data["groups"] else {}
@@ -236,7 +238,7 @@ class Task:
     version: ClassVar[int] = 1  # raise it when the task's numbers change: its cached measurements are not reused
     tables: ClassVar[tuple[str, ...]]
     Settings: ClassVar[type | None] = None
-    metrics: ClassVar[tuple[str, ...]] = ()  # its per-item metrics, the first the one a summary shows
+    metrics: ClassVar[tuple[str, ...]] = ()  # its per-item metrics, in the order summaries and reports show them
     summary: ClassVar[dict[str, Any]] = {}  # the item groups a summary of the task shows (e.g. a mean over pairs)
     packages: ClassVar[tuple[str, ...]] = ()  # what it computes with beyond torch: recorded in the provenance
     reads_eval_split: ClassVar[bool] = True  # False: [evaluate]'s own settings do not change its numbers
@@ -256,6 +258,8 @@ class Task:
         return None
 
     def measure(self, ctx: TaskContext, condition: Condition) -> TaskOutput:
+        """Measure this task under ``condition``: the task's table rows and its per-item scores. Subclasses implement
+        it."""
         raise NotImplementedError
 
     def provenance(self) -> dict[str, Any]:

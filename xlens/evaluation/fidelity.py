@@ -1,13 +1,12 @@
 """The ``fidelity`` task: what the model writes under the intervention, as language-steering benchmarks measure it.
-Greedy continuations of the prompts: the share written in the expert language (py3langid); the perplexity of
-held-out evaluation sentences in every evaluation language (what the steering costs in fluency); and their
-combination, the share in the expert language discounted by the perplexity increase on that language. Settings:
+Greedy continuations of the prompts: the share written in the expert language (py3langid); and the perplexity of
+held-out evaluation sentences in every evaluation language (what the steering costs in fluency). Settings:
 ``[evaluate.fidelity]`` (:class:`xlens.config.FidelityConfig`). ``xlens steer`` and ``xlens choose-k`` measure
 with the same function (:func:`measure_writing`) over a range of strengths for one language.
 
 Table ``fidelity``: ``{language, measure, score}`` with ``measure`` ``in_language`` (share of continuations
-identified as ``language``; the baseline has one row per expert language, an intervention one for its own),
-``perplexity`` (on ``language``'s held-out sentences) and ``examples`` rows are left to ``xlens steer``.
+identified as ``language``; the baseline has one row per expert language, an intervention one for its own) and
+``perplexity`` (on ``language``'s held-out sentences).
 Items: ``in_language`` per prompt (groups ``{language}``) and ``log_perplexity`` per held-out sentence, its mean
 token negative log-likelihood (groups ``{language}``; ``"mean"``: a sentence's mean over the languages, the
 evaluation split being parallel).

@@ -90,6 +90,8 @@ class ExpertScores:
         )
 
     def lang_index(self, language: str) -> int:
+        """The row of ``language`` (any code :func:`resolve_language` reads) in the score tensors; an error naming the
+        scored languages if it was not scored."""
         code = resolve_language(language).flores
         if code not in self.languages:
             raise ExpertInputError(f"language {code} was not scored; scored languages: {', '.join(self.languages)}")
@@ -107,13 +109,17 @@ class ExpertScores:
     ) -> ExpertSet:
         """Select a language's experts, ranked by ``by`` (``ap`` or ``auroc``), best first.
 
-        Methods:
-            ``top``: the ``k`` best units over all hooks and blocks;
-            ``per-block``: the ``k`` best units of every block;
-            ``top-bottom``: the ``k`` best units plus the ``bottom_k`` (default ``k``) worst ones, as Kojima et al.
-            2024 (bottom units respond *less* to the language than to the others);
-            ``threshold``: every unit whose score is at least ``threshold`` (with ``k``: the ``k`` best of them,
-            and an error if fewer pass).
+        Args:
+            language: the language whose experts are selected (any code :func:`resolve_language` reads).
+            k: how many (per block with ``per-block``; optional with ``threshold``).
+            method: ``top``, the ``k`` best units over all hooks and blocks; ``per-block``, the ``k`` best units
+                of every block; ``top-bottom``, the ``k`` best units plus the ``bottom_k`` (default ``k``) worst
+                ones, as Kojima et al. 2024 (bottom units respond *less* to the language than to the others);
+                ``threshold``, every unit whose score is at least ``threshold`` (with ``k``: the ``k`` best of
+                them, and an error if fewer pass).
+            by: the score experts are ranked by, ``ap`` or ``auroc``.
+            bottom_k: with ``top-bottom``, how many of the worst units.
+            threshold: with ``threshold``, the lowest score kept.
         """
         if by not in RANK_BY:
             raise ExpertInputError(f"unknown ranking {by!r}; rank experts by one of {', '.join(RANK_BY)}")
@@ -433,6 +439,7 @@ class ExpertSet:
         return {self.unit_index.hooks[h]: (hook_ids == h).nonzero().squeeze(1) for h in hook_ids.unique().tolist()}
 
     def positions(self) -> Int[Tensor, " k"]:
+        """Each expert's position within its hook's width (its neuron index in the block)."""
         return self.unit_index.positions()[self.units]
 
     def blocks(self) -> Int[Tensor, " k"]:
@@ -440,6 +447,7 @@ class ExpertSet:
         return self.unit_index.blocks()[self.units]
 
     def counts_per_block(self) -> dict[int, int]:
+        """How many of the experts each block holds (blocks without one left out)."""
         values, counts = self.blocks().unique(return_counts=True)
         return dict(zip(values.tolist(), counts.tolist(), strict=True))
 

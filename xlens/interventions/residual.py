@@ -42,6 +42,7 @@ class SteeringVector(Intervention):
 
     @property
     def hook_name(self) -> str:
+        """The residual-stream hook the vector is added at, after block ``block``."""
         return f"blocks.{self.block}.hook_resid_post"
 
     def scaled(self, alpha: float) -> SteeringVector:

@@ -84,6 +84,7 @@ class InterventionSpec(ABC):
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_dict(self) -> dict[str, Any]:
+        """The method's name and settings as JSON-able data, as a config's ``[intervene]`` gives them."""
         return {"method": self.name, **self.params()}
 
     def check(self, k: Sequence[int] | None, shape: ModelShape | None, units: str, languages: Sequence[str]) -> None:

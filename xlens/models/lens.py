@@ -197,10 +197,12 @@ class LensModel:
 
     @property
     def cfg(self) -> Any:
+        """The TransformerBridge's config (``n_layers``, ``d_model``, ``d_mlp``, ...)."""
         return self.bridge.cfg
 
     @property
     def tokenizer(self) -> Any:
+        """The model's Hugging Face tokenizer."""
         return self.bridge.tokenizer
 
     @property
@@ -210,26 +212,32 @@ class LensModel:
 
     @property
     def d_model(self) -> int:
+        """Width of the residual stream."""
         return int(self.cfg.d_model)
 
     @property
     def d_mlp(self) -> int:
+        """Width of each block's MLP hidden layer: the number of MLP units per block."""
         return int(self.cfg.d_mlp)
 
     @property
     def architecture(self) -> str:
+        """The Hugging Face architecture name, e.g. ``Gemma3ForCausalLM``."""
         return str(self.cfg.architecture)
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's first parameters (with a device map, layers may live elsewhere)."""
         return torch.device(self.cfg.device)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights."""
         return next(self.bridge.parameters()).dtype
 
     @property
     def prepend_bos(self) -> bool:
+        """Whether a BOS token is prepended to every text, as the model expects."""
         return bool(getattr(self.cfg, "default_prepend_bos", True))
 
     @property
@@ -274,10 +282,12 @@ class LensModel:
 
     @property
     def mlp_hooks(self) -> list[str]:
+        """The MLP-neuron hook of every block, ``blocks.{b}.mlp.hook_post``."""
         return [self.mlp_hook(block) for block in range(self.n_layers)]
 
     @property
     def resid_hooks(self) -> list[str]:
+        """The residual-stream hook after every block, ``blocks.{b}.hook_resid_post``."""
         return [self.resid_hook(block) for block in range(self.n_layers)]
 
     def linear_hooks(self) -> list[str]:
@@ -300,6 +310,7 @@ class LensModel:
         ]
 
     def check_hooks(self, hook_names: Sequence[str]) -> None:
+        """Raise :class:`~xlens.errors.InputError` naming the hook names the model does not have."""
         unknown = [n for n in hook_names if n not in self.bridge.hook_dict]
         if unknown:
             raise InputError(

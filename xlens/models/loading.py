@@ -238,7 +238,10 @@ def load_model(
         device: ``"cuda"``, ``"cpu"``, ... (default: cuda if available). Ignored with ``device_map``/``n_devices``.
         dtype: torch dtype or its name (default: bfloat16 on cuda, float32 on cpu).
         revision: hub revision (branch, tag or commit).
-        device_map, n_devices, max_memory: spread a big model over several GPUs (accelerate dispatch).
+        device_map: ``"auto"`` or ``{module: device}``, to spread a big model over several GPUs (accelerate
+            dispatch).
+        n_devices: spread the model over this many GPUs.
+        max_memory: the most memory to use on each device, e.g. ``{0: "70GiB", 1: "70GiB"}``.
         trust_remote_code: run the model repository's own code, for a config with an ``auto_map``.
         seed: initialisation seed of tiny models.
         backend: ``"auto"`` (the TransformerBridge where TransformerLens has an adapter, else Hugging Face; see the
@@ -374,6 +377,12 @@ def check_spread(config: dict[str, Any], name: str, dtype: torch.dtype, spread: 
     if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
         _check_device(device_map, "device_map")
     if isinstance(device_map, Mapping):
+        offload = sorted({str(w) for w in device_map.values() if str(w) in ("cpu", "disk")})
+        if offload and len(offload) < len({str(w) for w in device_map.values()}):
+            raise ModelLoadError(
+                f"device_map puts modules both on a GPU and on {' and '.join(offload)}: TransformerLens does not "
+                "run such mixed maps. Map every module to a GPU (or pass n_devices=N), or every module to the CPU"
+            )
         for module, where in device_map.items():
             _check_device(where, f"device_map[{module!r}]")
     if max_memory:

@@ -129,8 +129,13 @@ def _verdict(row: Any, kind: str) -> str:
 
 
 def compact_comparison(table: pd.DataFrame, confidence: float = 0.95) -> str:
-    """A :meth:`RunResults.comparison` table for the terminal: value, baseline, the change with its interval and,
-    per control, the difference with its interval and a verdict."""
+    """A :meth:`RunResults.comparison` table for the terminal (see :func:`comparison_view`)."""
+    return comparison_view(table, confidence).to_string(index=False)
+
+
+def comparison_view(table: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """A :meth:`RunResults.comparison` table as it is shown (the terminal, the docs' results pages): value,
+    baseline, the change with its interval and, per control, the difference with its interval and a verdict."""
     kinds = [c.removeprefix("diff_vs_") for c in table.columns if c.startswith("diff_vs_") and c != "diff_vs_baseline"]
     keys = ["condition", *[c for c in table.columns if c in ("layer", "target", "language", "direction", "src")]]
     rows = []
@@ -142,7 +147,7 @@ def compact_comparison(table: pd.DataFrame, confidence: float = 0.95) -> str:
             shown[f"vs {kind} [{confidence:.0%} CI]"] = _interval(row, f"vs_{kind}")
             shown[f"vs {kind}"] = _verdict(row, kind)
         rows.append(shown)
-    return pd.DataFrame(rows).to_string(index=False)
+    return pd.DataFrame(rows)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -196,6 +201,7 @@ class RunResults:
     # --- reading and writing -----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The results as the JSON of ``results.json`` (the tables are written beside it as parquet)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "config": self.config.to_dict(),
@@ -215,6 +221,7 @@ class RunResults:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], folder: Path | None = None, model: LensModel | None = None) -> RunResults:
+        """Results from the JSON of ``results.json``; an error for another schema version, naming how to rerun."""
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ResultsError(
@@ -529,6 +536,7 @@ class RunResults:
 
     @property
     def eval_corpus(self) -> ParallelCorpus | None:
+        """The evaluation split the run measured, where the run folder holds it."""
         return self._split("eval")
 
     @property
