@@ -26,8 +26,8 @@ def _records(frame: Any) -> list[dict[str, Any]]:
 def summary(folder: Path, command: str, validity: list[str] | None) -> dict[str, Any]:
     results = RunResults.load(folder)
     out: dict[str, Any] = {
-        **produced_by(),
         "command": command,
+        "commit": results.provenance.get("commit") or produced_by()["commit"],
         "config": results.config.to_dict(),
         "machine": results.provenance["machine"],
         "timings": results.provenance["timings"],

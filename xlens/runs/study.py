@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from xlens._io import content_key
+from xlens._io import content_key, produced_by
 from xlens._schema import from_mapping
 from xlens.activations import corpus_texts
 from xlens.artifacts import CorruptArtifactWarning
@@ -386,6 +386,7 @@ class Experiment:
             "eval_corpus": _corpus_provenance(self.config.evaluate.corpus, splits.eval),
             "splits": splits.provenance(),
             "versions": package_versions([p for task in self.tasks.values() for p in task.packages]),
+            "commit": produced_by()["commit"],  # the code that assembled these results, for the docs' results pages
             "tasks": {name: found for name, task in self.tasks.items() if (found := task.provenance())},
             "truncation": self.truncation,
             "machine": {"platform": platform.platform(), "device": info.device, "threads": info.threads},
