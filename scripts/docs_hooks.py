@@ -14,9 +14,12 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
+DIRECTIVE = re.compile(r"<p>\.\. code-block:: \w+</p>")
+LITERAL = re.compile(r"::</p>")
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = ("assets", "notebooks")
-ROLE = re.compile(r":(?:func|class|meth|attr|mod|data|exc|obj):(<code)")
+# A role and a `~` that asks for the last component only: `:class:`~xlens.errors.InputError`` shows `InputError`.
+ROLE = re.compile(r":(?:func|class|meth|attr|mod|data|exc|obj):(<code[^>]*>)(?:~(?:\w+\.)*)?")
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from render_docs import undocumented  # noqa: E402
@@ -30,8 +33,10 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
 
 
 def on_page_content(html: str, **_: object) -> str:
-    """Docstrings cross-reference in reStructuredText roles (``:func:`load_model` ``); show the name alone."""
-    return ROLE.sub(r"\1", html)
+    """Docstrings are written in reStructuredText: show a role's name alone (``:func:`load_model` ``), and a
+    literal block's ``::`` or ``.. code-block::`` as the code block Markdown already makes of its indented lines."""
+    html = ROLE.sub(r"\1", html)
+    return LITERAL.sub(":</p>", DIRECTIVE.sub("", html))
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:

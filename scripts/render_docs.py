@@ -97,7 +97,9 @@ def reference_pages() -> dict[str, str]:
         index += [f"## [{title}]({page}.md)", "", "| name | what |", "|---|---|"]
         index += [f"| [`{n}`][xlens.{n}] | {_summary(n)} |" for n in names[page]]
         index.append("")
-        body = [f"# {title}", ""] + [f"::: xlens.{n}\n" for n in names[page]]
+        modules = dict.fromkeys(getattr(xlens, n).__module__ for n in names[page])
+        body = [f"# {title}", ""] + [f"::: xlens.{n}\n" for n in names[page]] + ["## Modules", ""]
+        body += [f"::: {m}\n    options:\n      members: false\n      heading_level: 3\n" for m in modules]
         pages[f"reference/{page}.md"] = NOTE.format(source="the docstrings") + "\n".join(body)
     pages["reference/index.md"] = NOTE.format(source="xlens.__all__") + "\n".join(index)
     return pages
@@ -122,7 +124,7 @@ def tutorial_pages() -> dict[str, str]:
         source = f"notebooks/{notebook.name}"
         download = (
             f'!!! tip "Run it"\n    This page is [`{source}`](../{source}) as text, without its outputs: '
-            "download it and run it in Jupyter (`pip install 'xlens[notebook]'`)."
+            "download it and run it in Jupyter (`pip install -e \".[notebook]\" jupyterlab` in the checkout)."
         )
         title, *rest = parts
         pages[f"tutorials/{tutorial_slug(notebook)}.md"] = (

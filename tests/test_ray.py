@@ -198,5 +198,5 @@ def test_bad_executor_settings_fail_before_any_model_loads(tmp_path: Path, monke
     path = ExperimentConfig.from_dict(BASE).save(tmp_path / "grid.toml")
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["sweep", str(path), "--out", str(out), "--executor", "ray", "--no-figures"])
-    assert result.exit_code == 2 and "pip install 'xlens[ray]'" in result.output
+    assert result.exit_code == 2 and "pip install -e '.[ray]'" in result.output
     assert not out.exists()

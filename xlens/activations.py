@@ -22,6 +22,7 @@ from torch import Tensor
 from xlens._display import html_card, short_list
 from xlens._io import content_key, read_pair, reading, write_pair
 from xlens.artifacts import ArtifactStore
+from xlens.data.corpus import ParallelCorpus
 from xlens.errors import InputError, InputIndexError, InputTypeError, NonFiniteError
 from xlens.models.lens import DEFAULT_MAX_TOKENS, ForwardBatch, LensModel, Reader, block_of
 
@@ -484,13 +485,13 @@ def _storage(rows: int, cols: int, dtype: torch.dtype, file: Path | None) -> Ten
     return torch.from_file(str(file), shared=True, size=rows * cols, dtype=dtype).view(rows, cols)
 
 
-def corpus_texts(corpus: Any, languages: Sequence[str]) -> tuple[list[str], Int[Tensor, " sentence"]]:
+def corpus_texts(corpus: ParallelCorpus, languages: Sequence[str]) -> tuple[list[str], Int[Tensor, " sentence"]]:
     """Every sentence of ``languages`` (language after language) and the language index of each."""
     texts = [s for lang in languages for s in corpus[lang]]
     return texts, torch.repeat_interleave(torch.arange(len(languages)), len(corpus))
 
 
-def responses_key(model: LensModel, corpus: Any, languages: Sequence[str], settings: dict[str, Any]) -> str:
+def responses_key(model: LensModel, corpus: ParallelCorpus, languages: Sequence[str], settings: dict[str, Any]) -> str:
     """Cache key of a corpus's responses: the model's identity and numerics, the sentences and the settings
     that change the numbers (where responses are shown or staged, e.g. progress or offload, is left out)."""
     return content_key("responses", model.identity(), model.numerics(), corpus.fingerprint(), list(languages), settings)
@@ -498,7 +499,7 @@ def responses_key(model: LensModel, corpus: Any, languages: Sequence[str], setti
 
 def collect_corpus_responses(
     model: LensModel,
-    corpus: Any,
+    corpus: ParallelCorpus,
     languages: Sequence[str] | None = None,
     *,
     cache: str | os.PathLike[str] | None = None,

@@ -203,7 +203,7 @@ def experts(
     select: Annotated[str, typer.Option(help="top | per-block | top-bottom | threshold")] = "top",
     threshold: Annotated[float | None, typer.Option(help="AP threshold for --select threshold")] = None,
     units: Annotated[str, typer.Option(help="mlp | linear | resid | re:REGEX over hook names")] = "mlp",
-    pooling: Annotated[str, typer.Option(help="mean | max | last | median")] = "mean",
+    pooling: Annotated[str, typer.Option(help="mean | max | last | median | weighted")] = "mean",
     batch_size: Annotated[int, typer.Option(help="sentences per forward pass")] = 16,
     seed: Annotated[int, typer.Option(help="seed of the sentence sample")] = 0,
     negatives: Annotated[

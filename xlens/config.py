@@ -326,8 +326,9 @@ class ControlsConfig:
 
     ``random`` (on by default): the same method on k units drawn uniformly from all units (the paper's control),
     with the same statistic or factor, over ``seeds`` seeds (1 by default); ``random_per_block``: as many random
-    units in each block as the experts have there; ``neutral``: methods with a ``value`` set the experts (and, with
-    ``random``, the random units too) to their median over all languages' sentences (``all_p50``) instead;
+    units in each block as the experts have there; ``neutral``: the methods that define ``neutral()`` (built in:
+    force) also run with the experts (and, with ``random``, the random units too) set to their median over all
+    languages' sentences (``all_p50``);
     ``mixed``: retrieval with the queries embedded without the intervention against candidates embedded with it,
     and the reverse (no extra forward passes).
     """

@@ -46,7 +46,7 @@ def require_sklearn() -> None:
     except ImportError as err:
         raise MissingDependencyError(
             f"xlens transfer trains its probes with scikit-learn, which is not installed ({err}): "
-            "pip install 'xlens[transfer]'"
+            "pip install -e '.[transfer]'"
         ) from None
 
 

@@ -43,7 +43,7 @@ def require_sacrebleu() -> ModuleType:
         import sacrebleu
     except ImportError as err:
         raise MissingDependencyError(
-            f"xlens translate scores with sacrebleu, which is not installed ({err}): pip install 'xlens[translate]'"
+            f"xlens translate scores with sacrebleu, which is not installed ({err}): pip install -e '.[translate]'"
         ) from None
     return sacrebleu
 

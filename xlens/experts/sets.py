@@ -14,7 +14,8 @@ from torch import Tensor
 
 from xlens._display import html_card, html_frame
 from xlens._io import read_pair, reading, write_pair
-from xlens.activations import Responses, UnitIndex, collect_corpus_responses
+from xlens.activations import Responses, UnitIndex, UnitSpec, collect_corpus_responses
+from xlens.data.corpus import ParallelCorpus
 from xlens.data.languages import resolve_language
 from xlens.errors import ExpertInputError
 from xlens.experts.lape import LAPE_COUNTS, LapeResult, lape
@@ -534,10 +535,10 @@ class ExpertSet:
 
 def find_experts(
     model: LensModel,
-    corpus: Any,
+    corpus: ParallelCorpus,
     languages: Sequence[str] | None = None,
     *,
-    units: Any = "mlp",
+    units: UnitSpec = "mlp",
     pooling: str = "mean",
     negatives: Sequence[str] | None = None,
     lape_top_rate: float | None = None,

@@ -270,7 +270,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise ExecutorError(
-                "the ray executor needs Ray, which is not installed: pip install 'xlens[ray]' (or use --executor local)"
+                "the ray executor needs Ray, which is not installed: pip install -e '.[ray]' (or use --executor local)"
             ) from None
         if self.workers is not None and self.workers < 1:
             raise ExecutorError(f"workers must be >= 1, got {self.workers}")

@@ -215,7 +215,7 @@ def _check_image_export(fmt: str) -> None:
         import kaleido  # noqa: F401
     except ImportError:
         raise FigureExportError(
-            f"writing {fmt.upper()} needs kaleido>=1: pip install 'xlens[figures]' (or write .html instead)"
+            f"writing {fmt.upper()} needs kaleido>=1: pip install -e '.[figures]' (or write .html instead)"
         ) from None
     if find_browser() is None:
         raise FigureExportError(

@@ -83,7 +83,7 @@ def _umap(before: np.ndarray, after: np.ndarray | None, seed: int, cache: Path) 
     try:
         import umap  # type: ignore[import-not-found]
     except ImportError:
-        raise ProjectionError("method='umap' needs umap-learn: pip install 'xlens[umap]' (or use 'pca')") from None
+        raise ProjectionError("method='umap' needs umap-learn: pip install -e '.[umap]' (or use 'pca')") from None
     if before.shape[0] < 4:
         raise ProjectionError(f"UMAP needs at least 4 points, got {before.shape[0]}: use method='pca'")
     params = {

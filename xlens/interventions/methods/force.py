@@ -20,7 +20,8 @@ from xlens.interventions.units import SetUnits
 @dataclass(frozen=True)
 class Force(ScoredMethod):
     """Set the experts to ``value`` at every token: a statistic of their pooled response (``on_p50`` = median on
-    the language, ``on_mean`` = mean, ``on_p90``, ``off_p50``, ``off_mean``), ``"zero"``, or a number."""
+    the language, ``on_mean`` = mean, ``on_p90``; ``off_p50``, ``off_mean`` on the other languages; ``all_p50``,
+    ``all_mean`` on every language, the neutral control's value), ``"zero"``, or a number."""
 
     name: ClassVar[str] = "force"
     value: str | float = "on_p50"
