@@ -124,7 +124,7 @@ def tutorial_pages() -> dict[str, str]:
         source = f"notebooks/{notebook.name}"
         download = (
             f'!!! tip "Run it"\n    This page is [`{source}`](../{source}) as text, without its outputs: '
-            "download it and run it in Jupyter (`pip install -e \".[notebook]\" jupyterlab` in the checkout)."
+            'download it and run it in Jupyter (`pip install -e ".[notebook]" jupyterlab` in the checkout).'
         )
         title, *rest = parts
         pages[f"tutorials/{tutorial_slug(notebook)}.md"] = (
@@ -141,10 +141,12 @@ def load(name: str) -> dict[str, Any]:
 
 
 def table(frame: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table (no index)."""
+    """A DataFrame as a Markdown table (no index); a cell never breaks inside (an interval stays on one line)."""
     head = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(str(v).replace(" ", "\u00a0") for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *rows])
 
 

@@ -4,6 +4,7 @@ files they are rendered from."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -91,3 +92,10 @@ def test_every_result_file_names_its_command_and_commit() -> None:
         data = json.loads(path.read_text(encoding="utf-8"))
         assert data["command"].split()[0] in ("xlens", "python"), path.name
         assert len(data["commit"]) >= 40 and int(data["commit"][:40], 16) >= 0, path.name
+
+
+def test_the_readme_is_short_and_its_links_resolve() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150
+    targets = [t for t in re.findall(r"\]\(([^)#\s]+)", text) if not t.startswith("http")]
+    assert targets and [t for t in targets if not (ROOT / t).exists()] == []
