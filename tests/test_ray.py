@@ -192,7 +192,7 @@ def test_bad_executor_settings_fail_before_any_model_loads(tmp_path: Path, monke
     with pytest.raises(ExecutorError, match="settings of the ray executor: add --executor ray"):
         make_executor("local", workers=4)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    with pytest.raises(ExecutorError, match=r"needs Ray, which is not installed: pip install 'xlens\[ray\]'"):
+    with pytest.raises(ExecutorError, match=r"needs Ray, which is not installed: pip install -e '\.\[ray\]'"):
         make_executor("ray").connect()
     # The command line says the same, before the run folder or a model is touched.
     path = ExperimentConfig.from_dict(BASE).save(tmp_path / "grid.toml")

@@ -578,7 +578,7 @@ def test_a_source_without_a_train_split_and_a_missing_sklearn_fail_before_the_mo
     with pytest.raises(CorpusError, match="the source language eng_Latn has no train split in sib200:"):
         _run(config, tmp_path / "out")
     monkeypatch.setitem(sys.modules, "sklearn", None)  # what an environment without scikit-learn imports
-    with pytest.raises(MissingDependencyError, match=r"pip install 'xlens\[transfer\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install -e '\.\[transfer\]'"):
         _run(_tiny(sib), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -367,7 +367,7 @@ def _no_model(*args: Any, **kwargs: Any) -> Any:
 def test_missing_sacrebleu_is_one_error_before_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     patch_everywhere(monkeypatch, xlens.runs.executors, "load", _no_model)
     monkeypatch.setitem(sys.modules, "sacrebleu", None)  # `import sacrebleu` raises ImportError
-    with pytest.raises(MissingDependencyError, match=r"pip install 'xlens\[translate\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install -e '\.\[translate\]'"):
         _run(_tiny_config(tmp_path), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -419,7 +419,7 @@ def test_image_export_explains_what_is_missing(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(export.FigureExportError, match="Chrome or Chromium"):
         export.save_figure(fig, tmp_path / "f.png")
     monkeypatch.setitem(sys.modules, "kaleido", None)
-    with pytest.raises(export.FigureExportError, match=r"pip install 'xlens\[figures\]'"):
+    with pytest.raises(export.FigureExportError, match=r"pip install -e '\.\[figures\]'"):
         export.save_figure(fig, tmp_path / "f.svg")
     assert not export.image_export_available()
 
